@@ -1,0 +1,140 @@
+"""Names to torch objects: activations, solvers, precisions, devices.
+
+Every option a user picks by name goes through a :class:`Resolver`, so all of
+them normalize the same way (case, ``-`` and ``_`` ignored) and fail the same
+way: a ``ValueError`` that lists the sorted choices and suggests the closest.
+The tables are meant to grow (more activations, optimizers, schedules,
+initializers); an estimator's ``_parameter_constraints`` reads them through
+:class:`~sklears_neural.core._compat.ResolvableName`, so a new entry is valid
+everywhere at once.
+"""
+
+import difflib
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Resolver",
+    "ACTIVATIONS",
+    "PRECISIONS",
+    "resolve_device",
+]
+
+
+def _normalize(name):
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
+class Resolver:
+    """Map user-facing names to objects.
+
+    Parameters
+    ----------
+    kind : str
+        What the names stand for, used in error messages ("activation").
+    table : dict of str to object
+        Canonical name to object (often a factory).
+    aliases : dict of str to str, default=None
+        Extra spellings mapped to canonical names ("sigmoid" -> "logistic").
+    """
+
+    def __init__(self, kind, table, aliases=None):
+        self.kind = kind
+        self.table = dict(table)
+        self._lookup = {_normalize(name): name for name in self.table}
+        for alias, target in (aliases or {}).items():
+            self._lookup[_normalize(alias)] = target
+
+    @property
+    def names(self):
+        """Sorted canonical names."""
+        return sorted(self.table)
+
+    def knows(self, name):
+        return isinstance(name, str) and _normalize(name) in self._lookup
+
+    def canonical(self, name):
+        """The canonical spelling of ``name``.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is unknown; the message lists every valid name.
+        """
+        if not self.knows(name):
+            close = difflib.get_close_matches(
+                _normalize(str(name)), list(self._lookup), n=1
+            )
+            hint = f" Did you mean {self._lookup[close[0]]!r}?" if close else ""
+            raise ValueError(
+                f"Unknown {self.kind} {name!r}. Valid names are: "
+                f"{', '.join(self.names)}.{hint}"
+            )
+        return self._lookup[_normalize(name)]
+
+    def __call__(self, name):
+        """The object registered under ``name``."""
+        return self.table[self.canonical(name)]
+
+
+ACTIVATIONS = Resolver(
+    "activation",
+    {
+        "identity": nn.Identity,
+        "logistic": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "relu": nn.ReLU,
+    },
+    aliases={"linear": "identity", "sigmoid": "logistic"},
+)
+
+PRECISIONS = Resolver(
+    "precision",
+    {"float32": torch.float32, "float64": torch.float64},
+    aliases={"fp32": "float32", "fp64": "float64", "double": "float64"},
+)
+
+
+def resolve_device(device):
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` into a device.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` picks CUDA when available, else CPU.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If the string is not a device torch knows, or names an accelerator
+        this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"Unknown device {device!r}. Use 'auto', 'cpu', 'cuda' or "
+                f"'cuda:<index>'."
+            ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine. Use device='cpu', or device='auto' to pick CUDA only when "
+            "it is present."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but MPS is not available on this "
+            "machine. Use device='cpu' or device='auto'."
+        )
+    return resolved

@@ -1,0 +1,36 @@
+"""Errors and warnings raised by sklears-neural.
+
+Each one is also a type callers already catch: a scikit-learn exception or a
+builtin, so ``except ValueError`` around a scikit-learn call keeps working when
+the estimator comes from this library.
+"""
+
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+__all__ = ["ConvergenceWarning", "NotFittedError", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """The training loss became NaN or infinite.
+
+    The estimator that raised it is left as it was before the call that
+    diverged (unfitted after a first ``fit``), so nothing half-trained looks
+    fitted. The weights of the last epoch whose loss was finite travel with
+    the error.
+
+    Parameters
+    ----------
+    message : str
+        What happened and how to fix it.
+    epoch : int
+        The 1-based epoch (or L-BFGS iteration) in which the loss left the
+        finite range.
+    last_finite_state : dict of str to ndarray or None
+        ``module.state_dict()`` as numpy arrays after the last finite epoch;
+        ``None`` when the very first epoch diverged.
+    """
+
+    def __init__(self, message, *, epoch, last_finite_state=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.last_finite_state = last_finite_state
