@@ -16,7 +16,6 @@ from sklearn.utils._param_validation import (
     InvalidParameterError,
     Options,
     StrOptions,
-    _Constraint,
 )
 from sklearn.utils.optimize import _check_optimize_result
 
@@ -34,13 +33,20 @@ __all__ = [
 ]
 
 
-class PositiveIntSequence(_Constraint):
+# scikit-learn's validator accepts only its own constraint classes, so the
+# custom rules below subclass Options/StrOptions and override the test.
+
+
+class PositiveIntSequence(Options):
     """An int >= 1, or a possibly empty sequence of ints that are all >= 1.
 
     scikit-learn declares ``hidden_layer_sizes`` as "array-like or int >= 1"
     and then re-checks the elements by hand inside ``fit``; this constraint
     says the whole rule once.
     """
+
+    def __init__(self):
+        super().__init__(object, set())
 
     def is_satisfied_by(self, val):
         if isinstance(val, (str, bytes)):
@@ -60,7 +66,7 @@ class PositiveIntSequence(_Constraint):
         return "an int >= 1 or a sequence of ints that are all >= 1"
 
 
-class ResolvableName(_Constraint):
+class ResolvableName(StrOptions):
     """A string that a :class:`~sklears_neural.core.resolve.Resolver` knows.
 
     Case, ``-`` and ``_`` are ignored, the way the resolver ignores them, so
@@ -68,7 +74,7 @@ class ResolvableName(_Constraint):
     """
 
     def __init__(self, resolver):
-        super().__init__()
+        super().__init__(set(resolver.names))
         self.resolver = resolver
 
     def is_satisfied_by(self, val):
@@ -79,8 +85,11 @@ class ResolvableName(_Constraint):
         return f"a str among {{{names}}} (case, '-' and '_' are ignored)"
 
 
-class CallbackList(_Constraint):
-    """None, or a list/tuple of :class:`~sklears_neural.core.callbacks.Callback`."""
+class CallbackList(Options):
+    """A list/tuple of :class:`~sklears_neural.core.callbacks.Callback`."""
+
+    def __init__(self):
+        super().__init__(object, set())
 
     def is_satisfied_by(self, val):
         from sklears_neural.core.callbacks import Callback

@@ -62,6 +62,10 @@ class EarlyStopping(Callback):
         is better, others (scores) higher is better.
     restore_best_weights : bool, default=False
         Load the weights of the best epoch when training ends.
+    restore_on : {"end", "stop"}, default="end"
+        With ``restore_best_weights``: ``"end"`` restores whenever training
+        ends (scikit-learn's ``early_stopping``); ``"stop"`` only when this
+        callback stopped it (``partial_fit`` loops, where every call "ends").
     lr_reduce_factor : float or None, default=None
         If set, running out of patience first divides every learning rate by
         this factor and resets the count (scikit-learn's
@@ -90,6 +94,7 @@ class EarlyStopping(Callback):
         *,
         lower_is_better=None,
         restore_best_weights=False,
+        restore_on="end",
         lr_reduce_factor=None,
         min_lr=1e-6,
         verbose=False,
@@ -99,6 +104,7 @@ class EarlyStopping(Callback):
         self.tol = tol
         self.lower_is_better = lower_is_better
         self.restore_best_weights = restore_best_weights
+        self.restore_on = restore_on
         self.lr_reduce_factor = lr_reduce_factor
         self.min_lr = min_lr
         self.verbose = verbose
@@ -163,7 +169,9 @@ class EarlyStopping(Callback):
         trainer.should_stop = True
 
     def on_train_end(self, trainer, **kwargs):
-        if self.restore_best_weights and self.best_state is not None:
+        if not self.restore_best_weights or self.best_state is None:
+            return
+        if self.restore_on == "end" or self.stopped:
             trainer.restore(self.best_state)
 
 

@@ -1,0 +1,6 @@
+"""sklears-neural: neural networks as scikit-learn estimators, on PyTorch."""
+
+from sklears_neural._version import __version__
+from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
+
+__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]

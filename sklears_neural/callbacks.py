@@ -1,0 +1,10 @@
+"""Public callbacks for the training loop (``callbacks=[...]`` on any estimator)."""
+
+from sklears_neural.core.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochLogger,
+    InverseScalingLR,
+)
+
+__all__ = ["Callback", "EarlyStopping", "EpochLogger", "InverseScalingLR"]

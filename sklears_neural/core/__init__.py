@@ -1,0 +1,1 @@
+"""The training core shared by every model family; it knows no family."""

@@ -1,0 +1,656 @@
+"""The estimator layer: scikit-learn's contract on top of the training core.
+
+:class:`BaseNeuralEstimator` validates parameters and data once, seeds a
+local generator, asks the family for its module (``_module_spec``), and
+hands everything to the :class:`~sklears_neural.core.trainer.Trainer`. The
+task mixins (:class:`NeuralClassifierMixin`, :class:`NeuralRegressorMixin`)
+own targets: label encoding, the loss, and how raw outputs become
+predictions.
+
+A family only writes ``_module_spec(n_features_in, n_outputs)`` and declares
+its architecture parameters.
+"""
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import column_or_1d
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+    type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from sklears_neural.core._compat import (
+    INF,
+    CallbackList,
+    Interval,
+    ResolvableName,
+    StrOptions,
+    _check_optimize_result,
+)
+from sklears_neural.core.callbacks import EarlyStopping, EpochLogger, InverseScalingLR
+from sklears_neural.core.data import ArrayData, as_tensor
+from sklears_neural.core.history import History
+from sklears_neural.core.optim import (
+    LEARNING_RATES,
+    SOLVERS,
+    apply_hyperparameters,
+    make_optimizer,
+)
+from sklears_neural.core.persistence import PicklableStateMixin
+from sklears_neural.core.resolve import PRECISIONS, resolve_device
+from sklears_neural.core.seeding import draw_seed, torch_generator
+from sklears_neural.core.trainer import Trainer
+
+__all__ = ["BaseNeuralEstimator", "NeuralClassifierMixin", "NeuralRegressorMixin"]
+
+# Rows per forward pass at prediction time: bounds memory on large inputs.
+_PREDICT_CHUNK = 65536
+
+
+class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
+    """Base class of every neural estimator; do not instantiate it directly.
+
+    Subclasses declare their architecture parameters in
+    ``_parameter_constraints`` and implement ``_module_spec``; a task mixin
+    supplies ``_prepare_targets``, ``_loss`` and ``_outputs_to_predictions``.
+    """
+
+    _parameter_constraints: dict = {
+        "solver": [ResolvableName(SOLVERS)],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [ResolvableName(LEARNING_RATES)],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), INF],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "precision": [ResolvableName(PRECISIONS)],
+        "callbacks": [None, CallbackList()],
+    }
+
+    # -- hooks for families and task mixins ----------------------------------
+
+    def _module_spec(self, n_features_in, n_outputs):
+        """Return the :class:`~sklears_neural.core.layers.ModuleSpec` to train."""
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # -- fit machinery ---------------------------------------------------------
+
+    def _is_stochastic(self):
+        return SOLVERS.canonical(self.solver) != "lbfgs"
+
+    def _check_solver(self):
+        if not self._is_stochastic():
+            raise AttributeError(
+                "partial_fit is only available for stochastic optimizers. "
+                f"{self.solver!r} is not stochastic; use solver='sgd' or 'adam'."
+            )
+        return True
+
+    def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
+        first_pass = not hasattr(self, "module_") or (
+            not self.warm_start and not incremental
+        )
+        # Any error leaves the estimator exactly as it was before this call:
+        # never half-fitted, and a fitted model keeps its weights.
+        saved = self._save_for_rollback(first_pass)
+        try:
+            return self._fit_unsafe(X, y, sample_weight, incremental, first_pass, classes)
+        except Exception:
+            self._rollback(saved)
+            raise
+
+    def _save_for_rollback(self, first_pass):
+        attributes = dict(self.__dict__)
+        if first_pass or "module_" not in attributes:
+            return attributes, None, None
+        weights = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+        opt = self._optimizer
+        opt_state = None if opt is None else copy.deepcopy(opt.state_dict())
+        return attributes, weights, opt_state
+
+    def _rollback(self, saved):
+        attributes, weights, opt_state = saved
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+        if weights is not None:
+            self.module_.load_state_dict(weights)
+        if opt_state is not None:
+            self._optimizer.load_state_dict(opt_state)
+
+    def _fit_unsafe(self, X, y, sample_weight, incremental, first_pass, classes):
+        X, targets, sample_weight = self._validate_training_data(
+            X, y, sample_weight, reset=first_pass, incremental=incremental, classes=classes
+        )
+        device = resolve_device(self.device)
+        dtype = PRECISIONS(self.precision)
+        if first_pass:
+            self._initialize(X.shape[1], targets, device, dtype)
+        else:
+            self.module_.to(device=device, dtype=dtype)
+            if self._optimizer is not None:
+                # Moves the kept optimizer state along with the parameters.
+                self._optimizer.load_state_dict(self._optimizer.state_dict())
+
+        if self._is_stochastic():
+            self._fit_stochastic(X, targets, sample_weight, incremental, device, dtype)
+        else:
+            self._fit_lbfgs(X, targets, sample_weight, device, dtype)
+        return self
+
+    def _initialize(self, n_features, targets, device, dtype):
+        self._generator = torch_generator(self.random_state)
+        self.n_outputs_ = self._n_outputs_for(targets)
+        self.out_activation_ = self._output_activation()
+        spec = self._module_spec(n_features, self.n_outputs_)
+        module = spec.build()
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters(generator=self._generator)
+        self.module_ = module.to(device=device, dtype=dtype)
+        self._module_spec_ = spec
+        self._optimizer = None
+        self._stopping = None
+        self.history_ = History()
+        self.t_ = 0
+
+    def _objective(self):
+        """``objective(module, X, y, w)``: weighted mean loss + scikit-learn's L2.
+
+        scikit-learn adds ``alpha / 2 * sum ||W||^2`` divided by the batch's
+        total sample weight, over weight matrices only (not biases).
+        """
+        loss_fn = self._loss
+        alpha = float(self.alpha)
+        penalized = [p for p in self.module_.parameters() if p.ndim >= 2]
+
+        def objective(module, X, y, w):
+            output = module(X)
+            per_sample = loss_fn(output, y)
+            if w is None:
+                loss = per_sample.mean()
+                denominator = per_sample.shape[0]
+            else:
+                denominator = w.sum()
+                loss = (per_sample * w).sum() / denominator
+            if alpha:
+                squares = torch.stack([p.pow(2).sum() for p in penalized]).sum()
+                loss = loss + 0.5 * alpha * squares / denominator
+            return loss
+
+        return objective
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is "
+                "going to be clipped"
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _split_validation(self, X, targets, sample_weight):
+        stratify = (
+            targets.reshape(targets.shape[0], -1)[:, 0]
+            if self._stratify_validation(targets)
+            else None
+        )
+        arrays = [X, targets] + ([sample_weight] if sample_weight is not None else [])
+        parts = train_test_split(
+            *arrays,
+            random_state=draw_seed(self._generator),
+            test_size=self.validation_fraction,
+            stratify=stratify,
+        )
+        train, valid = parts[0::2], parts[1::2]
+        if valid[0].shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        if sample_weight is None:
+            train, valid = train + [None], valid + [None]
+        return train, valid
+
+    def _evaluator(self, X_val, y_val, w_val, device, dtype):
+        data = ArrayData(X_val, y_val, w_val, dtype=dtype, device=device,
+                         target_dtype=self._target_dtype(dtype))
+        loss_fn = self._loss
+
+        def evaluate():
+            with torch.inference_mode():
+                X, y, w = data.all()
+                output = self.module_(X)
+                per_sample = loss_fn(output, y)
+                if w is None:
+                    valid_loss = per_sample.mean()
+                else:
+                    valid_loss = (per_sample * w).sum() / w.sum()
+            predictions = self._outputs_to_predictions(output.double().cpu().numpy())
+            score = self._score_predictions(y_val, predictions, w_val)
+            return {"valid_loss": valid_loss.item(), "valid_score": float(score)}
+
+        return evaluate
+
+    def _make_stopping(self, incremental):
+        return EarlyStopping(
+            monitor="valid_score" if self.early_stopping else "train_loss",
+            patience=self.n_iter_no_change,
+            tol=self.tol,
+            restore_best_weights=self.early_stopping,
+            # In partial_fit the caller drives the loop: the best weights come
+            # back only when patience runs out, not after every call.
+            restore_on="stop" if incremental else "end",
+            lr_reduce_factor=(
+                5.0
+                if SOLVERS.canonical(self.solver) == "sgd"
+                and LEARNING_RATES.canonical(self.learning_rate) == "adaptive"
+                else None
+            ),
+            verbose=bool(self.verbose),
+        )
+
+    def _fit_stochastic(self, X, targets, sample_weight, incremental, device, dtype):
+        if self.early_stopping:
+            (X, targets, sample_weight), (X_v, y_v, w_v) = self._split_validation(
+                X, targets, sample_weight
+            )
+            evaluate = self._evaluator(X_v, y_v, w_v, device, dtype)
+        else:
+            evaluate = None
+        data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,
+                         target_dtype=self._target_dtype(dtype))
+
+        if self._optimizer is None or self._optimizer_solver != self.solver:
+            self._optimizer = make_optimizer(self.module_, self)
+            self._optimizer_solver = self.solver
+        elif not incremental:
+            apply_hyperparameters(self._optimizer, self)
+
+        if incremental and self._stopping is not None:
+            stopping = self._stopping
+        else:
+            stopping = self._make_stopping(incremental)
+        callbacks = [stopping]
+        if (
+            SOLVERS.canonical(self.solver) == "sgd"
+            and LEARNING_RATES.canonical(self.learning_rate) == "invscaling"
+        ):
+            callbacks.append(InverseScalingLR(self.learning_rate_init, self.power_t))
+        if self.verbose:
+            callbacks.append(EpochLogger())
+        callbacks.extend(self.callbacks or [])
+
+        trainer = Trainer(
+            self.module_,
+            self._objective(),
+            self._optimizer,
+            callbacks=callbacks,
+            generator=self._generator,
+            history=History(self.history_),
+            samples_seen=self.t_,
+        )
+        trainer.fit(
+            data,
+            max_epochs=1 if incremental else self.max_iter,
+            batch_size=self._batch_size(data.n_samples),
+            shuffle=self.shuffle,
+            evaluate=evaluate,
+        )
+        epochs_run = len(trainer.history) - len(self.history_)
+        self._stopping = stopping
+        self._record(trainer.history, trainer.samples_seen, epochs_run)
+        self.converged_ = stopping.stopped
+        if not incremental and epochs_run == self.max_iter and not stopping.stopped:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
+
+    def _fit_lbfgs(self, X, targets, sample_weight, device, dtype):
+        data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,
+                         target_dtype=self._target_dtype(dtype))
+        self._optimizer = None
+        self._optimizer_solver = self.solver
+        callbacks = [EpochLogger()] if self.verbose else []
+        trainer = Trainer(
+            self.module_,
+            self._objective(),
+            None,
+            callbacks=callbacks + list(self.callbacks or []),
+            history=History(self.history_),
+        )
+        result = trainer.fit_lbfgs(
+            data, max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol
+        )
+        n_iter = _check_optimize_result("lbfgs", result, self.max_iter)
+        self._record(trainer.history, self.t_, n_iter)
+        self.loss_ = float(result.fun)
+        self.converged_ = bool(result.success)
+
+    def _record(self, history, samples_seen, epochs_run):
+        """Set the scikit-learn fitted attributes from the training history."""
+        self.history_ = history
+        self.n_iter_ = int(epochs_run)
+        self.t_ = int(samples_seen)
+        self.loss_curve_ = history.column("train_loss")
+        self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
+        if self.early_stopping and self._is_stochastic():
+            self.validation_scores_ = history.column("valid_score")
+            self.validation_loss_curve_ = history.column("valid_loss")
+            self.best_validation_score_ = max(self.validation_scores_, default=None)
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.validation_loss_curve_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = min(self.loss_curve_, default=None)
+
+    # -- prediction --------------------------------------------------------------
+
+    def _device_of_module(self):
+        return next(self.module_.parameters()).device
+
+    def _raw_outputs(self, X):
+        """Validated ``X`` through the module: raw outputs as float64 numpy."""
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+            reset=False,
+        )
+        param = next(self.module_.parameters())
+        self.module_.eval()
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, X.shape[0], _PREDICT_CHUNK):
+                part = X[start:start + _PREDICT_CHUNK]
+                if sp.issparse(part):
+                    part = part.toarray()
+                inputs = as_tensor(part, param.dtype, param.device)
+                chunks.append(self.module_(inputs).double().cpu().numpy())
+        if not chunks:
+            return np.empty((0, self.n_outputs_))
+        return np.concatenate(chunks)
+
+
+class NeuralClassifierMixin:
+    """Targets of a classifier: labels, log-loss, probabilities.
+
+    Multiclass targets train a softmax over ``n_classes`` outputs;
+    binary and multilabel-indicator targets train one logistic output per
+    label, as scikit-learn's ``MLPClassifier`` does.
+    """
+
+    _parameter_constraints: dict = {
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
+                                classes):
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+            dtype=(np.float64, np.float32), reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self._fit_labels(y, incremental=incremental, classes=classes)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if self.class_weight is not None:
+            class_weights = compute_sample_weight(self.class_weight, y)
+            sample_weight = (
+                class_weights if sample_weight is None else sample_weight * class_weights
+            )
+        return X, self._encode(y), sample_weight
+
+    def _fit_labels(self, y, *, incremental, classes):
+        if incremental and _check_partial_fit_first_call(self, classes):
+            # The first partial_fit call learns the label set from `classes`.
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        elif not incremental and (not hasattr(self, "classes_") or not self.warm_start):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+            return
+        labels = unique_labels(y)
+        if self.warm_start and not incremental:
+            if set(labels) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as "
+                    f"in the previous call to fit. Previously got {self.classes_}, "
+                    f"`y` has {labels}"
+                )
+        elif len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                f"{self.classes_}. 'y' has {labels}."
+            )
+
+    def _is_multiclass(self):
+        return self._label_binarizer.y_type_ == "multiclass"
+
+    def _encode(self, y):
+        if self._is_multiclass():
+            # Class indices: cross-entropy on indices is cheaper than one-hot.
+            return np.searchsorted(self.classes_, y).astype(np.int64)
+        return self._label_binarizer.transform(y).astype(np.float64)
+
+    def _target_dtype(self, dtype):
+        return torch.long if self._is_multiclass() else dtype
+
+    def _n_outputs_for(self, targets):
+        if self._is_multiclass():
+            return len(self.classes_)
+        return targets.shape[1]
+
+    def _output_activation(self):
+        return "softmax" if self._is_multiclass() else "logistic"
+
+    def _stratify_validation(self, targets):
+        # Multilabel targets are not stratified, as in scikit-learn.
+        return targets.ndim == 1 or targets.shape[1] == 1
+
+    def _loss(self, output, target):
+        if target.ndim == 1:
+            return F.cross_entropy(output, target, reduction="none")
+        return F.binary_cross_entropy_with_logits(
+            output, target, reduction="none"
+        ).sum(dim=1)
+
+    def _probabilities(self, outputs):
+        if self._is_multiclass():
+            outputs = outputs - outputs.max(axis=1, keepdims=True)
+            np.exp(outputs, out=outputs)
+            outputs /= outputs.sum(axis=1, keepdims=True)
+            return outputs
+        return 1.0 / (1.0 + np.exp(-outputs))
+
+    def _outputs_to_predictions(self, outputs):
+        probabilities = self._probabilities(outputs)
+        if probabilities.shape[1] == 1:
+            probabilities = probabilities.ravel()
+        return self._label_binarizer.inverse_transform(probabilities)
+
+    def _score_predictions(self, targets, predictions, sample_weight):
+        if targets.ndim == 1 and self._is_multiclass():
+            targets = self.classes_[targets]
+        else:
+            targets = self._label_binarizer.inverse_transform(targets)
+        return accuracy_score(targets, predictions, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Labels from ``classes_``; a 0/1 indicator matrix for multilabel
+            targets.
+        """
+        return self._outputs_to_predictions(self._raw_outputs(X))
+
+    def predict_proba(self, X):
+        """Probability estimates, as float64 whatever the compute precision.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``. For multilabel targets, column ``j``
+            is the probability of label ``j``.
+        """
+        probabilities = self._probabilities(self._raw_outputs(X))
+        if probabilities.shape[1] == 1:
+            p = probabilities.ravel()
+            return np.column_stack([1.0 - p, p])
+        return probabilities
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        probabilities = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(probabilities, out=probabilities)
+
+
+class NeuralRegressorMixin:
+    """Targets of a regressor: floats, squared error or Poisson deviance."""
+
+    _parameter_constraints: dict = {
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
+                                classes):
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+            y_numeric=True, dtype=(np.float64, np.float32), reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(
+                "Some value(s) of y are negative which is not allowed for "
+                "loss='poisson'. Use loss='squared_error' or shift the targets."
+            )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        targets = y.reshape(-1, 1) if y.ndim == 1 else y
+        if not reset and targets.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {targets.shape[1]} outputs but this model was fitted with "
+                f"{self.n_outputs_}. Fit a new model (warm_start=False)."
+            )
+        return X, targets.astype(np.float64, copy=False), sample_weight
+
+    def _target_dtype(self, dtype):
+        return dtype
+
+    def _n_outputs_for(self, targets):
+        return targets.shape[1]
+
+    def _output_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _stratify_validation(self, targets):
+        return False
+
+    def _loss(self, output, target):
+        if self.out_activation_ == "exp":
+            # Half Poisson deviance with a log link: the module outputs log(mu).
+            # The xlogy(y, y) - y term is constant; keep it so loss_ matches
+            # scikit-learn's value.
+            return (
+                torch.exp(output) - target * output + torch.xlogy(target, target) - target
+            ).sum(dim=1)
+        return 0.5 * (output - target).pow(2).sum(dim=1)
+
+    def _outputs_to_predictions(self, outputs):
+        if self.out_activation_ == "exp":
+            outputs = np.exp(outputs)
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
+    def _score_predictions(self, targets, predictions, sample_weight):
+        if targets.shape[1] == 1:
+            targets = targets.ravel()
+        if not np.isfinite(predictions).all():
+            return np.nan
+        return r2_score(targets, predictions, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            float64 predictions.
+        """
+        return self._outputs_to_predictions(self._raw_outputs(X))

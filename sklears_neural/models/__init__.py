@@ -1,0 +1,1 @@
+"""Model families: one module per family, each an ``nn.Module`` plus its estimators."""

@@ -1,0 +1,596 @@
+"""Multi-layer perceptrons: drop-ins for scikit-learn's MLPClassifier/MLPRegressor."""
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.metaestimators import available_if
+
+from sklears_neural.core._compat import PositiveIntSequence, ResolvableName, _fit_context
+from sklears_neural.core.estimator import (
+    BaseNeuralEstimator,
+    NeuralClassifierMixin,
+    NeuralRegressorMixin,
+)
+from sklears_neural.core.history import History
+from sklears_neural.core.layers import MLP, ModuleSpec
+from sklears_neural.core.resolve import ACTIVATIONS, PRECISIONS, resolve_device
+from sklears_neural.core.seeding import torch_generator
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+
+def _layer_sizes(hidden_layer_sizes):
+    if isinstance(hidden_layer_sizes, Integral):
+        return [int(hidden_layer_sizes)]
+    return [int(n) for n in hidden_layer_sizes]
+
+
+class _BaseMLP(BaseNeuralEstimator):
+    """What the two MLP estimators share: the architecture and sklearn's views."""
+
+    _parameter_constraints: dict = {
+        **BaseNeuralEstimator._parameter_constraints,
+        "hidden_layer_sizes": [PositiveIntSequence()],
+        "activation": [ResolvableName(ACTIVATIONS)],
+    }
+
+    def _module_spec(self, n_features_in, n_outputs):
+        return ModuleSpec(
+            MLP,
+            {
+                "n_inputs": int(n_features_in),
+                "hidden_layer_sizes": _layer_sizes(self.hidden_layer_sizes),
+                "n_outputs": int(n_outputs),
+                "activation": ACTIVATIONS.canonical(self.activation),
+            },
+        )
+
+    @property
+    def n_layers_(self):
+        """Number of layers, input and output layers included."""
+        return len(self.module_.linears) + 1
+
+    @property
+    def coefs_(self):
+        """list of ndarray of shape (n_fan_in, n_fan_out): weight matrices.
+
+        Element ``i`` maps layer ``i`` to layer ``i + 1``, as in scikit-learn.
+        These are copies: assigning into them does not change the model.
+        """
+        return [lin.weight.detach().cpu().numpy().T.copy() for lin in self.module_.linears]
+
+    @property
+    def intercepts_(self):
+        """list of ndarray of shape (n_fan_out,): bias vectors, copies."""
+        return [lin.bias.detach().cpu().numpy().copy() for lin in self.module_.linears]
+
+    @classmethod
+    def from_sklearn(cls, fitted, **params):
+        """Build an equivalent estimator from a fitted scikit-learn MLP.
+
+        The weights, labels and training record of ``fitted`` are copied;
+        predictions then agree with scikit-learn's to rounding (use
+        ``precision="float64"`` for agreement to ~1e-12).
+
+        Parameters
+        ----------
+        fitted : sklearn.neural_network.MLPClassifier or MLPRegressor
+            A fitted scikit-learn estimator of the matching task.
+        **params
+            Parameters of this library to set on top of ``fitted``'s
+            (``precision``, ``device``, ...).
+
+        Returns
+        -------
+        estimator : MLPClassifier or MLPRegressor
+            Fitted, ready to predict, ``partial_fit`` or ``warm_start``.
+        """
+        if not hasattr(fitted, "coefs_"):
+            raise ValueError(
+                f"{type(fitted).__name__} is not fitted: call its fit before "
+                f"{cls.__name__}.from_sklearn."
+            )
+        own = cls().get_params()
+        kwargs = {k: v for k, v in fitted.get_params().items() if k in own}
+        kwargs.update(params)
+        est = cls(**kwargs)
+        est._adopt_sklearn_state(fitted)
+        coefs, intercepts = fitted.coefs_, fitted.intercepts_
+        est.n_outputs_ = int(fitted.n_outputs_)
+        est.out_activation_ = fitted.out_activation_
+        spec = est._module_spec(coefs[0].shape[0], est.n_outputs_)
+        module = spec.build()
+        with torch.no_grad():
+            for linear, coef, intercept in zip(module.linears, coefs, intercepts):
+                linear.weight.copy_(torch.from_numpy(np.asarray(coef).T.copy()))
+                linear.bias.copy_(torch.from_numpy(np.asarray(intercept).copy()))
+        est.module_ = module.to(
+            device=resolve_device(est.device), dtype=PRECISIONS(est.precision)
+        )
+        est._module_spec_ = spec
+        est._generator = torch_generator(est.random_state)
+        est._optimizer = None
+        est._optimizer_solver = est.solver
+        est._stopping = None
+        est.n_features_in_ = fitted.n_features_in_
+        if hasattr(fitted, "feature_names_in_"):
+            est.feature_names_in_ = fitted.feature_names_in_
+        est.n_iter_ = int(fitted.n_iter_)
+        est.t_ = int(getattr(fitted, "t_", 0))
+        curve = [float(v) for v in getattr(fitted, "loss_curve_", [])]
+        est.history_ = History({"epoch": i + 1, "train_loss": v} for i, v in enumerate(curve))
+        est.loss_curve_ = curve
+        est.loss_ = float(fitted.loss_)
+        est.best_loss_ = getattr(fitted, "best_loss_", None)
+        est.validation_scores_ = getattr(fitted, "validation_scores_", None)
+        est.validation_loss_curve_ = None
+        est.best_validation_score_ = getattr(fitted, "best_validation_score_", None)
+        est.converged_ = est.n_iter_ < fitted.max_iter
+        return est
+
+    def _adopt_sklearn_state(self, fitted):
+        """Task-specific fitted state (labels) from a scikit-learn estimator."""
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and targets y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classification) or real targets (regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights: each sample's loss is weighted and the mean
+            is taken over the total weight, as in scikit-learn.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+
+class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier on PyTorch, a drop-in for scikit-learn's.
+
+    Same parameters, defaults, fitted attributes and methods as
+    :class:`sklearn.neural_network.MLPClassifier`, plus ``class_weight``,
+    ``device``, ``precision`` and ``callbacks``. It minimizes the log-loss
+    with L-BFGS (SciPy's, as scikit-learn) or mini-batch SGD/Adam (torch).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
+        Width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Hidden-layer activation.
+    solver : {"lbfgs", "sgd", "adam"}, default="adam"
+        ``"lbfgs"``: full-batch quasi-Newton (good for small data);
+        ``"sgd"``: SGD with momentum; ``"adam"``: Adam.
+    alpha : float, default=0.0001
+        L2 penalty on the weight matrices, divided by the batch's total
+        sample weight when added to the loss (scikit-learn's scaling).
+    batch_size : int or "auto", default="auto"
+        Mini-batch size for stochastic solvers; ``"auto"`` is
+        ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Step-size schedule for ``solver="sgd"``: constant; ``lr0 / (t+1)**power_t``
+        with ``t`` the samples seen; or divide by 5 whenever ``n_iter_no_change``
+        epochs pass without improving by ``tol``.
+    learning_rate_init : float, default=0.001
+        Initial step size (stochastic solvers).
+    power_t : float, default=0.5
+        Exponent of ``"invscaling"``.
+    max_iter : int, default=200
+        Epochs for stochastic solvers, iterations for L-BFGS.
+    shuffle : bool, default=True
+        Shuffle samples every epoch (stochastic solvers).
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local torch generator for initial weights, the validation
+        split and shuffling. The global RNGs are never reseeded.
+    tol : float, default=1e-4
+        Improvement below ``tol`` for more than ``n_iter_no_change`` epochs
+        in a row ends training (or, with ``"adaptive"``, lowers the rate).
+    verbose : bool or int, default=False
+        Print one line per epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit's weights **and optimizer state**.
+    momentum : float, default=0.9
+        Momentum of ``solver="sgd"``.
+    nesterovs_momentum : bool, default=True
+        Use Nesterov momentum with ``solver="sgd"``.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its accuracy
+        stops improving, and keep the best weights. Also works with
+        :meth:`partial_fit` (see there).
+    validation_fraction : float, default=0.1
+        Held-out share for ``early_stopping``.
+    beta_1 : float, default=0.9
+        Adam's first-moment decay.
+    beta_2 : float, default=0.999
+        Adam's second-moment decay.
+    epsilon : float, default=1e-8
+        Adam's numerical-stability term.
+    n_iter_no_change : int, default=10
+        Patience, in epochs, of the ``tol`` rule.
+    max_fun : int, default=15000
+        Maximum loss evaluations of L-BFGS.
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, multiplied into ``sample_weight``; ``"balanced"``
+        uses ``n_samples / (n_classes * np.bincount(y))``.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where to train and predict; ``"auto"`` picks CUDA when present.
+    precision : {"float32", "float64"}, default="float32"
+        Compute dtype. Probabilities are returned as float64 either way.
+    callbacks : list of Callback or None, default=None
+        Extra :class:`~sklears_neural.callbacks.Callback` objects for the
+        training loop (stochastic solvers call every hook; L-BFGS calls the
+        train and epoch hooks).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    loss_ : float
+        Loss at the end of training (penalty included).
+    best_loss_ : float or None
+        Lowest training loss; ``None`` with ``early_stopping``.
+    loss_curve_ : list of float
+        Training loss per epoch (per iteration for L-BFGS).
+    validation_scores_ : list of float or None
+        Held-out accuracy per epoch with ``early_stopping``, else ``None``.
+    validation_loss_curve_ : list of float or None
+        Held-out log-loss per epoch with ``early_stopping``, else ``None``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    t_ : int
+        Training samples seen by the stochastic solver.
+    coefs_ : list of ndarray of shape (n_fan_in, n_fan_out)
+        Weight matrices (copies).
+    intercepts_ : list of ndarray of shape (n_fan_out,)
+        Bias vectors (copies).
+    n_features_in_ : int
+        Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X had string column names.
+    n_iter_ : int
+        Epochs (or L-BFGS iterations) run by the last call.
+    n_layers_ : int
+        Number of layers.
+    n_outputs_ : int
+        Number of outputs.
+    out_activation_ : str
+        ``"softmax"`` or ``"logistic"``.
+    converged_ : bool
+        Whether the ``tol`` rule (or L-BFGS) ended training before
+        ``max_iter``. In a :meth:`partial_fit` loop with ``early_stopping``,
+        the signal to stop feeding data.
+    module_ : torch.nn.Module
+        The trained network; it outputs logits.
+    history_ : History
+        One dict per epoch: ``epoch``, ``train_loss`` and, with
+        ``early_stopping``, ``valid_loss`` and ``valid_score``.
+
+    See Also
+    --------
+    MLPRegressor : The regression counterpart.
+    sklearn.neural_network.MLPClassifier : The NumPy original.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklears_neural import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier(solver="lbfgs", random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:1]).shape
+    (1, 3)
+    >>> bool(clf.score(X, y) > 0.95)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        **NeuralClassifierMixin._parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        class_weight=None,
+        device="cpu",
+        precision="float32",
+        callbacks=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.class_weight = class_weight
+        self.device = device
+        self.precision = precision
+        self.callbacks = callbacks
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Run one epoch over ``X, y``, continuing weights and optimizer state.
+
+        With ``early_stopping=True``, each call holds out
+        ``validation_fraction`` of its data, records the held-out score, and
+        keeps the best weights; once ``n_iter_no_change`` calls pass without
+        improvement, the best weights are restored and ``converged_`` becomes
+        True.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the stream; required on the first call.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _adopt_sklearn_state(self, fitted):
+        self.classes_ = fitted.classes_
+        self._label_binarizer = fitted._label_binarizer
+        if not isinstance(self._label_binarizer, LabelBinarizer):
+            raise TypeError("Unexpected label encoder on the scikit-learn model.")
+
+
+class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor on PyTorch, a drop-in for scikit-learn's.
+
+    Same parameters, defaults, fitted attributes and methods as
+    :class:`sklearn.neural_network.MLPRegressor`, plus ``device``,
+    ``precision`` and ``callbacks``. Minimizes half the squared error, or half
+    the Poisson deviance with a log link.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        ``"poisson"`` needs ``y >= 0`` and predicts ``exp`` of the network's
+        output.
+    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
+        Width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Hidden-layer activation.
+    solver : {"lbfgs", "sgd", "adam"}, default="adam"
+        The optimizer; see :class:`MLPClassifier`.
+    alpha : float, default=0.0001
+        L2 penalty on the weight matrices, scaled by 1 / batch weight.
+    batch_size : int or "auto", default="auto"
+        ``"auto"`` is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Step-size schedule for ``solver="sgd"``.
+    learning_rate_init : float, default=0.001
+        Initial step size.
+    power_t : float, default=0.5
+        Exponent of ``"invscaling"``.
+    max_iter : int, default=200
+        Epochs (stochastic solvers) or iterations (L-BFGS).
+    shuffle : bool, default=True
+        Shuffle samples every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local torch generator; global RNGs are never reseeded.
+    tol : float, default=1e-4
+        Tolerance of the convergence rule.
+    verbose : bool or int, default=False
+        Print one line per epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit's weights and optimizer state.
+    momentum : float, default=0.9
+        Momentum of ``solver="sgd"``.
+    nesterovs_momentum : bool, default=True
+        Nesterov momentum with ``solver="sgd"``.
+    early_stopping : bool, default=False
+        Stop when the held-out R^2 stops improving; keep the best weights.
+    validation_fraction : float, default=0.1
+        Held-out share for ``early_stopping``.
+    beta_1 : float, default=0.9
+        Adam's first-moment decay.
+    beta_2 : float, default=0.999
+        Adam's second-moment decay.
+    epsilon : float, default=1e-8
+        Adam's numerical-stability term.
+    n_iter_no_change : int, default=10
+        Patience of the ``tol`` rule.
+    max_fun : int, default=15000
+        Maximum loss evaluations of L-BFGS.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where to train and predict.
+    precision : {"float32", "float64"}, default="float32"
+        Compute dtype; predictions are float64 either way.
+    callbacks : list of Callback or None, default=None
+        Extra callbacks for the training loop.
+
+    Attributes
+    ----------
+    loss_ : float
+        Loss at the end of training (penalty included).
+    best_loss_ : float or None
+        Lowest training loss; ``None`` with ``early_stopping``.
+    loss_curve_ : list of float
+        Training loss per epoch (per iteration for L-BFGS).
+    validation_scores_ : list of float or None
+        Held-out R^2 per epoch with ``early_stopping``.
+    validation_loss_curve_ : list of float or None
+        Held-out loss per epoch with ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    t_ : int
+        Training samples seen by the stochastic solver.
+    coefs_ : list of ndarray of shape (n_fan_in, n_fan_out)
+        Weight matrices (copies).
+    intercepts_ : list of ndarray of shape (n_fan_out,)
+        Bias vectors (copies).
+    n_features_in_ : int
+        Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X had string column names.
+    n_iter_ : int
+        Epochs (or L-BFGS iterations) run by the last call.
+    n_layers_ : int
+        Number of layers.
+    n_outputs_ : int
+        Number of outputs.
+    out_activation_ : str
+        ``"identity"`` or ``"exp"``.
+    converged_ : bool
+        Whether the ``tol`` rule (or L-BFGS) ended training early.
+    module_ : torch.nn.Module
+        The trained network.
+    history_ : History
+        One dict per epoch.
+
+    See Also
+    --------
+    MLPClassifier : The classification counterpart.
+    sklearn.neural_network.MLPRegressor : The NumPy original.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from sklears_neural import MLPRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=1, random_state=0)
+    >>> reg = MLPRegressor(solver="lbfgs", max_iter=500, random_state=0).fit(X, y)
+    >>> reg.predict(X[:2]).shape
+    (2,)
+    >>> bool(reg.score(X, y) > 0.95)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        **NeuralRegressorMixin._parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        device="cpu",
+        precision="float32",
+        callbacks=None,
+    ):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.device = device
+        self.precision = precision
+        self.callbacks = callbacks
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Run one epoch over ``X, y``, continuing weights and optimizer state.
+
+        With ``early_stopping=True``, see :meth:`MLPClassifier.partial_fit`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
