@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -383,29 +384,47 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
 
     # -- prediction --------------------------------------------------------------
 
-    def _device_of_module(self):
-        return next(self.module_.parameters()).device
-
     def _raw_outputs(self, X):
-        """Validated ``X`` through the module: raw outputs as float64 numpy."""
+        """Validated ``X`` through the module: raw outputs as float64 numpy.
+
+        On the CPU the forward pass runs in float64 whatever the training
+        precision (the float32 weights are exact in float64): a row's
+        prediction then does not depend on which other rows share its batch,
+        which float32 matrix kernels do not guarantee. Accelerators keep the
+        module's own dtype.
+        """
         check_is_fitted(self)
         X = validate_data(
             self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
             reset=False,
         )
-        param = next(self.module_.parameters())
-        self.module_.eval()
+        forward, dtype, device = self._inference_forward()
         chunks = []
         with torch.inference_mode():
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 part = X[start:start + _PREDICT_CHUNK]
                 if sp.issparse(part):
                     part = part.toarray()
-                inputs = as_tensor(part, param.dtype, param.device)
-                chunks.append(self.module_(inputs).double().cpu().numpy())
+                chunks.append(forward(as_tensor(part, dtype, device)).double().cpu().numpy())
         if not chunks:
             return np.empty((0, self.n_outputs_))
         return np.concatenate(chunks)
+
+    def _inference_forward(self):
+        module = self.module_
+        module.eval()
+        param = next(module.parameters())
+        if param.device.type != "cpu" or param.dtype == torch.float64:
+            return module, param.dtype, param.device
+        state = {
+            name: t.double() if t.is_floating_point() else t
+            for name, t in [*module.named_parameters(), *module.named_buffers()]
+        }
+        return (
+            lambda inputs: functional_call(module, state, (inputs,)),
+            torch.float64,
+            param.device,
+        )
 
 
 class NeuralClassifierMixin:
@@ -507,7 +526,10 @@ class NeuralClassifierMixin:
             np.exp(outputs, out=outputs)
             outputs /= outputs.sum(axis=1, keepdims=True)
             return outputs
-        return 1.0 / (1.0 + np.exp(-outputs))
+        # Clipped like scikit-learn's log-loss: callers (and its checks)
+        # expect probabilities strictly inside (0, 1).
+        eps = np.finfo(np.float64).eps
+        return np.clip(1.0 / (1.0 + np.exp(-outputs)), eps, 1.0 - eps)
 
     def _outputs_to_predictions(self, outputs):
         probabilities = self._probabilities(outputs)

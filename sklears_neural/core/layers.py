@@ -31,8 +31,15 @@ class ModuleSpec:
     kwargs: dict = field(default_factory=dict)
 
     def build(self):
-        """A new, randomly initialized module."""
-        return self.module_class(**self.kwargs)
+        """A new module.
+
+        torch layers draw their default initialization from the global
+        generator; it is restored afterwards, so building never changes the
+        caller's random stream. Estimators re-initialize from their own
+        generator (``reset_parameters(generator=...)``).
+        """
+        with torch.random.fork_rng(devices=[]):
+            return self.module_class(**self.kwargs)
 
 
 def sklearn_uniform_(linear, *, factor, generator):

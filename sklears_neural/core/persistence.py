@@ -49,7 +49,8 @@ class PicklableStateMixin:
     """``__getstate__``/``__setstate__`` that turn torch state into numpy."""
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # object.__getstate__ returns the live __dict__: copy before editing.
+        state = dict(super().__getstate__())
         if "module_" in state:
             state["module_"] = to_numpy_tree(self.module_.state_dict())
         if state.get("_optimizer") is not None:
@@ -77,7 +78,8 @@ class PicklableStateMixin:
         if module_state is None:
             return
         module = self._module_spec_.build()
-        module.load_state_dict(to_torch_tree(module_state))
+        # assign=True keeps the saved dtype (float32 or float64 training).
+        module.load_state_dict(to_torch_tree(module_state), assign=True)
         self.module_ = module.to(_loading_device(self.device))
         if had_optimizer:
             self._optimizer = None

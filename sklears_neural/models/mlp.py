@@ -102,14 +102,14 @@ class _BaseMLP(BaseNeuralEstimator):
         est.n_outputs_ = int(fitted.n_outputs_)
         est.out_activation_ = fitted.out_activation_
         spec = est._module_spec(coefs[0].shape[0], est.n_outputs_)
-        module = spec.build()
+        module = spec.build().to(
+            device=resolve_device(est.device), dtype=PRECISIONS(est.precision)
+        )
         with torch.no_grad():
             for linear, coef, intercept in zip(module.linears, coefs, intercepts):
                 linear.weight.copy_(torch.from_numpy(np.asarray(coef).T.copy()))
                 linear.bias.copy_(torch.from_numpy(np.asarray(intercept).copy()))
-        est.module_ = module.to(
-            device=resolve_device(est.device), dtype=PRECISIONS(est.precision)
-        )
+        est.module_ = module
         est._module_spec_ = spec
         est._generator = torch_generator(est.random_state)
         est._optimizer = None

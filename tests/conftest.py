@@ -1,0 +1,44 @@
+"""Shared test settings.
+
+``global_random_seed`` works like scikit-learn's fixture: 42 by default;
+``SKLEARS_TESTS_GLOBAL_RANDOM_SEED=all`` runs seeds 0-99 and ``=3`` or
+``=0-9`` pick seeds, so tolerances are set for the worst seed, not a lucky
+one. Tests pass it as ``random_state``; nothing seeds global RNGs.
+"""
+
+import os
+
+import pytest
+import torch
+
+# Tests fit small models: with several pytest-xdist workers on two cores,
+# more than one torch thread per worker only adds contention.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+def _seeds():
+    spec = os.environ.get("SKLEARS_TESTS_GLOBAL_RANDOM_SEED", "42").strip()
+    if spec == "all":
+        return list(range(100))
+    if "-" in spec:
+        low, high = (int(part) for part in spec.split("-"))
+        return list(range(low, high + 1))
+    return [int(spec)]
+
+
+def pytest_generate_tests(metafunc):
+    if "global_random_seed" in metafunc.fixturenames:
+        metafunc.parametrize("global_random_seed", _seeds())
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA device; skipped when none is present"
+    )
+
+
+CUDA = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine"
+)
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]

@@ -1,0 +1,58 @@
+"""scikit-learn's estimator checks over every public estimator."""
+
+import pytest
+from sklearn.utils.estimator_checks import (
+    check_param_validation,
+    check_sample_weight_equivalence_on_dense_data,
+    check_sample_weight_equivalence_on_sparse_data,
+    parametrize_with_checks,
+)
+
+from sklears_neural import MLPClassifier, MLPRegressor
+
+# The defaults, with scikit-learn's own test setting (max_iter=100).
+ESTIMATORS = [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)]
+
+# scikit-learn runs its sample-weight equivalence checks on its MLPs with these
+# settings (PER_ESTIMATOR_CHECK_PARAMS in sklearn/utils/_test_common), in
+# float64 as scikit-learn computes.
+SAMPLE_WEIGHT_SETTINGS = [
+    MLPClassifier(solver="lbfgs", precision="float64"),
+    MLPRegressor(solver="sgd", tol=1e-2, random_state=42, precision="float64"),
+]
+FLOAT32_REASON = (
+    "compares predictions at rtol=1e-7, below float32 training rounding "
+    "(measured gap ~1e-7); test_sample_weight_equivalence runs the check in "
+    "float64 with scikit-learn's settings for its MLPs"
+)
+
+
+def _expected_failed_checks(estimator):
+    if estimator.precision == "float32":
+        return {
+            "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON,
+            "check_sample_weight_equivalence_on_sparse_data": FLOAT32_REASON,
+        }
+    return {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("estimator", SAMPLE_WEIGHT_SETTINGS, ids=repr)
+@pytest.mark.parametrize(
+    "check",
+    [check_sample_weight_equivalence_on_dense_data,
+     check_sample_weight_equivalence_on_sparse_data],
+)
+def test_sample_weight_equivalence(estimator, check):
+    check(type(estimator).__name__, estimator)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=repr)
+def test_param_validation(estimator):
+    # parametrize_with_checks does not run this check; scikit-learn calls it
+    # from its own test_common.py.
+    check_param_validation(type(estimator).__name__, estimator)
