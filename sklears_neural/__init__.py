@@ -2,5 +2,6 @@
 
 from sklears_neural._version import __version__
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
+from sklears_neural.models.rbm import BernoulliRBM
 
-__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = ["BernoulliRBM", "MLPClassifier", "MLPRegressor", "__version__"]

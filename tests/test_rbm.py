@@ -14,7 +14,6 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 from sklearn.neural_network import BernoulliRBM as SklearnRBM
-from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 from sklears_neural.core.seeding import torch_generator
 from sklears_neural.models import rbm as rbm_module
@@ -269,20 +268,3 @@ def test_device(device, global_random_seed):
     np.testing.assert_allclose(loaded.transform(X_DIGITS), rbm.transform(X_DIGITS), atol=1e-10)
     loaded.partial_fit(X_DIGITS[:10])
     assert loaded._generator.device.type == "cpu"
-
-
-def test_check_param_validation():
-    check_param_validation("BernoulliRBM", BernoulliRBM(n_iter=5, batch_size=10))
-
-
-# The two checks scikit-learn marks for its own BernoulliRBM: score_samples
-# flips a random bit per sample, so it changes with subsets and sample order.
-@parametrize_with_checks(
-    [BernoulliRBM(n_iter=5, batch_size=10)],
-    expected_failed_checks=lambda est: {
-        "check_methods_subset_invariance": "fails for the decision_function method",
-        "check_methods_sample_order_invariance": "fails for the score_samples method",
-    },
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)

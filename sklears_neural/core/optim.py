@@ -21,6 +21,7 @@ def _sgd(params, est):
         # torch refuses Nesterov without momentum; scikit-learn's formula
         # reduces to plain SGD there, so that is what we run.
         nesterov=bool(est.nesterovs_momentum and est.momentum > 0),
+        foreach=True,
     )
 
 
@@ -30,6 +31,7 @@ def _adam(params, est):
         lr=est.learning_rate_init,
         betas=(est.beta_1, est.beta_2),
         eps=est.epsilon,
+        foreach=True,
     )
 
 
