@@ -26,8 +26,8 @@ SAMPLE_WEIGHT_SETTINGS = [
     MLPRegressor(solver="sgd", tol=1e-2, random_state=42, precision="float64"),
 ]
 FLOAT32_REASON = (
-    "compares predictions at rtol=1e-7, below float32 training rounding "
-    "(measured gap ~1e-7); test_sample_weight_equivalence runs the check in "
+    "compares probabilities at rtol=1e-7, below float32 training rounding "
+    "(measured gap 8e-8 absolute); test_sample_weight_equivalence runs the check in "
     "float64 with scikit-learn's settings for its MLPs"
 )
 
@@ -40,7 +40,7 @@ def _expected_failed_checks(estimator):
             "check_methods_subset_invariance": "fails for the decision_function method",
             "check_methods_sample_order_invariance": "fails for the score_samples method",
         }
-    if estimator.precision == "float32":
+    if isinstance(estimator, MLPClassifier) and estimator.precision == "float32":
         return {
             "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON,
             "check_sample_weight_equivalence_on_sparse_data": FLOAT32_REASON,

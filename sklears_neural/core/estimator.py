@@ -1,13 +1,14 @@
 """The estimator layer: scikit-learn's contract on top of the training core.
 
 :class:`BaseNeuralEstimator` validates parameters and data once, seeds a
-local generator, asks the family for its module (``_module_spec``), and
+local generator, asks the family for its module (``_build_module``, which returns a
+:class:`~sklears_neural.core.layers.ModuleSpec`), and
 hands everything to the :class:`~sklears_neural.core.trainer.Trainer`. The
 task mixins (:class:`NeuralClassifierMixin`, :class:`NeuralRegressorMixin`)
 own targets: label encoding, the loss, and how raw outputs become
 predictions.
 
-A family only writes ``_module_spec(n_features_in, n_outputs)`` and declares
+A family only writes ``_build_module(n_features_in, n_outputs)`` and declares
 its architecture parameters.
 """
 
@@ -67,7 +68,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
     """Base class of every neural estimator; do not instantiate it directly.
 
     Subclasses declare their architecture parameters in
-    ``_parameter_constraints`` and implement ``_module_spec``; a task mixin
+    ``_parameter_constraints`` and implement ``_build_module``; a task mixin
     supplies ``_prepare_targets``, ``_loss`` and ``_outputs_to_predictions``.
     """
 
@@ -100,8 +101,26 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
 
     # -- hooks for families and task mixins ----------------------------------
 
-    def _module_spec(self, n_features_in, n_outputs):
-        """Return the :class:`~sklears_neural.core.layers.ModuleSpec` to train."""
+    def _build_module(self, n_features_in, n_outputs):
+        """The family's network, as a :class:`~sklears_neural.core.layers.ModuleSpec`.
+
+        A spec (class + JSON-able keyword arguments) rather than a built
+        module, so the fitted architecture is plain data: pickling and
+        loading rebuild it and pour the weights in. The core builds it,
+        initializes it from the estimator's generator and moves it to the
+        device and precision.
+
+        Parameters
+        ----------
+        n_features_in : int
+            Input width seen in ``fit``.
+        n_outputs : int
+            Output width the task needs (classes, labels or targets).
+
+        Returns
+        -------
+        ModuleSpec
+        """
         raise NotImplementedError
 
     def __sklearn_tags__(self):
@@ -177,7 +196,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         self._generator = torch_generator(self.random_state)
         self.n_outputs_ = self._n_outputs_for(targets)
         self.out_activation_ = self._output_activation()
-        spec = self._module_spec(n_features, self.n_outputs_)
+        spec = self._build_module(n_features, self.n_outputs_)
         module = spec.build()
         if hasattr(module, "reset_parameters"):
             module.reset_parameters(generator=self._generator)

@@ -15,7 +15,7 @@ __all__ = ["ModuleSpec", "MLP", "sklearn_uniform_"]
 class ModuleSpec:
     """How to build a family's module: a class and JSON-able keyword arguments.
 
-    Families return one from ``_module_spec``; the estimator keeps it as
+    Families return one from ``_build_module``; the estimator keeps it as
     fitted state, so a pickled (or, later, saved) estimator rebuilds the
     same architecture from plain data and loads the weights into it.
 

@@ -37,7 +37,7 @@ class _BaseMLP(BaseNeuralEstimator):
         "activation": [ResolvableName(ACTIVATIONS)],
     }
 
-    def _module_spec(self, n_features_in, n_outputs):
+    def _build_module(self, n_features_in, n_outputs):
         return ModuleSpec(
             MLP,
             {
@@ -101,7 +101,7 @@ class _BaseMLP(BaseNeuralEstimator):
         coefs, intercepts = fitted.coefs_, fitted.intercepts_
         est.n_outputs_ = int(fitted.n_outputs_)
         est.out_activation_ = fitted.out_activation_
-        spec = est._module_spec(coefs[0].shape[0], est.n_outputs_)
+        spec = est._build_module(coefs[0].shape[0], est.n_outputs_)
         module = spec.build().to(
             device=resolve_device(est.device), dtype=PRECISIONS(est.precision)
         )
