@@ -268,3 +268,16 @@ def test_device(device, global_random_seed):
     np.testing.assert_allclose(loaded.transform(X_DIGITS), rbm.transform(X_DIGITS), atol=1e-10)
     loaded.partial_fit(X_DIGITS[:10])
     assert loaded._generator.device.type == "cpu"
+
+
+def test_set_output_pandas_names_the_components():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X_BIN[:50, :8], columns=[f"px{i}" for i in range(8)])
+    rbm = BernoulliRBM(n_components=3, n_iter=2, random_state=0).set_output(
+        transform="pandas"
+    )
+    out = rbm.fit_transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == ["bernoullirbm0", "bernoullirbm1", "bernoullirbm2"]
+    np.testing.assert_array_equal(out.to_numpy(), rbm.transform(frame).to_numpy())
+    np.testing.assert_array_equal(rbm.feature_names_in_, frame.columns)
