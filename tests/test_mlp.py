@@ -521,3 +521,23 @@ def test_divergence_in_warm_start_keeps_previous_model():
     assert reg.n_iter_ == n_iter and reg.loss_curve_ == curve
     state = info.value.last_finite_state
     assert state is None or all(np.isfinite(v).all() for v in state.values())
+
+
+def test_keyboard_interrupt_keeps_what_was_learned():
+    class CtrlCAtThree(Callback):
+        def on_epoch_end(self, trainer, **kwargs):
+            if len(trainer.history) == 3:
+                raise KeyboardInterrupt
+
+    clf = MLPClassifier(max_iter=50, callbacks=[CtrlCAtThree()], random_state=0)
+    with pytest.warns(UserWarning, match="interrupted by user"):
+        clf.fit(X_digits, y_digits)
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 3
+    assert clf.score(X_digits, y_digits) > 0.5
+
+
+def test_refitting_the_same_instance_is_identical():
+    clf = MLPClassifier(max_iter=5, random_state=0)
+    first = _quiet_fit(clf, X_digits, y_digits).predict_proba(X_digits)
+    second = _quiet_fit(clf, X_digits, y_digits).predict_proba(X_digits)
+    np.testing.assert_array_equal(first, second)

@@ -6,6 +6,7 @@ builds all of those and reads the results back from ``trainer.history``.
 """
 
 import math
+import warnings
 
 import numpy as np
 import scipy.optimize
@@ -130,45 +131,55 @@ class Trainer:
             If an epoch's loss is not finite; the module is reset to the
             weights of the last finite epoch first.
         """
-        module, optimizer, objective = self.module, self.optimizer, self.objective
-        n = data.n_samples
         self.should_stop = False
         last_finite = self.snapshot()
         self._call("on_train_begin")
-        for _ in range(max_epochs):
-            epoch = len(self.history) + 1
-            self._call("on_epoch_begin")
-            module.train()
-            if shuffle:
-                order = torch.randperm(n, generator=self.generator).to(data.device)
-            # Summed on the device; read once per epoch, not once per batch.
-            total = torch.zeros((), dtype=torch.float64, device=data.device)
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                index = order[start:stop] if shuffle else slice(start, stop)
-                X, y, w = data.batch(index)
-                optimizer.zero_grad(set_to_none=True)
-                loss = objective(module, X, y, w)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * (stop - start)
-                for cb in self._batch_callbacks:
-                    cb.on_batch_end(self, batch_loss=loss.detach())
-            train_loss = total.item() / n
-            if not math.isfinite(train_loss):
-                self._diverged(epoch, last_finite)
-            self.samples_seen += n
-            record = {"epoch": epoch, "train_loss": train_loss}
-            if evaluate is not None:
-                module.eval()
-                record.update(evaluate())
-            self.history.append(record)
-            last_finite = self.snapshot()
-            self._call("on_epoch_end")
-            if self.should_stop:
-                break
+        try:
+            for _ in range(max_epochs):
+                last_finite = self._run_epoch(data, batch_size, shuffle, evaluate,
+                                              last_finite)
+                if self.should_stop:
+                    break
+        except KeyboardInterrupt:
+            # As scikit-learn: Ctrl-C ends training, and the model keeps what
+            # it learned so far instead of losing it.
+            warnings.warn("Training interrupted by user.")
         self._call("on_train_end")
         return self
+
+    def _run_epoch(self, data, batch_size, shuffle, evaluate, last_finite):
+        module, optimizer, objective = self.module, self.optimizer, self.objective
+        n = data.n_samples
+        epoch = len(self.history) + 1
+        self._call("on_epoch_begin")
+        module.train()
+        if shuffle:
+            order = torch.randperm(n, generator=self.generator).to(data.device)
+        # Summed on the device; read once per epoch, not once per batch.
+        total = torch.zeros((), dtype=torch.float64, device=data.device)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            index = order[start:stop] if shuffle else slice(start, stop)
+            X, y, w = data.batch(index)
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective(module, X, y, w)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * (stop - start)
+            for cb in self._batch_callbacks:
+                cb.on_batch_end(self, batch_loss=loss.detach())
+        train_loss = total.item() / n
+        if not math.isfinite(train_loss):
+            self._diverged(epoch, last_finite)
+        self.samples_seen += n
+        record = {"epoch": epoch, "train_loss": train_loss}
+        if evaluate is not None:
+            module.eval()
+            record.update(evaluate())
+        self.history.append(record)
+        last_finite = self.snapshot()
+        self._call("on_epoch_end")
+        return last_finite
 
     # -- full-batch L-BFGS --------------------------------------------------
 
