@@ -78,11 +78,14 @@ class ResolvableName(StrOptions):
         self.resolver = resolver
 
     def is_satisfied_by(self, val):
-        return isinstance(val, str) and self.resolver.knows(val)
+        return self.resolver.knows(val)
 
     def __str__(self):
         names = ", ".join(repr(n) for n in self.resolver.names)
-        return f"a str among {{{names}}} (case, '-' and '_' are ignored)"
+        return (
+            f"a str among {{{names}}} (case, '-' and '_' are ignored), or a "
+            "(name, {settings}) tuple"
+        )
 
 
 class CallbackList(Options):

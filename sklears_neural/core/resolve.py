@@ -10,6 +10,7 @@ everywhere at once.
 """
 
 import difflib
+import inspect
 
 import torch
 from torch import nn
@@ -24,6 +25,34 @@ __all__ = [
 
 def _normalize(name):
     return name.strip().lower().replace("-", "").replace("_", "")
+
+
+def split_option(value):
+    """``"name"``, ``("name", {params})`` or ``{"name": ..., **params}`` -> (name, params).
+
+    Composite options carry their own settings, e.g.
+    ``activation=("leaky_relu", {"negative_slope": 0.2})`` or
+    ``learning_rate={"name": "step", "step_size": 10}``.
+
+    Returns
+    -------
+    name : str or None
+        ``None`` when ``value`` has none of the three shapes.
+    params : dict
+    """
+    if isinstance(value, str):
+        return value, {}
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], dict)
+    ):
+        return value[0], dict(value[1])
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        params = dict(value)
+        return params.pop("name"), params
+    return None, {}
 
 
 class Resolver:
@@ -52,17 +81,20 @@ class Resolver:
         return sorted(self.table)
 
     def knows(self, name):
-        return isinstance(name, str) and _normalize(name) in self._lookup
+        """Whether ``name`` (a string or a composite option) names an entry."""
+        name, _ = split_option(name)
+        return name is not None and _normalize(name) in self._lookup
 
     def canonical(self, name):
-        """The canonical spelling of ``name``.
+        """The canonical spelling of ``name`` (a string or a composite option).
 
         Raises
         ------
         ValueError
             If ``name`` is unknown; the message lists every valid name.
         """
-        if not self.knows(name):
+        name, _ = split_option(name)
+        if name is None or not self.knows(name):
             close = difflib.get_close_matches(
                 _normalize(str(name)), list(self._lookup), n=1
             )
@@ -76,6 +108,40 @@ class Resolver:
     def __call__(self, name):
         """The object registered under ``name``."""
         return self.table[self.canonical(name)]
+
+    def build(self, option, **context):
+        """Call the factory named by ``option`` with its settings.
+
+        Parameters
+        ----------
+        option : str, (str, dict) or dict with a "name" key
+            The user's value.
+        **context
+            Arguments the caller supplies (e.g. ``width`` of a layer);
+            the option's own settings are passed after them.
+
+        Raises
+        ------
+        ValueError
+            If the name is unknown, or a setting is not one the factory
+            takes (the message lists those it takes).
+        """
+        canonical = self.canonical(option)
+        _, params = split_option(option)
+        factory = self.table[canonical]
+        accepted = [
+            p for p in inspect.signature(factory).parameters if p not in context
+        ]
+        unknown = sorted(set(params) - set(accepted))
+        if unknown and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD
+            for p in inspect.signature(factory).parameters.values()
+        ):
+            raise ValueError(
+                f"Unknown setting(s) {unknown} for {self.kind} {canonical!r}. "
+                f"It takes: {', '.join(sorted(accepted)) or 'no settings'}."
+            )
+        return factory(**context, **params)
 
 
 ACTIVATIONS = Resolver(
