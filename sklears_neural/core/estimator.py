@@ -54,6 +54,7 @@ from sklears_neural.core.optim import (
     make_optimizer,
 )
 from sklears_neural.core.persistence import PicklableStateMixin
+from sklears_neural.core.regularization import penalized_parameters, weight_penalty
 from sklears_neural.core.resolve import PRECISIONS, resolve_device
 from sklears_neural.core.seeding import draw_seed, torch_generator
 from sklears_neural.core.trainer import Trainer
@@ -94,6 +95,9 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), INF],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "clip_grad_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "clip_grad_value": [None, Interval(Real, 0, None, closed="neither")],
         "device": [str, torch.device],
         "precision": [ResolvableName(PRECISIONS)],
         "callbacks": [None, CallbackList()],
@@ -208,17 +212,21 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         self.t_ = 0
 
     def _objective(self):
-        """``objective(module, X, y, w)``: weighted mean loss + scikit-learn's L2.
+        """``objective(module, X, y, w)``: weighted mean loss + weight penalty.
 
-        scikit-learn adds ``alpha / 2 * sum ||W||^2`` divided by the batch's
-        total sample weight, over weight matrices only (not biases).
+        As scikit-learn, the penalty (see ``core.regularization``) is divided
+        by the batch's total sample weight.
         """
         loss_fn = self._loss
         alpha = float(self.alpha)
-        penalized = [p for p in self.module_.parameters() if p.ndim >= 2]
+        l1_ratio = float(self.l1_ratio)
+        penalized = penalized_parameters(self.module_)
 
         def objective(module, X, y, w):
             output = module(X)
+            if output.dtype in (torch.float16, torch.bfloat16):
+                # Mixed precision: the loss itself is computed in float32.
+                output = output.float()
             per_sample = loss_fn(output, y)
             if w is None:
                 loss = per_sample.mean()
@@ -226,9 +234,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             else:
                 denominator = w.sum()
                 loss = (per_sample * w).sum() / denominator
-            if alpha:
-                squares = torch.stack([p.pow(2).sum() for p in penalized]).sum()
-                loss = loss + 0.5 * alpha * squares / denominator
+            if alpha and penalized:
+                loss = loss + weight_penalty(penalized, alpha, l1_ratio) / denominator
             return loss
 
         return objective
@@ -343,6 +350,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             generator=self._generator,
             history=History(self.history_),
             samples_seen=self.t_,
+            clip_grad_norm=self.clip_grad_norm,
+            clip_grad_value=self.clip_grad_value,
         )
         trainer.fit(
             data,

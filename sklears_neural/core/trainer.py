@@ -26,7 +26,8 @@ _DIVERGED_HINT = (
 
 
 def _overrides(callback, hook):
-    return getattr(type(callback), hook) is not getattr(Callback, hook)
+    """Whether ``callback`` implements ``hook`` (base hooks are no-ops, skipped)."""
+    return getattr(type(callback), hook, None) not in (None, getattr(Callback, hook, None))
 
 
 class Trainer:
@@ -49,6 +50,16 @@ class Trainer:
     samples_seen : int, default=0
         Training samples processed by earlier calls (``t_``), so schedules
         continue across ``partial_fit``.
+    clip_grad_norm : float or None, default=None
+        Rescale the gradients so their global L2 norm is at most this.
+    clip_grad_value : float or None, default=None
+        Clamp every gradient element to ``[-value, value]``.
+    autocast_dtype : torch.dtype or None, default=None
+        Run forward and loss under ``torch.autocast`` in this dtype (mixed
+        precision); parameters and optimizer state stay in their own dtype.
+    grad_scaler : torch.amp.GradScaler or None, default=None
+        Loss scaling for float16 autocast: steps whose gradients overflow
+        are skipped and counted in ``history[-1]["skipped_steps"]``.
 
     Attributes
     ----------
@@ -68,6 +79,10 @@ class Trainer:
         generator=None,
         history=None,
         samples_seen=0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
+        autocast_dtype=None,
+        grad_scaler=None,
     ):
         self.module = module
         self.objective = objective
@@ -77,8 +92,15 @@ class Trainer:
         self.history = History() if history is None else history
         self.samples_seen = samples_seen
         self.should_stop = False
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.autocast_dtype = autocast_dtype
+        self.grad_scaler = grad_scaler
         self._batch_callbacks = [
             cb for cb in self.callbacks if _overrides(cb, "on_batch_end")
+        ]
+        self._backward_callbacks = [
+            cb for cb in self.callbacks if _overrides(cb, "on_backward_end")
         ]
 
     # -- weights -----------------------------------------------------------
@@ -148,7 +170,7 @@ class Trainer:
         return self
 
     def _run_epoch(self, data, batch_size, shuffle, evaluate, last_finite):
-        module, optimizer, objective = self.module, self.optimizer, self.objective
+        module, optimizer = self.module, self.optimizer
         n = data.n_samples
         epoch = len(self.history) + 1
         self._call("on_epoch_begin")
@@ -157,22 +179,28 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator).to(data.device)
         # Summed on the device; read once per epoch, not once per batch.
         total = torch.zeros((), dtype=torch.float64, device=data.device)
+        skipped = counted = 0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             index = order[start:stop] if shuffle else slice(start, stop)
             X, y, w = data.batch(index)
             optimizer.zero_grad(set_to_none=True)
-            loss = objective(module, X, y, w)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * (stop - start)
+            loss = self._forward_loss(X, y, w)
+            if self._backward_and_step(loss):
+                # An overflow that loss scaling skipped is not a divergence.
+                skipped += 1
+            else:
+                total += loss.detach() * (stop - start)
+                counted += stop - start
             for cb in self._batch_callbacks:
                 cb.on_batch_end(self, batch_loss=loss.detach())
-        train_loss = total.item() / n
+        train_loss = total.item() / counted if counted else math.nan
         if not math.isfinite(train_loss):
             self._diverged(epoch, last_finite)
         self.samples_seen += n
         record = {"epoch": epoch, "train_loss": train_loss}
+        if self.grad_scaler is not None:
+            record["skipped_steps"] = skipped
         if evaluate is not None:
             module.eval()
             record.update(evaluate())
@@ -180,6 +208,38 @@ class Trainer:
         last_finite = self.snapshot()
         self._call("on_epoch_end")
         return last_finite
+
+    def _forward_loss(self, X, y, w):
+        if self.autocast_dtype is None:
+            return self.objective(self.module, X, y, w)
+        with torch.autocast(X.device.type, dtype=self.autocast_dtype):
+            return self.objective(self.module, X, y, w)
+
+    def _backward_and_step(self, loss):
+        """Backward, clip, step; returns 1 if loss scaling skipped the step."""
+        optimizer, scaler = self.optimizer, self.grad_scaler
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+        for cb in self._backward_callbacks:
+            cb.on_backward_end(self)
+        if self.clip_grad_norm is not None or self.clip_grad_value is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if self.clip_grad_value is not None:
+                torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
+            if self.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        if scaler is None:
+            optimizer.step()
+            return 0
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        # The scale only shrinks after an overflow, whose step was skipped.
+        return int(scaler.get_scale() < scale)
 
     # -- full-batch L-BFGS --------------------------------------------------
 

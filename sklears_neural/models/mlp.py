@@ -221,6 +221,14 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         Patience, in epochs, of the ``tol`` rule.
     max_fun : int, default=15000
         Maximum loss evaluations of L-BFGS.
+    l1_ratio : float, default=0.0
+        Share of L1 in the penalty (elastic net, as scikit-learn's
+        ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
+        * ||W||^2)``; 0 is scikit-learn's MLP penalty.
+    clip_grad_norm : float or None, default=None
+        Rescale gradients to this global L2 norm at most (stochastic solvers).
+    clip_grad_value : float or None, default=None
+        Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into ``sample_weight``; ``"balanced"``
         uses ``n_samples / (n_classes * np.bincount(y))``.
@@ -325,6 +333,9 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        l1_ratio=0.0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
         class_weight=None,
         device="cpu",
         precision="float32",
@@ -353,6 +364,9 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.l1_ratio = l1_ratio
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
         self.precision = precision
@@ -449,6 +463,14 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         Patience of the ``tol`` rule.
     max_fun : int, default=15000
         Maximum loss evaluations of L-BFGS.
+    l1_ratio : float, default=0.0
+        Share of L1 in the penalty (elastic net, as scikit-learn's
+        ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
+        * ||W||^2)``; 0 is scikit-learn's MLP penalty.
+    clip_grad_norm : float or None, default=None
+        Rescale gradients to this global L2 norm at most (stochastic solvers).
+    clip_grad_value : float or None, default=None
+        Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train and predict.
     precision : {"float32", "float64"}, default="float32"
@@ -544,6 +566,9 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        l1_ratio=0.0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
         device="cpu",
         precision="float32",
         callbacks=None,
@@ -572,6 +597,9 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.l1_ratio = l1_ratio
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
         self.device = device
         self.precision = precision
         self.callbacks = callbacks
