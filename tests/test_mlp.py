@@ -473,9 +473,9 @@ def test_wrong_feature_count_and_unfitted(Estimator):
 @pytest.mark.parametrize(
     "param, value, match",
     [
-        ("activation", "rleu", r"activation.*'identity', 'logistic', 'relu', 'tanh'"),
-        ("solver", "adamm", r"solver.*'adam', 'lbfgs', 'sgd'"),
-        ("precision", "float16", r"precision.*'float32', 'float64'"),
+        ("activation", "rleu", r"activation.*'identity'.*'relu'.*'tanh'.*Got 'rleu'"),
+        ("solver", "adamm", r"solver.*'adam'.*'lbfgs'.*'sgd'.*Got 'adamm'"),
+        ("precision", "float16", r"precision.*'float32', 'float64'.*Got 'float16'"),
         ("hidden_layer_sizes", (10, 0), r"hidden_layer_sizes.*all >= 1"),
     ],
 )

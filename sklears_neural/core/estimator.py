@@ -55,7 +55,8 @@ from sklears_neural.core.optim import (
 )
 from sklears_neural.core.persistence import PicklableStateMixin
 from sklears_neural.core.regularization import penalized_parameters, weight_penalty
-from sklears_neural.core.resolve import PRECISIONS, resolve_device
+from sklears_neural.core.precision import PRECISIONS, precision_policy
+from sklears_neural.core.resolve import resolve_device
 from sklears_neural.core.seeding import draw_seed, torch_generator
 from sklears_neural.core.trainer import Trainer
 
@@ -181,7 +182,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             X, y, sample_weight, reset=first_pass, incremental=incremental, classes=classes
         )
         device = resolve_device(self.device)
-        dtype = PRECISIONS(self.precision)
+        policy = precision_policy(self.precision, device)
+        dtype = policy.param_dtype
         if first_pass:
             self._initialize(X.shape[1], targets, device, dtype)
         else:
@@ -191,7 +193,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                 self._optimizer.load_state_dict(self._optimizer.state_dict())
 
         if self._is_stochastic():
-            self._fit_stochastic(X, targets, sample_weight, incremental, device, dtype)
+            self._fit_stochastic(X, targets, sample_weight, incremental, device, policy)
         else:
             self._fit_lbfgs(X, targets, sample_weight, device, dtype)
         return self
@@ -311,7 +313,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             verbose=bool(self.verbose),
         )
 
-    def _fit_stochastic(self, X, targets, sample_weight, incremental, device, dtype):
+    def _fit_stochastic(self, X, targets, sample_weight, incremental, device, policy):
+        dtype = policy.param_dtype
         if self.early_stopping:
             (X, targets, sample_weight), (X_v, y_v, w_v) = self._split_validation(
                 X, targets, sample_weight
@@ -352,6 +355,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             samples_seen=self.t_,
             clip_grad_norm=self.clip_grad_norm,
             clip_grad_value=self.clip_grad_value,
+            autocast_dtype=policy.autocast_dtype,
+            grad_scaler=self._grad_scaler(policy, device, incremental),
         )
         trainer.fit(
             data,
@@ -370,6 +375,14 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
+
+    def _grad_scaler(self, policy, device, incremental):
+        # The loss scale is optimizer-like state: partial_fit continues it.
+        scaler = getattr(self, "_scaler", None) if incremental else None
+        if scaler is None:
+            scaler = policy.grad_scaler(device)
+        self._scaler = scaler
+        return scaler
 
     def _fit_lbfgs(self, X, targets, sample_weight, device, dtype):
         data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,

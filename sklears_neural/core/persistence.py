@@ -57,6 +57,10 @@ class PicklableStateMixin:
             state["_optimizer"] = to_numpy_tree(self._optimizer.state_dict())
         if state.get("_generator") is not None:
             state["_generator"] = self._generator.get_state().numpy()
+        if state.get("_scaler") is not None:
+            # A CUDA loss scaler holds device tensors; it re-calibrates in a
+            # few steps, so it is not carried over.
+            state["_scaler"] = None
         if state.get("_stopping") is not None and state["_stopping"].best_state:
             stopping = state["_stopping"].__class__.__new__(state["_stopping"].__class__)
             stopping.__dict__.update(state["_stopping"].__dict__)

@@ -16,7 +16,8 @@ from sklears_neural.core.estimator import (
 )
 from sklears_neural.core.history import History
 from sklears_neural.core.layers import MLP, ModuleSpec
-from sklears_neural.core.resolve import ACTIVATIONS, PRECISIONS, resolve_device
+from sklears_neural.core.precision import precision_policy
+from sklears_neural.core.resolve import ACTIVATIONS, resolve_device
 from sklears_neural.core.seeding import torch_generator
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -102,8 +103,9 @@ class _BaseMLP(BaseNeuralEstimator):
         est.n_outputs_ = int(fitted.n_outputs_)
         est.out_activation_ = fitted.out_activation_
         spec = est._build_module(coefs[0].shape[0], est.n_outputs_)
+        device = resolve_device(est.device)
         module = spec.build().to(
-            device=resolve_device(est.device), dtype=PRECISIONS(est.precision)
+            device=device, dtype=precision_policy(est.precision, device).param_dtype
         )
         with torch.no_grad():
             for linear, coef, intercept in zip(module.linears, coefs, intercepts):
@@ -234,8 +236,10 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         uses ``n_samples / (n_classes * np.bincount(y))``.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train and predict; ``"auto"`` picks CUDA when present.
-    precision : {"float32", "float64"}, default="float32"
-        Compute dtype. Probabilities are returned as float64 either way.
+    precision : {"float32", "float64", "mixed"}, default="float32"
+        Compute dtype; ``"mixed"`` trains float32 weights under bfloat16
+        autocast on CPU, float16 with loss scaling on CUDA. Probabilities are
+        returned as float64 either way.
     callbacks : list of Callback or None, default=None
         Extra :class:`~sklears_neural.callbacks.Callback` objects for the
         training loop (stochastic solvers call every hook; L-BFGS calls the
@@ -473,8 +477,9 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train and predict.
-    precision : {"float32", "float64"}, default="float32"
-        Compute dtype; predictions are float64 either way.
+    precision : {"float32", "float64", "mixed"}, default="float32"
+        Compute dtype (see :class:`MLPClassifier`); predictions are float64
+        either way.
     callbacks : list of Callback or None, default=None
         Extra callbacks for the training loop.
 
