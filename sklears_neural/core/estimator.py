@@ -213,16 +213,21 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         self.history_ = History()
         self.t_ = 0
 
-    def _objective(self):
+    def _objective(self, module=None):
         """``objective(module, X, y, w)``: weighted mean loss + weight penalty.
 
         As scikit-learn, the penalty (see ``core.regularization``) is divided
         by the batch's total sample weight.
+
+        Parameters
+        ----------
+        module : torch.nn.Module, default=None
+            The module whose weights are penalized; ``module_`` if None.
         """
         loss_fn = self._loss
         alpha = float(self.alpha)
         l1_ratio = float(self.l1_ratio)
-        penalized = penalized_parameters(self.module_)
+        penalized = penalized_parameters(self.module_ if module is None else module)
 
         def objective(module, X, y, w):
             output = module(X)
