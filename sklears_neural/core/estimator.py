@@ -47,6 +47,7 @@ from sklears_neural.core._compat import (
 from sklears_neural.core.callbacks import EarlyStopping, EpochLogger, InverseScalingLR
 from sklears_neural.core.data import ArrayData, as_tensor
 from sklears_neural.core.history import History
+from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
 from sklears_neural.core.optim import (
     LEARNING_RATES,
     SOLVERS,
@@ -206,6 +207,9 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         module = spec.build()
         if hasattr(module, "reset_parameters"):
             module.reset_parameters(generator=self._generator)
+        # Dropout and noise masks come from the fit's generator too, so a
+        # seed fixes them and the global RNG is never touched.
+        set_generator(module, self._generator)
         self.module_ = module.to(device=device, dtype=dtype)
         self._module_spec_ = spec
         self._optimizer = None
@@ -341,6 +345,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         else:
             stopping = self._make_stopping(incremental)
         callbacks = [stopping]
+        if noise_layers(self.module_):
+            callbacks.append(NoiseScheduler(max_epochs=self.max_iter))
         if (
             SOLVERS.canonical(self.solver) == "sgd"
             and LEARNING_RATES.canonical(self.learning_rate) == "invscaling"
@@ -363,10 +369,12 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
         )
+        batch_size = self._batch_size(data.n_samples)
+        self._check_batch_norm_batches(data.n_samples, batch_size)
         trainer.fit(
             data,
             max_epochs=1 if incremental else self.max_iter,
-            batch_size=self._batch_size(data.n_samples),
+            batch_size=batch_size,
             shuffle=self.shuffle,
             evaluate=evaluate,
         )
@@ -388,6 +396,18 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             scaler = policy.grad_scaler(device)
         self._scaler = scaler
         return scaler
+
+    def _check_batch_norm_batches(self, n_samples, batch_size):
+        has_batch_norm = any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for m in self.module_.modules()
+        )
+        if has_batch_norm and (batch_size == 1 or n_samples % batch_size == 1):
+            raise ValueError(
+                f"Batch normalization cannot train on a batch of 1 row, and "
+                f"batch_size={batch_size} over {n_samples} training samples leaves "
+                "one. Choose another batch_size, or layer_norm=True."
+            )
 
     def _fit_lbfgs(self, X, targets, sample_weight, device, dtype):
         data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,

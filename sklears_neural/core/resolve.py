@@ -105,6 +105,15 @@ class Resolver:
             )
         return self._lookup[_normalize(name)]
 
+    def to_json(self, option):
+        """``option`` in canonical, JSON-able form: a name or ``[name, settings]``.
+
+        Used to store options in a :class:`~sklears_neural.core.layers.ModuleSpec`.
+        """
+        _, settings = split_option(option)
+        canonical = self.canonical(option)
+        return [canonical, settings] if settings else canonical
+
     def __call__(self, name):
         """The object registered under ``name``."""
         return self.table[self.canonical(name)]
@@ -144,16 +153,138 @@ class Resolver:
         return factory(**context, **params)
 
 
+# Activation factories: ``factory(width=None, **settings) -> nn.Module``.
+# Every one takes the layer ``width`` (the number of units the activation
+# follows) so callers can build any of them the same way,
+# ``ACTIVATIONS.build(option, width=n)``; only per-channel PReLU uses it.
+# Settings are explicit keywords, so a misspelt one is reported by
+# ``Resolver.build`` with the list of those the activation takes.
+
+
+def _identity(width=None):
+    return nn.Identity()
+
+
+def _logistic(width=None):
+    return nn.Sigmoid()
+
+
+def _tanh(width=None):
+    return nn.Tanh()
+
+
+def _relu(width=None):
+    return nn.ReLU()
+
+
+def _leaky_relu(width=None, negative_slope=0.01):
+    return nn.LeakyReLU(negative_slope=_real("leaky_relu", "negative_slope", negative_slope))
+
+
+def _prelu(width=None, per_channel=False, init=0.25):
+    """PReLU, ``max(0, x) + a * min(0, x)`` with a learnable slope ``a``.
+
+    ``per_channel=False`` learns one slope shared by the layer;
+    ``per_channel=True`` learns one per unit, which needs ``width``.
+    """
+    init = _real("prelu", "init", init)
+    if not isinstance(per_channel, bool):
+        raise ValueError(
+            f"The prelu setting 'per_channel' must be True or False, got {per_channel!r}."
+        )
+    if not per_channel:
+        return nn.PReLU(num_parameters=1, init=init)
+    if width is None or int(width) < 1:
+        raise ValueError(
+            "activation ('prelu', {'per_channel': True}) learns one slope per unit "
+            "and needs the layer width: build it with "
+            "ACTIVATIONS.build(option, width=n_units)."
+        )
+    return nn.PReLU(num_parameters=int(width), init=init)
+
+
+def _elu(width=None, alpha=1.0):
+    return nn.ELU(alpha=_real("elu", "alpha", alpha))
+
+
+def _selu(width=None):
+    return nn.SELU()
+
+
+def _gelu(width=None, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(
+            f"The gelu setting 'approximate' must be one of 'none', 'tanh'; "
+            f"got {approximate!r}."
+        )
+    return nn.GELU(approximate=approximate)
+
+
+def _silu(width=None):
+    return nn.SiLU()
+
+
+def _mish(width=None):
+    return nn.Mish()
+
+
+def _softplus(width=None, beta=1.0, threshold=20.0):
+    return nn.Softplus(
+        beta=_real("softplus", "beta", beta),
+        threshold=_real("softplus", "threshold", threshold),
+    )
+
+
+def _real(activation, setting, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"The {activation} setting {setting!r} must be a real number, got {value!r}."
+        )
+    return float(value)
+
+
 ACTIVATIONS = Resolver(
     "activation",
     {
-        "identity": nn.Identity,
-        "logistic": nn.Sigmoid,
-        "tanh": nn.Tanh,
-        "relu": nn.ReLU,
+        "identity": _identity,
+        "logistic": _logistic,
+        "tanh": _tanh,
+        "relu": _relu,
+        "leaky_relu": _leaky_relu,
+        "prelu": _prelu,
+        "elu": _elu,
+        "selu": _selu,
+        "gelu": _gelu,
+        "silu": _silu,
+        "mish": _mish,
+        "softplus": _softplus,
     },
-    aliases={"linear": "identity", "sigmoid": "logistic"},
+    aliases={"linear": "identity", "sigmoid": "logistic", "swish": "silu"},
 )
+"""Hidden activations by name.
+
+Each entry is a factory ``factory(width=None, **settings)`` returning a
+fresh torch module; build one with ``ACTIVATIONS.build(option, width=n)``,
+where ``option`` is a name or a composite ``(name, {settings})``:
+
+============ ======================== =========================================
+name         settings                 module
+============ ======================== =========================================
+identity     -                        ``nn.Identity`` (alias ``linear``)
+logistic     -                        ``nn.Sigmoid`` (alias ``sigmoid``)
+tanh         -                        ``nn.Tanh``
+relu         -                        ``nn.ReLU``
+leaky_relu   negative_slope=0.01      ``nn.LeakyReLU``
+prelu        per_channel=False,       ``nn.PReLU``: one learnable slope, or one
+             init=0.25                per unit (needs ``width``)
+elu          alpha=1.0                ``nn.ELU``
+selu         -                        ``nn.SELU``
+gelu         approximate="none"       ``nn.GELU`` ("none" or "tanh")
+silu         -                        ``nn.SiLU`` (alias ``swish``)
+mish         -                        ``nn.Mish``
+softplus     beta=1.0, threshold=20.0 ``nn.Softplus``
+============ ======================== =========================================
+"""
 
 PRECISIONS = Resolver(
     "precision",

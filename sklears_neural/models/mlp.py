@@ -8,14 +8,23 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.metaestimators import available_if
 
-from sklears_neural.core._compat import PositiveIntSequence, ResolvableName, _fit_context
+from numbers import Real
+
+from sklears_neural.core._compat import (
+    Interval,
+    PositiveIntSequence,
+    ResolvableName,
+    _fit_context,
+)
 from sklears_neural.core.estimator import (
     BaseNeuralEstimator,
     NeuralClassifierMixin,
     NeuralRegressorMixin,
 )
 from sklears_neural.core.history import History
-from sklears_neural.core.layers import MLP, ModuleSpec
+from sklears_neural.core.init import WEIGHT_INITS
+from sklears_neural.core.layers import MLP, RESIDUALS, ModuleSpec
+from sklears_neural.core.noise import NOISES, set_generator
 from sklears_neural.core.precision import precision_policy
 from sklears_neural.core.resolve import ACTIVATIONS, resolve_device
 from sklears_neural.core.seeding import torch_generator
@@ -36,16 +45,44 @@ class _BaseMLP(BaseNeuralEstimator):
         **BaseNeuralEstimator._parameter_constraints,
         "hidden_layer_sizes": [PositiveIntSequence()],
         "activation": [ResolvableName(ACTIVATIONS)],
+        "weight_init": [ResolvableName(WEIGHT_INITS)],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_norm": ["boolean"],
+        "layer_norm": ["boolean"],
+        "residual": [None, ResolvableName(RESIDUALS)],
+        "noise": [None, ResolvableName(NOISES)],
+        "spectral_norm": ["boolean"],
+        "gradient_checkpointing": ["boolean"],
     }
 
     def _build_module(self, n_features_in, n_outputs):
+        if self.batch_norm and self.layer_norm:
+            raise ValueError(
+                "batch_norm=True and layer_norm=True were both set; pick one."
+            )
+        if not self._is_stochastic() and (self.dropout > 0 or self.noise is not None):
+            raise ValueError(
+                "solver='lbfgs' needs a deterministic objective, but dropout or noise "
+                "makes it random. Use solver='adam' or 'sgd', or drop them."
+            )
+        to_json = lambda resolver, option: (  # noqa: E731
+            None if option is None else resolver.to_json(option)
+        )
         return ModuleSpec(
             MLP,
             {
                 "n_inputs": int(n_features_in),
                 "hidden_layer_sizes": _layer_sizes(self.hidden_layer_sizes),
                 "n_outputs": int(n_outputs),
-                "activation": ACTIVATIONS.canonical(self.activation),
+                "activation": to_json(ACTIVATIONS, self.activation),
+                "weight_init": to_json(WEIGHT_INITS, self.weight_init),
+                "dropout": float(self.dropout),
+                "batch_norm": bool(self.batch_norm),
+                "layer_norm": bool(self.layer_norm),
+                "residual": to_json(RESIDUALS, self.residual),
+                "noise": to_json(NOISES, self.noise),
+                "spectral_norm": bool(self.spectral_norm),
+                "gradient_checkpointing": bool(self.gradient_checkpointing),
             },
         )
 
@@ -94,6 +131,15 @@ class _BaseMLP(BaseNeuralEstimator):
                 f"{type(fitted).__name__} is not fitted: call its fit before "
                 f"{cls.__name__}.from_sklearn."
             )
+        foreign = sorted(
+            k for k in ("residual", "batch_norm", "layer_norm", "spectral_norm")
+            if params.get(k)
+        )
+        if foreign:
+            raise ValueError(
+                f"from_sklearn copies scikit-learn's plain layers; {foreign} add "
+                "layers it does not have. Set them on a new estimator and fit it."
+            )
         own = cls().get_params()
         kwargs = {k: v for k, v in fitted.get_params().items() if k in own}
         kwargs.update(params)
@@ -114,6 +160,7 @@ class _BaseMLP(BaseNeuralEstimator):
         est.module_ = module
         est._module_spec_ = spec
         est._generator = torch_generator(est.random_state)
+        set_generator(module, est._generator)
         est._optimizer = None
         est._optimizer_solver = est.solver
         est._stopping = None
@@ -170,8 +217,11 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
         Width of each hidden layer.
-    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
-        Hidden-layer activation.
+    activation : str or (str, dict), default="relu"
+        Hidden-layer activation: scikit-learn's "identity", "logistic",
+        "tanh", "relu", and "leaky_relu", "prelu" (learnable; settings
+        ``{"per_channel": True}``), "elu", "selu", "gelu", "silu" ("swish"),
+        "mish", "softplus".
     solver : {"lbfgs", "sgd", "adam"}, default="adam"
         ``"lbfgs"``: full-batch quasi-Newton (good for small data);
         ``"sgd"``: SGD with momentum; ``"adam"``: Adam.
@@ -223,6 +273,28 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         Patience, in epochs, of the ``tol`` rule.
     max_fun : int, default=15000
         Maximum loss evaluations of L-BFGS.
+    weight_init : str or (str, dict), default="sklearn"
+        Initializer: "sklearn" (scikit-learn's Glorot-uniform scheme),
+        "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+        "lecun_uniform", "lecun_normal", "orthogonal", "truncated_normal",
+        or ("variance_scaling", {"scale", "mode", "distribution"}).
+    dropout : float, default=0.0
+        Drop probability after each hidden activation (stochastic solvers).
+    batch_norm : bool, default=False
+        Batch normalization between each hidden linear and its activation.
+    layer_norm : bool, default=False
+        Layer normalization there instead (not both).
+    residual : {"add", "concat", "gated"} or None, default=None
+        Skip connection around each hidden layer; a projection matches
+        widths for "add" and "gated".
+    noise : str, (str, dict) or None, default=None
+        Noise injection on each hidden layer's input in training:
+        "gaussian", "uniform", "multiplicative", "salt_and_pepper",
+        "dropout", with settings such as ``("gaussian", {"std": 0.1,
+        "schedule": "linear"})`` (constant, linear, exponential, step or
+        cosine decay over ``max_iter`` epochs).
+    spectral_norm : bool, default=False
+        Spectral normalization of every linear layer.
     l1_ratio : float, default=0.0
         Share of L1 in the penalty (elastic net, as scikit-learn's
         ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
@@ -231,6 +303,9 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         Rescale gradients to this global L2 norm at most (stochastic solvers).
     clip_grad_value : float or None, default=None
         Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
+    gradient_checkpointing : bool, default=False
+        Recompute hidden activations in the backward pass to save memory on
+        deep stacks; results are unchanged.
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into ``sample_weight``; ``"balanced"``
         uses ``n_samples / (n_classes * np.bincount(y))``.
@@ -337,9 +412,17 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        weight_init="sklearn",
+        dropout=0.0,
+        batch_norm=False,
+        layer_norm=False,
+        residual=None,
+        noise=None,
+        spectral_norm=False,
         l1_ratio=0.0,
         clip_grad_norm=None,
         clip_grad_value=None,
+        gradient_checkpointing=False,
         class_weight=None,
         device="cpu",
         precision="float32",
@@ -368,9 +451,17 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.weight_init = weight_init
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.layer_norm = layer_norm
+        self.residual = residual
+        self.noise = noise
+        self.spectral_norm = spectral_norm
         self.l1_ratio = l1_ratio
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
+        self.gradient_checkpointing = gradient_checkpointing
         self.class_weight = class_weight
         self.device = device
         self.precision = precision
@@ -423,8 +514,11 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         output.
     hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
         Width of each hidden layer.
-    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
-        Hidden-layer activation.
+    activation : str or (str, dict), default="relu"
+        Hidden-layer activation: scikit-learn's "identity", "logistic",
+        "tanh", "relu", and "leaky_relu", "prelu" (learnable; settings
+        ``{"per_channel": True}``), "elu", "selu", "gelu", "silu" ("swish"),
+        "mish", "softplus".
     solver : {"lbfgs", "sgd", "adam"}, default="adam"
         The optimizer; see :class:`MLPClassifier`.
     alpha : float, default=0.0001
@@ -467,6 +561,28 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         Patience of the ``tol`` rule.
     max_fun : int, default=15000
         Maximum loss evaluations of L-BFGS.
+    weight_init : str or (str, dict), default="sklearn"
+        Initializer: "sklearn" (scikit-learn's Glorot-uniform scheme),
+        "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+        "lecun_uniform", "lecun_normal", "orthogonal", "truncated_normal",
+        or ("variance_scaling", {"scale", "mode", "distribution"}).
+    dropout : float, default=0.0
+        Drop probability after each hidden activation (stochastic solvers).
+    batch_norm : bool, default=False
+        Batch normalization between each hidden linear and its activation.
+    layer_norm : bool, default=False
+        Layer normalization there instead (not both).
+    residual : {"add", "concat", "gated"} or None, default=None
+        Skip connection around each hidden layer; a projection matches
+        widths for "add" and "gated".
+    noise : str, (str, dict) or None, default=None
+        Noise injection on each hidden layer's input in training:
+        "gaussian", "uniform", "multiplicative", "salt_and_pepper",
+        "dropout", with settings such as ``("gaussian", {"std": 0.1,
+        "schedule": "linear"})`` (constant, linear, exponential, step or
+        cosine decay over ``max_iter`` epochs).
+    spectral_norm : bool, default=False
+        Spectral normalization of every linear layer.
     l1_ratio : float, default=0.0
         Share of L1 in the penalty (elastic net, as scikit-learn's
         ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
@@ -475,6 +591,9 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         Rescale gradients to this global L2 norm at most (stochastic solvers).
     clip_grad_value : float or None, default=None
         Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
+    gradient_checkpointing : bool, default=False
+        Recompute hidden activations in the backward pass to save memory on
+        deep stacks; results are unchanged.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train and predict.
     precision : {"float32", "float64", "mixed"}, default="float32"
@@ -571,9 +690,17 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        weight_init="sklearn",
+        dropout=0.0,
+        batch_norm=False,
+        layer_norm=False,
+        residual=None,
+        noise=None,
+        spectral_norm=False,
         l1_ratio=0.0,
         clip_grad_norm=None,
         clip_grad_value=None,
+        gradient_checkpointing=False,
         device="cpu",
         precision="float32",
         callbacks=None,
@@ -602,9 +729,17 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.weight_init = weight_init
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.layer_norm = layer_norm
+        self.residual = residual
+        self.noise = noise
+        self.spectral_norm = spectral_norm
         self.l1_ratio = l1_ratio
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
+        self.gradient_checkpointing = gradient_checkpointing
         self.device = device
         self.precision = precision
         self.callbacks = callbacks

