@@ -1,7 +1,14 @@
 """sklears-neural: neural networks as scikit-learn estimators, on PyTorch."""
 
 from sklears_neural._version import __version__
+from sklears_neural.core.gradcheck import check_gradients
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
 from sklears_neural.models.rbm import BernoulliRBM
 
-__all__ = ["BernoulliRBM", "MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = [
+    "BernoulliRBM",
+    "MLPClassifier",
+    "MLPRegressor",
+    "__version__",
+    "check_gradients",
+]

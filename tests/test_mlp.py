@@ -383,8 +383,15 @@ def test_callbacks_see_every_epoch_and_can_stop():
     stopper = StopAtThree()
     clf = MLPClassifier(max_iter=50, batch_size=50, callbacks=[stopper], random_state=0)
     clf.fit(X_digits, y_digits)
-    assert stopper.epochs == [1, 2, 3] and clf.n_iter_ == 3
-    assert stopper.batches == 3 * 4
+    used = clf.callbacks_[0]
+    assert used.epochs == [1, 2, 3] and clf.n_iter_ == 3
+    assert used.batches == 3 * 4
+    # fit trains with a copy: the parameter itself is never mutated.
+    assert stopper.epochs == [] and clf.callbacks[0] is stopper
+    # L-BFGS honours the stop flag too.
+    lbfgs = MLPClassifier(solver="lbfgs", callbacks=[StopAtThree()], max_iter=50)
+    lbfgs.fit(X_digits, y_digits)
+    assert lbfgs.n_iter_ == 3 and lbfgs.callbacks_[0].epochs == [1, 2, 3]
 
 
 def test_verbose_prints_sklearn_lines(capsys):
@@ -529,11 +536,32 @@ def test_keyboard_interrupt_keeps_what_was_learned():
             if len(trainer.history) == 3:
                 raise KeyboardInterrupt
 
-    clf = MLPClassifier(max_iter=50, callbacks=[CtrlCAtThree()], random_state=0)
+    clf = MLPClassifier(max_iter=50, batch_size=20, learning_rate_init=0.01,
+                        callbacks=[CtrlCAtThree()], random_state=0)
     with pytest.warns(UserWarning, match="interrupted by user"):
         clf.fit(X_digits, y_digits)
     assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 3
-    assert clf.score(X_digits, y_digits) > 0.5
+    # 30 Adam steps were kept (measured 0.99; chance is 0.33).
+    assert clf.score(X_digits, y_digits) > 0.8
+
+
+def test_partial_fit_after_early_stopping_fit_trains():
+    clf = _quiet_fit(MLPClassifier(early_stopping=True, max_iter=30, random_state=0),
+                     X_digits, y_digits)
+    before = clf.predict_proba(X_digits)
+    clf.partial_fit(X_digits, y_digits)
+    assert not np.array_equal(before, clf.predict_proba(X_digits))
+    assert len(clf.validation_scores_) == clf.history_[-1]["epoch"]
+
+
+def test_failed_warm_start_restores_the_generator():
+    reg = _quiet_fit(MLPRegressor(solver="sgd", max_iter=2, warm_start=True,
+                                  random_state=0), X_reg, y_reg)
+    state = reg._generator.get_state()
+    reg.set_params(learning_rate_init=1e3)
+    with pytest.raises(TrainingDivergedError):
+        reg.fit(X_reg * 1e20, y_reg * 1e20)
+    assert torch.equal(reg._generator.get_state(), state)
 
 
 def test_refitting_the_same_instance_is_identical():

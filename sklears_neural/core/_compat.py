@@ -17,7 +17,9 @@ from sklearn.utils._param_validation import (
     Options,
     StrOptions,
 )
+from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import _check_sample_weight
 
 __all__ = [
     "HasMethods",
@@ -29,6 +31,8 @@ __all__ = [
     "ResolvableName",
     "CallbackList",
     "_check_optimize_result",
+    "_check_partial_fit_first_call",
+    "_check_sample_weight",
     "_fit_context",
 ]
 

@@ -28,16 +28,13 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
-    check_classification_targets,
-    type_of_target,
-    unique_labels,
-)
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklears_neural.core._compat import (
     INF,
+    _check_partial_fit_first_call,
+    _check_sample_weight,
     CallbackList,
     Interval,
     ResolvableName,
@@ -162,17 +159,31 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
 
     def _save_for_rollback(self, first_pass):
         attributes = dict(self.__dict__)
+        # What training changes in place, beyond the attributes it reassigns.
+        in_place = {
+            "_generator": (
+                None if attributes.get("_generator") is None
+                else attributes["_generator"].get_state()
+            ),
+            "_stopping": copy.deepcopy(attributes.get("_stopping")),
+            "callbacks_": copy.deepcopy(attributes.get("callbacks_")),
+        }
         if first_pass or "module_" not in attributes:
-            return attributes, None, None
+            return attributes, in_place, None, None
         weights = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
         opt = self._optimizer
         opt_state = None if opt is None else copy.deepcopy(opt.state_dict())
-        return attributes, weights, opt_state
+        return attributes, in_place, weights, opt_state
 
     def _rollback(self, saved):
-        attributes, weights, opt_state = saved
+        attributes, in_place, weights, opt_state = saved
         self.__dict__.clear()
         self.__dict__.update(attributes)
+        if in_place["_generator"] is not None:
+            self._generator.set_state(in_place["_generator"])
+        for name in ("_stopping", "callbacks_"):
+            if name in attributes:
+                setattr(self, name, in_place[name])
         if weights is not None:
             self.module_.load_state_dict(weights)
         if opt_state is not None:
@@ -204,7 +215,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         self.n_outputs_ = self._n_outputs_for(targets)
         self.out_activation_ = self._output_activation()
         spec = self._build_module(n_features, self.n_outputs_)
-        module = spec.build()
+        module = spec.build(generator=self._generator)
         if hasattr(module, "reset_parameters"):
             module.reset_parameters(generator=self._generator)
         # Dropout and noise masks come from the fit's generator too, so a
@@ -340,7 +351,13 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         elif not incremental:
             apply_hyperparameters(self._optimizer, self)
 
-        if incremental and self._stopping is not None:
+        if (
+            incremental
+            and self._stopping is not None
+            and self._stopping.restore_on == "stop"
+        ):
+            # A partial_fit loop continues its own stopping state; one left by
+            # fit (which restores at every end) is not reused.
             stopping = self._stopping
         else:
             stopping = self._make_stopping(incremental)
@@ -354,7 +371,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             callbacks.append(InverseScalingLR(self.learning_rate_init, self.power_t))
         if self.verbose:
             callbacks.append(EpochLogger())
-        callbacks.extend(self.callbacks or [])
+        callbacks.extend(self._user_callbacks(incremental))
 
         trainer = Trainer(
             self.module_,
@@ -409,6 +426,17 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                 "one. Choose another batch_size, or layer_norm=True."
             )
 
+    def _user_callbacks(self, incremental):
+        """Copies of ``callbacks`` for this fit, kept as ``callbacks_``.
+
+        ``fit`` never mutates its parameters: every fit trains with fresh
+        copies (an EarlyStopping starts over), which stay readable as the
+        fitted ``callbacks_``; ``partial_fit`` calls continue the same copies.
+        """
+        if not (incremental and getattr(self, "callbacks_", None) is not None):
+            self.callbacks_ = [copy.deepcopy(cb) for cb in self.callbacks or []]
+        return self.callbacks_
+
     def _fit_lbfgs(self, X, targets, sample_weight, device, dtype):
         data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,
                          target_dtype=self._target_dtype(dtype))
@@ -419,7 +447,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             self.module_,
             self._objective(),
             None,
-            callbacks=callbacks + list(self.callbacks or []),
+            callbacks=callbacks + self._user_callbacks(incremental=False),
             history=History(self.history_),
         )
         result = trainer.fit_lbfgs(
@@ -455,9 +483,9 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
 
         On the CPU the forward pass runs in float64 whatever the training
         precision (the float32 weights are exact in float64): a row's
-        prediction then does not depend on which other rows share its batch,
-        which float32 matrix kernels do not guarantee. Accelerators keep the
-        module's own dtype.
+        prediction then depends on which other rows share its batch only
+        within float64 rounding (~1e-16, against ~1e-7 for float32 matrix
+        kernels). Accelerators keep the module's own dtype.
         """
         check_is_fitted(self)
         X = validate_data(

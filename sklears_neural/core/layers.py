@@ -60,15 +60,24 @@ class ModuleSpec:
     module_class: type
     kwargs: dict = field(default_factory=dict)
 
-    def build(self):
+    def build(self, generator=None):
         """A new module.
 
         torch layers draw their default initialization from the global
-        generator; it is restored afterwards, so building never changes the
-        caller's random stream. Estimators re-initialize from their own
-        generator (``reset_parameters(generator=...)``).
+        generator. Building runs on a forked global stream, seeded from
+        ``generator`` when one is given, so a module without its own
+        ``reset_parameters(generator=...)`` still starts from weights fixed
+        by the estimator's ``random_state``; the caller's global stream is
+        left as it was.
+
+        Parameters
+        ----------
+        generator : torch.Generator or None, default=None
         """
         with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                seed = torch.randint(2**62, (1,), generator=generator).item()
+                torch.manual_seed(seed)
             return self.module_class(**self.kwargs)
 
 

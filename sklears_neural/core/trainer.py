@@ -293,9 +293,15 @@ class Trainer:
             self.history.append({"epoch": iteration, "train_loss": fun})
             state["last_finite"] = self.snapshot()
             self._call("on_epoch_end")
+            if self.should_stop:
+                # SciPy ends the minimization on StopIteration from a callback.
+                raise StopIteration
+            self._call("on_epoch_begin")
 
         x0 = parameters_to_vector(params).detach().cpu().numpy().astype(np.float64)
+        self.should_stop = False
         self._call("on_train_begin")
+        self._call("on_epoch_begin")
         result = scipy.optimize.minimize(
             loss_and_grad,
             x0,

@@ -494,6 +494,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
 
     def _adopt_sklearn_state(self, fitted):
         self.classes_ = fitted.classes_
+        # scikit-learn keeps the label encoder private; it is read here, once.
         self._label_binarizer = fitted._label_binarizer
         if not isinstance(self._label_binarizer, LabelBinarizer):
             raise TypeError("Unexpected label encoder on the scikit-learn model.")
