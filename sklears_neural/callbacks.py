@@ -4,7 +4,18 @@ from sklears_neural.core.callbacks import (
     Callback,
     EarlyStopping,
     EpochLogger,
+    GradientStats,
     InverseScalingLR,
+    ProgressBar,
+    TerminateOnNaN,
 )
 
-__all__ = ["Callback", "EarlyStopping", "EpochLogger", "InverseScalingLR"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "EpochLogger",
+    "GradientStats",
+    "InverseScalingLR",
+    "ProgressBar",
+    "TerminateOnNaN",
+]

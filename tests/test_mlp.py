@@ -400,6 +400,14 @@ def test_verbose_prints_sklearn_lines(capsys):
     assert "Iteration 1, loss = " in out and "Iteration 2, loss = " in out
 
 
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_verbose_2_shows_a_progress_bar_instead_of_lines(capsys, solver):
+    _quiet_fit(MLPClassifier(solver=solver, max_iter=3, verbose=2, random_state=0),
+               X_digits, y_digits)
+    out, err = capsys.readouterr()
+    assert "Iteration" not in out and "/3" in err and "train_loss=" in err
+
+
 def test_convergence_warning_when_max_iter_reached():
     with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
         MLPClassifier(max_iter=2, random_state=0).fit(X_digits, y_digits)

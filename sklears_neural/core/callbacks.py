@@ -2,14 +2,52 @@
 
 Every hook is a no-op taking the trainer plus ``**kwargs``; a callback
 overrides only what it needs. Stopping is a value: a callback sets
-``trainer.should_stop = True`` and the loop ends after the current epoch.
-Hooks that are not overridden are never called, so unused callbacks cost
-nothing in the batch loop.
+``trainer.should_stop = True`` and the loop ends after the current epoch
+(at once when set from ``on_batch_end``). Hooks that are not overridden are
+never called, so unused callbacks cost nothing in the batch loop.
+
+Options are checked when a callback is built: a bad value raises scikit-learn's
+``InvalidParameterError`` (both a ``ValueError`` and a ``TypeError``), naming
+the option, the callback, what is accepted and what came.
 """
 
+import copy
+import inspect
 import math
+import sys
+import warnings
 
-__all__ = ["Callback", "EarlyStopping", "EpochLogger", "InverseScalingLR"]
+import numpy as np
+import torch
+
+from sklears_neural.core._compat import InvalidParameterError
+from sklears_neural.exceptions import ConvergenceWarning
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "EpochLogger",
+    "GradientStats",
+    "InverseScalingLR",
+    "ProgressBar",
+    "TerminateOnNaN",
+]
+
+
+def _check_bool(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {type(owner).__name__} must be an instance "
+            f"of 'bool'. Got {value!r} instead."
+        )
+
+
+def _check_options(owner, name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {type(owner).__name__} must be a str among "
+            f"{sorted(options)}. Got {value!r} instead."
+        )
 
 
 class Callback:
@@ -20,17 +58,54 @@ class Callback:
     and change.
     """
 
+    def __repr__(self):
+        # As scikit-learn's estimators: the options that differ from their
+        # defaults, so ``MLPClassifier(callbacks=[...])`` prints readably.
+        shown = []
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or param.kind in (
+                param.VAR_POSITIONAL, param.VAR_KEYWORD
+            ):
+                continue
+            if not hasattr(self, name):
+                return object.__repr__(self)
+            value = getattr(self, name)
+            try:
+                is_default = value is param.default or (
+                    type(value) is type(param.default) and bool(value == param.default)
+                )
+            except (TypeError, ValueError):
+                is_default = False
+            if not is_default:
+                shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     def on_train_begin(self, trainer, **kwargs):
-        """Called once before the first epoch of a ``fit`` / ``partial_fit``."""
+        """Called once before the first epoch of a ``fit`` / ``partial_fit``.
+
+        The trainer may pass ``max_epochs`` (the most epochs this call runs)
+        and ``n_batches`` (mini-batches per epoch) as keyword arguments.
+        """
 
     def on_epoch_begin(self, trainer, **kwargs):
         """Called before each epoch."""
+
+    def on_backward_end(self, trainer, **kwargs):
+        """Called after ``loss.backward()``, before ``optimizer.step()``.
+
+        The gradients are in ``p.grad`` for every parameter ``p`` of
+        ``trainer.module``, and the weights are still those the batch loss
+        was computed with. Overriding this hook makes the loop call it for
+        every mini-batch; the full-batch L-BFGS solver never calls it.
+        """
 
     def on_batch_end(self, trainer, *, batch_loss, **kwargs):
         """Called after each optimizer step with the batch loss (a tensor).
 
         Overriding this hook makes the loop call it for every batch; read
         ``batch_loss.item()`` only if needed, as it waits for the device.
+        Setting ``trainer.should_stop`` here ends training at once: the
+        interrupted epoch is not recorded.
         """
 
     def on_epoch_end(self, trainer, **kwargs):
@@ -223,3 +298,418 @@ class EpochLogger(Callback):
             if key in record:
                 fmt = self._FORMATS.get(key, key + ": {value}")
                 print(fmt.format(epoch=record["epoch"], value=record[key]))
+
+
+def _display_keys(record):
+    """Record keys shown by default: numbers, neither "epoch" nor namespaced."""
+    return [
+        key for key, value in record.items()
+        if key != "epoch" and "/" not in key and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ]
+
+
+def _import_tqdm():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ImportError(
+            "ProgressBar (and verbose >= 2) needs tqdm, a dependency of "
+            "sklears-neural that is missing here: `pip install tqdm`."
+        ) from exc
+    return tqdm
+
+
+class ProgressBar(Callback):
+    """Show a tqdm progress bar on stderr, with the latest record as postfix.
+
+    One bar per ``fit`` (or ``partial_fit``) call. It advances once per epoch,
+    or once per mini-batch with ``unit="batch"``; after every epoch its
+    postfix shows the newest entries of ``trainer.history[-1]``
+    (``train_loss=0.1234, valid_score=0.95``). It closes when training ends,
+    a Ctrl-C included.
+
+    The estimators add one when ``verbose >= 2``; ``verbose=1`` keeps
+    scikit-learn's printed lines and ``verbose=0`` prints nothing.
+
+    Parameters
+    ----------
+    unit : {"epoch", "batch"}, default="epoch"
+        What one step of the bar is. ``"batch"`` is for long epochs; it
+        reads no batch loss, so it adds no device synchronization. A solver
+        without mini-batches (L-BFGS) counts epochs either way.
+    keys : sequence of str or None, default=None
+        Record keys shown in the postfix, when present. ``None`` shows every
+        number of the record except ``"epoch"`` and namespaced keys holding
+        a ``"/"`` (such as :class:`GradientStats`' ``"grad_norm/..."``).
+    leave : bool, default=True
+        Keep the finished bar on screen.
+
+    Notes
+    -----
+    The bar's length is ``max_epochs`` (times ``n_batches`` for
+    ``unit="batch"``) as the trainer passes them to ``on_train_begin``;
+    without them the bar counts without a total. The bar object lives only
+    during training: a pickled or copied callback never carries it.
+
+    Examples
+    --------
+    >>> from sklears_neural import MLPClassifier
+    >>> from sklears_neural.callbacks import ProgressBar
+    >>> MLPClassifier(callbacks=[ProgressBar(unit="batch")])
+    MLPClassifier(callbacks=[ProgressBar(unit='batch')])
+    """
+
+    def __init__(self, unit="epoch", *, keys=None, leave=True):
+        _check_options(self, "unit", unit, {"epoch", "batch"})
+        if keys is not None and (
+            isinstance(keys, str) or not all(isinstance(k, str) for k in keys)
+        ):
+            raise InvalidParameterError(
+                f"The 'keys' parameter of {type(self).__name__} must be None or a "
+                f"sequence of str (record keys such as 'train_loss'). Got "
+                f"{keys!r} instead."
+            )
+        _check_bool(self, "leave", leave)
+        _import_tqdm()
+        self.unit = unit
+        self.keys = keys
+        self.leave = leave
+        self._bar = None
+        self._per_batch = False
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        # A live bar holds a stream and a lock: neither pickles nor copies.
+        state["_bar"] = None
+        return state
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_train_begin(self, trainer, *, max_epochs=None, n_batches=None, **kwargs):
+        # A bar left open by a fit that raised is closed here.
+        self._close()
+        # Without mini-batches (L-BFGS) the bar counts epochs.
+        self._per_batch = self.unit == "batch" and n_batches is not None
+        total = max_epochs
+        if self._per_batch:
+            total = None if max_epochs is None else max_epochs * n_batches
+        self._bar = _import_tqdm()(
+            total=total,
+            unit="batch" if self._per_batch else "epoch",
+            leave=self.leave,
+            file=sys.stderr,
+            # tqdm's default (None) hides the bar whenever stderr is not a
+            # terminal; the caller asked for a bar, so always draw it.
+            disable=False,
+            dynamic_ncols=True,
+        )
+
+    def on_epoch_begin(self, trainer, **kwargs):
+        if self._per_batch and self._bar is not None:
+            epoch = len(trainer.history) + 1
+            self._bar.set_description(f"epoch {epoch}", refresh=False)
+
+    def on_batch_end(self, trainer, **kwargs):
+        if self._per_batch and self._bar is not None:
+            self._bar.update(1)
+
+    def on_epoch_end(self, trainer, **kwargs):
+        if self._bar is None:
+            return
+        record = trainer.history[-1]
+        keys = _display_keys(record) if self.keys is None else self.keys
+        postfix = {
+            key: f"{record[key]:.4g}" for key in keys
+            if isinstance(record.get(key), (int, float))
+        }
+        self._bar.set_postfix(postfix, refresh=False)
+        if self._per_batch:
+            self._bar.refresh()
+        else:
+            self._bar.update(1)
+
+    def on_train_end(self, trainer, **kwargs):
+        self._close()
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first mini-batch whose loss is NaN or infinite.
+
+    Training then ends cleanly (``trainer.should_stop = True``; nothing is
+    raised): the weights, and the optimizer state, go back to what they
+    were at the beginning of that epoch, which are the weights of the last
+    recorded epoch. The estimator stays fitted with finite weights, its
+    history ends at the last finite epoch, and a
+    :class:`~sklearn.exceptions.ConvergenceWarning` says which epoch and batch
+    diverged.
+
+    Without this callback, a non-finite epoch loss raises
+    :class:`~sklears_neural.exceptions.TrainingDivergedError` at the end of
+    the epoch instead. Other callbacks still end training as usual: with
+    ``early_stopping=True`` the best epoch's weights come back last. The
+    full-batch L-BFGS solver runs no mini-batches, so there this callback
+    does nothing and a divergence raises.
+
+    Parameters
+    ----------
+    restore_weights : bool, default=True
+        Put back the weights and optimizer state of the beginning of the
+        epoch. ``False`` leaves the module as the non-finite step left it.
+
+    Attributes
+    ----------
+    stopped : bool
+        Whether this callback ended the last training call.
+    stopped_epoch : int or None
+        1-based epoch in which the loss stopped being finite.
+    stopped_batch : int or None
+        1-based mini-batch of that epoch.
+
+    Notes
+    -----
+    Checking a batch reads ``batch_loss.item()``, which waits for the device
+    once per mini-batch. On a CPU that costs next to nothing; on an
+    accelerator it stops the host from queueing the next batch ahead. With
+    ``restore_weights`` the callback also copies the weights and optimizer
+    state once per epoch.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklears_neural import MLPClassifier
+    >>> from sklears_neural.callbacks import TerminateOnNaN
+    >>> X, y = load_iris(return_X_y=True)
+    >>> stopper = TerminateOnNaN()
+    >>> clf = MLPClassifier(max_iter=20, random_state=0, callbacks=[stopper])
+    >>> clf = clf.fit(X, y)
+    >>> stopper.stopped, stopper.stopped_epoch
+    (False, None)
+    """
+
+    def __init__(self, restore_weights=True):
+        _check_bool(self, "restore_weights", restore_weights)
+        self.restore_weights = restore_weights
+        self.stopped = False
+        self.stopped_epoch = None
+        self.stopped_batch = None
+        self._saved = None
+        self._batch = 0
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        # The epoch-begin copy of the weights is scratch of one training call.
+        state["_saved"] = None
+        return state
+
+    def on_train_begin(self, trainer, **kwargs):
+        self.stopped = False
+        self.stopped_epoch = None
+        self.stopped_batch = None
+
+    def on_epoch_begin(self, trainer, **kwargs):
+        self._batch = 0
+        if self.restore_weights:
+            optimizer = getattr(trainer, "optimizer", None)
+            self._saved = (
+                trainer.snapshot(),
+                None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
+            )
+
+    def on_batch_end(self, trainer, *, batch_loss, **kwargs):
+        if self.stopped:
+            return
+        self._batch += 1
+        if math.isfinite(batch_loss.item()):
+            return
+        self.stopped = True
+        self.stopped_epoch = len(trainer.history) + 1
+        self.stopped_batch = self._batch
+        trainer.should_stop = True
+        self._restore(trainer)
+        warnings.warn(
+            f"The training loss became NaN or infinite in epoch "
+            f"{self.stopped_epoch}, batch {self.stopped_batch}; training stopped "
+            + (
+                "and the weights of the last finite epoch were restored. "
+                if self.restore_weights and self._saved is not None
+                else "with the weights of the diverged step. "
+            )
+            + "Scale the inputs (e.g. StandardScaler), lower learning_rate_init, "
+            "or raise alpha.",
+            ConvergenceWarning,
+        )
+
+    def _restore(self, trainer):
+        if not self.restore_weights or self._saved is None:
+            return
+        weights, optimizer_state = self._saved
+        trainer.restore(weights)
+        if optimizer_state is not None:
+            trainer.optimizer.load_state_dict(optimizer_state)
+
+    def on_train_end(self, trainer, **kwargs):
+        # Weights are not part of this callback's lasting state.
+        self._saved = None
+
+
+class GradientStats(Callback):
+    """Record per-parameter gradient norms and update/weight ratios per epoch.
+
+    After every epoch, ``trainer.history[-1]`` gains, for each trainable
+    parameter ``name`` of the module (``"layers.0.weight"``, ...):
+
+    - ``"grad_norm/<name>"``: the L2 norm of its gradient, averaged over the
+      epoch's mini-batches;
+    - ``"update_ratio/<name>"`` (with ``update_ratio=True``): the L2 norm of
+      the optimizer step it received divided by the L2 norm of the weights
+      before that step, averaged over the epoch's mini-batches.
+
+    Values are Python floats, so the history still pickles and dumps to
+    JSON.
+
+    Parameters
+    ----------
+    update_ratio : bool, default=True
+        Also record update/weight ratios. Each mini-batch then copies the
+        weights once before the optimizer step.
+
+    Notes
+    -----
+    For a parameter :math:`W` with gradient :math:`g_b` on mini-batch
+    :math:`b` of an epoch of :math:`B` batches,
+
+    .. math::
+
+        \\text{grad\\_norm} = \\frac{1}{B} \\sum_b \\lVert g_b \\rVert_2,
+        \\qquad
+        \\text{update\\_ratio} = \\frac{1}{B} \\sum_b
+        \\frac{\\lVert W_{b+1} - W_b \\rVert_2}{\\lVert W_b \\rVert_2}.
+
+    Batches where a value is not finite (a step that loss scaling skipped)
+    or, for the ratio, where :math:`\\lVert W_b \\rVert_2 = 0` (biases
+    initialized at zero) are left out of the mean; a parameter with no such
+    batch records NaN. Gradients are read in ``on_backward_end``, as the
+    backward pass left them: before clipping, after loss-scale unscaling.
+
+    Sums stay on the device; the callback reads them once per epoch, so it
+    adds no per-batch host synchronization. The full-batch L-BFGS solver
+    runs no mini-batch steps: there the callback records nothing and warns.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklears_neural import MLPClassifier
+    >>> from sklears_neural.callbacks import GradientStats
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=20, random_state=0,
+    ...                     callbacks=[GradientStats()]).fit(X, y)
+    >>> sorted(k for k in clf.history_[-1] if k.endswith("layers.0.weight"))
+    ['grad_norm/layers.0.weight', 'update_ratio/layers.0.weight']
+    >>> bool(clf.history_.to_frame()["grad_norm/layers.0.weight"].gt(0).all())
+    True
+    """
+
+    def __init__(self, update_ratio=True):
+        _check_bool(self, "update_ratio", update_ratio)
+        self.update_ratio = update_ratio
+        self._reset()
+        self._epochs = self._backward_calls = 0
+
+    def _reset(self):
+        self._names = None
+        self._params = None
+        self._sums = None
+        self._before = None
+        self._n_batches = 0
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        # Parameters and device sums belong to one epoch of one fit.
+        state.update(_names=None, _params=None, _sums=None, _before=None, _n_batches=0)
+        return state
+
+    def on_train_begin(self, trainer, **kwargs):
+        self._reset()
+        self._epochs = self._backward_calls = 0
+
+    def on_epoch_begin(self, trainer, **kwargs):
+        self._reset()
+
+    def on_backward_end(self, trainer, **kwargs):
+        self._backward_calls += 1
+        if self._params is None:
+            named = [(n, p) for n, p in trainer.module.named_parameters()
+                     if p.requires_grad]
+            if not named:
+                return
+            self._names = [n for n, _ in named]
+            self._params = [p for _, p in named]
+            # float32 at least, so half-precision norms do not overflow.
+            dtype = torch.float32
+            for p in self._params:
+                dtype = torch.promote_types(dtype, p.dtype)
+            # Rows: grad-norm sum, its count, ratio sum, its count.
+            self._sums = torch.zeros(4, len(named), dtype=dtype,
+                                     device=self._params[0].device)
+        dtype = self._sums.dtype
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):
+            zero = self._sums.new_zeros(())
+            norms = torch.stack([
+                zero if g is None else torch.linalg.vector_norm(g, dtype=dtype)
+                for g in grads
+            ])
+        else:
+            norms = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
+        self._accumulate(0, norms)
+        if self.update_ratio:
+            self._before = [p.detach().clone() for p in self._params]
+        self._n_batches += 1
+
+    def _accumulate(self, row, values, valid=None):
+        finite = torch.isfinite(values)
+        if valid is not None:
+            finite &= valid
+        self._sums[row] += torch.where(finite, values, 0.0)
+        self._sums[row + 1] += finite
+
+    def on_batch_end(self, trainer, **kwargs):
+        if self._before is None:
+            return
+        after = [p.detach() for p in self._params]
+        steps = torch._foreach_sub(after, self._before)
+        dtype = self._sums.dtype
+        step_norms = torch.stack(torch._foreach_norm(steps, 2, dtype=dtype))
+        weight_norms = torch.stack(torch._foreach_norm(self._before, 2, dtype=dtype))
+        nonzero = weight_norms > 0
+        ratios = step_norms / torch.where(nonzero, weight_norms, 1.0)
+        self._accumulate(2, ratios, nonzero)
+        self._before = None
+
+    def on_epoch_end(self, trainer, **kwargs):
+        self._epochs += 1
+        if not self._n_batches:
+            return
+        # One device read per epoch: (4, n_params) -> lists of floats.
+        sums, counts = self._sums[0::2], self._sums[1::2]
+        means = (sums / counts).tolist()
+        record = trainer.history[-1]
+        for name, value in zip(self._names, means[0]):
+            record[f"grad_norm/{name}"] = float(value)
+        if self.update_ratio:
+            for name, value in zip(self._names, means[1]):
+                record[f"update_ratio/{name}"] = float(value)
+        self._reset()
+
+    def on_train_end(self, trainer, **kwargs):
+        self._reset()
+        if self._epochs and not self._backward_calls:
+            warnings.warn(
+                "GradientStats recorded nothing: this training ran no mini-batch "
+                "steps (solver='lbfgs' has none). Use solver='adam' or 'sgd'.",
+                UserWarning,
+            )

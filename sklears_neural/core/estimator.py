@@ -41,7 +41,12 @@ from sklears_neural.core._compat import (
     StrOptions,
     _check_optimize_result,
 )
-from sklears_neural.core.callbacks import EarlyStopping, EpochLogger, InverseScalingLR
+from sklears_neural.core.callbacks import (
+    EarlyStopping,
+    EpochLogger,
+    InverseScalingLR,
+    ProgressBar,
+)
 from sklears_neural.core.data import ArrayData, as_tensor
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
@@ -369,8 +374,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             and LEARNING_RATES.canonical(self.learning_rate) == "invscaling"
         ):
             callbacks.append(InverseScalingLR(self.learning_rate_init, self.power_t))
-        if self.verbose:
-            callbacks.append(EpochLogger())
+        callbacks.extend(self._verbose_callbacks())
         callbacks.extend(self._user_callbacks(incremental))
 
         trainer = Trainer(
@@ -426,6 +430,12 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                 "one. Choose another batch_size, or layer_norm=True."
             )
 
+    def _verbose_callbacks(self):
+        # scikit-learn's lines for verbose=True/1; a progress bar from 2 on.
+        if self.verbose >= 2:
+            return [ProgressBar()]
+        return [EpochLogger()] if self.verbose else []
+
     def _user_callbacks(self, incremental):
         """Copies of ``callbacks`` for this fit, kept as ``callbacks_``.
 
@@ -442,7 +452,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                          target_dtype=self._target_dtype(dtype))
         self._optimizer = None
         self._optimizer_solver = self.solver
-        callbacks = [EpochLogger()] if self.verbose else []
+        callbacks = self._verbose_callbacks()
         trainer = Trainer(
             self.module_,
             self._objective(),

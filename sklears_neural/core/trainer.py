@@ -155,7 +155,8 @@ class Trainer:
         """
         self.should_stop = False
         last_finite = self.snapshot()
-        self._call("on_train_begin")
+        self._call("on_train_begin", max_epochs=max_epochs,
+                   n_batches=math.ceil(data.n_samples / batch_size))
         try:
             for _ in range(max_epochs):
                 last_finite = self._run_epoch(data, batch_size, shuffle, evaluate,
@@ -194,6 +195,10 @@ class Trainer:
                 counted += stop - start
             for cb in self._batch_callbacks:
                 cb.on_batch_end(self, batch_loss=loss.detach())
+            if self.should_stop:
+                # A batch callback (TerminateOnNaN) ended training mid-epoch:
+                # the partial epoch is not recorded, nor is it a divergence.
+                return last_finite
         train_loss = total.item() / counted if counted else math.nan
         if not math.isfinite(train_loss):
             self._diverged(epoch, last_finite)
@@ -218,15 +223,17 @@ class Trainer:
     def _backward_and_step(self, loss):
         """Backward, clip, step; returns 1 if loss scaling skipped the step."""
         optimizer, scaler = self.optimizer, self.grad_scaler
+        clipping = self.clip_grad_norm is not None or self.clip_grad_value is not None
         if scaler is None:
             loss.backward()
         else:
             scaler.scale(loss).backward()
+            if clipping or self._backward_callbacks:
+                # Callbacks and clipping see the true gradients.
+                scaler.unscale_(optimizer)
         for cb in self._backward_callbacks:
             cb.on_backward_end(self)
-        if self.clip_grad_norm is not None or self.clip_grad_value is not None:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
+        if clipping:
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if self.clip_grad_value is not None:
                 torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
@@ -300,7 +307,7 @@ class Trainer:
 
         x0 = parameters_to_vector(params).detach().cpu().numpy().astype(np.float64)
         self.should_stop = False
-        self._call("on_train_begin")
+        self._call("on_train_begin", max_epochs=max_iter)
         self._call("on_epoch_begin")
         result = scipy.optimize.minimize(
             loss_and_grad,

@@ -250,7 +250,8 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         Improvement below ``tol`` for more than ``n_iter_no_change`` epochs
         in a row ends training (or, with ``"adaptive"``, lowers the rate).
     verbose : bool or int, default=False
-        Print one line per epoch.
+        ``True``/1: print scikit-learn's line per epoch; 2 or more: a tqdm
+        progress bar (on stderr) instead.
     warm_start : bool, default=False
         Continue from the previous fit's weights **and optimizer state**.
     momentum : float, default=0.9
@@ -541,7 +542,7 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
     tol : float, default=1e-4
         Tolerance of the convergence rule.
     verbose : bool or int, default=False
-        Print one line per epoch.
+        ``True``/1: scikit-learn's line per epoch; 2 or more: a progress bar.
     warm_start : bool, default=False
         Continue from the previous fit's weights and optimizer state.
     momentum : float, default=0.9
