@@ -9,6 +9,8 @@ from sklears_neural.core.callbacks import (
     ProgressBar,
     TerminateOnNaN,
 )
+from sklears_neural.core.noise import NoiseScheduler
+from sklears_neural.core.schedules import LRScheduler
 
 __all__ = [
     "Callback",
@@ -16,6 +18,8 @@ __all__ = [
     "EpochLogger",
     "GradientStats",
     "InverseScalingLR",
+    "LRScheduler",
+    "NoiseScheduler",
     "ProgressBar",
     "TerminateOnNaN",
 ]

@@ -13,6 +13,7 @@ its architecture parameters.
 """
 
 import copy
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -50,12 +51,8 @@ from sklears_neural.core.callbacks import (
 from sklears_neural.core.data import ArrayData, as_tensor
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
-from sklears_neural.core.optim import (
-    LEARNING_RATES,
-    SOLVERS,
-    apply_hyperparameters,
-    make_optimizer,
-)
+from sklears_neural.core.optim import SOLVERS, apply_hyperparameters, make_optimizer
+from sklears_neural.core.schedules import LEARNING_RATES, make_schedule
 from sklears_neural.core.persistence import PicklableStateMixin
 from sklears_neural.core.regularization import penalized_parameters, weight_penalty
 from sklears_neural.core.precision import PRECISIONS, precision_policy
@@ -100,6 +97,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), INF],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup_iters": [Interval(Integral, 0, None, closed="left")],
         "clip_grad_norm": [None, Interval(Real, 0, None, closed="neither")],
         "clip_grad_value": [None, Interval(Real, 0, None, closed="neither")],
         "device": [str, torch.device],
@@ -145,7 +144,8 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         if not self._is_stochastic():
             raise AttributeError(
                 "partial_fit is only available for stochastic optimizers. "
-                f"{self.solver!r} is not stochastic; use solver='sgd' or 'adam'."
+                f"{self.solver!r} is not stochastic; use one of "
+                f"{[name for name in SOLVERS.names if name != 'lbfgs']}."
             )
         return True
 
@@ -171,6 +171,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                 else attributes["_generator"].get_state()
             ),
             "_stopping": copy.deepcopy(attributes.get("_stopping")),
+            "_schedule": copy.deepcopy(attributes.get("_schedule")),
             "callbacks_": copy.deepcopy(attributes.get("callbacks_")),
         }
         if first_pass or "module_" not in attributes:
@@ -186,7 +187,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         self.__dict__.update(attributes)
         if in_place["_generator"] is not None:
             self._generator.set_state(in_place["_generator"])
-        for name in ("_stopping", "callbacks_"):
+        for name in ("_stopping", "_schedule", "callbacks_"):
             if name in attributes:
                 setattr(self, name, in_place[name])
         if weights is not None:
@@ -230,6 +231,7 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         self._module_spec_ = spec
         self._optimizer = None
         self._stopping = None
+        self._schedule = None
         self.history_ = History()
         self.t_ = 0
 
@@ -350,11 +352,17 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
         data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,
                          target_dtype=self._target_dtype(dtype))
 
-        if self._optimizer is None or self._optimizer_solver != self.solver:
+        solver = SOLVERS.canonical(self.solver)
+        kept = self._optimizer is not None and self._optimizer_solver == solver
+        if not kept:
             self._optimizer = make_optimizer(self.module_, self)
-            self._optimizer_solver = self.solver
+            self._optimizer_solver = solver
         elif not incremental:
             apply_hyperparameters(self._optimizer, self)
+        batch_size = self._batch_size(data.n_samples)
+        schedule = self._learning_rate_schedule(
+            incremental and kept, math.ceil(data.n_samples / batch_size)
+        )
 
         if (
             incremental
@@ -366,13 +374,10 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             stopping = self._stopping
         else:
             stopping = self._make_stopping(incremental)
-        callbacks = [stopping]
+        callbacks = [stopping] + ([schedule] if schedule is not None else [])
         if noise_layers(self.module_):
             callbacks.append(NoiseScheduler(max_epochs=self.max_iter))
-        if (
-            SOLVERS.canonical(self.solver) == "sgd"
-            and LEARNING_RATES.canonical(self.learning_rate) == "invscaling"
-        ):
+        if solver == "sgd" and LEARNING_RATES.canonical(self.learning_rate) == "invscaling":
             callbacks.append(InverseScalingLR(self.learning_rate_init, self.power_t))
         callbacks.extend(self._verbose_callbacks())
         callbacks.extend(self._user_callbacks(incremental))
@@ -390,7 +395,6 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
         )
-        batch_size = self._batch_size(data.n_samples)
         self._check_batch_norm_batches(data.n_samples, batch_size)
         trainer.fit(
             data,
@@ -409,6 +413,31 @@ class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
+
+    def _learning_rate_schedule(self, continuing, steps_per_epoch):
+        """The ``learning_rate`` schedule callback (``None`` when constant).
+
+        scikit-learn's "invscaling" and "adaptive" apply to ``solver="sgd"``
+        only (handled by InverseScalingLR and EarlyStopping); the other
+        schedules apply to every stochastic solver. A ``partial_fit`` loop
+        continues its schedule; every ``fit`` starts a new one.
+        """
+        if continuing and getattr(self, "_schedule", None) is not None:
+            return self._schedule
+        option = self.learning_rate
+        if SOLVERS.canonical(self.solver) != "sgd" and LEARNING_RATES.canonical(
+            option
+        ) in ("invscaling", "adaptive"):
+            option = "constant"
+        self._schedule = make_schedule(
+            option,
+            self._optimizer,
+            learning_rate_init=self.learning_rate_init,
+            max_iter=self.max_iter,
+            steps_per_epoch=steps_per_epoch,
+            warmup_iters=self.warmup_iters,
+        )
+        return self._schedule
 
     def _grad_scaler(self, policy, device, incremental):
         # The loss scale is optimizer-like state: partial_fit continues it.

@@ -1,47 +1,205 @@
 """Optimizers by name, built from an estimator's scikit-learn parameters.
 
-``solver`` names a factory ``factory(params, estimator) -> torch.optim.Optimizer``;
-``"lbfgs"`` maps to ``None`` because it runs through SciPy (see
-:meth:`~sklears_neural.core.trainer.Trainer.fit_lbfgs`), exactly as
-scikit-learn's does.
+``solver`` names a factory ``factory(params, est, **settings) ->
+torch.optim.Optimizer``; ``"lbfgs"`` maps to ``None`` because it runs
+through SciPy (see :meth:`~sklears_neural.core.trainer.Trainer.fit_lbfgs`),
+exactly as scikit-learn's does.
+
+A solver reads its hyperparameters from the estimator (``learning_rate_init``,
+``momentum``, ``beta_1``, ...). A composite option gives settings that win
+over the estimator's attributes, or that the estimator has no parameter for:
+``solver=("lars", {"trust_coefficient": 0.01})``,
+``solver={"name": "adamw", "weight_decay": 0.05}``.
+
+========= ============================================ ==============================
+solver    estimator attributes read                    extra settings (default)
+========= ============================================ ==============================
+sgd       learning_rate_init, momentum,                -
+          nesterovs_momentum
+adam      learning_rate_init, beta_1, beta_2, epsilon  amsgrad (False)
+adamw     as adam, plus weight_decay                   amsgrad (False)
+nadam     as adam, plus weight_decay                   momentum_decay (0.004)
+radam     as adam, plus weight_decay                   -
+rmsprop   learning_rate_init, beta_2 (the squared-     centered (False)
+          gradient decay), momentum, epsilon
+adagrad   learning_rate_init, epsilon                  lr_decay (0.0),
+                                                       initial_accumulator_value (0.0)
+lars      learning_rate_init, momentum, weight_decay,  trust_coefficient (0.001),
+          epsilon                                      nesterov (False),
+                                                       exclude_1d (True)
+lamb      learning_rate_init, beta_1, beta_2,          clamp_value (10.0),
+          epsilon, weight_decay                        bias_correction (True),
+                                                       exclude_1d (True)
+lbfgs     none here (SciPy's L-BFGS-B reads max_iter,  -
+          max_fun and tol)
+========= ============================================ ==============================
+
+Every estimator attribute may also be given as a setting of the same name
+(``solver=("adam", {"beta_1": 0.8})``). ``weight_decay`` is *decoupled*
+weight decay (AdamW's), read with ``getattr(est, "weight_decay", 0.0)``;
+``alpha`` keeps scikit-learn's meaning, an L2 penalty in the loss.
+``nadam`` and ``radam`` use torch's ``decoupled_weight_decay=True``.
+For ``lars`` the trust ratio makes each layer move by about
+``learning_rate_init * trust_coefficient * ||w||`` per step, so a
+``learning_rate_init`` of order one is usual.
 """
 
 import torch
 
-from sklears_neural.core.resolve import Resolver
+from sklears_neural.core.optimizers import LAMB, LARS
+from sklears_neural.core.resolve import Resolver, split_option
+from sklears_neural.core.schedules import LEARNING_RATES
 
 __all__ = ["SOLVERS", "LEARNING_RATES", "make_optimizer", "apply_hyperparameters"]
 
 
-def _sgd(params, est):
+def _get(est, name, setting, default=None):
+    """The option's ``setting`` when it was given, else ``est.<name>``."""
+    if setting is not None:
+        return setting
+    return getattr(est, name, default)
+
+
+def _sgd(params, est, *, learning_rate_init=None, momentum=None,
+         nesterovs_momentum=None):
+    momentum = _get(est, "momentum", momentum)
+    nesterov = _get(est, "nesterovs_momentum", nesterovs_momentum)
     return torch.optim.SGD(
         params,
-        lr=est.learning_rate_init,
-        momentum=est.momentum,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        momentum=momentum,
         # torch refuses Nesterov without momentum; scikit-learn's formula
         # reduces to plain SGD there, so that is what we run.
-        nesterov=bool(est.nesterovs_momentum and est.momentum > 0),
+        nesterov=bool(nesterov and momentum > 0),
         foreach=True,
     )
 
 
-def _adam(params, est):
+def _adam(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
+          epsilon=None, amsgrad=False):
     return torch.optim.Adam(
         params,
-        lr=est.learning_rate_init,
-        betas=(est.beta_1, est.beta_2),
-        eps=est.epsilon,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
+        eps=_get(est, "epsilon", epsilon),
+        amsgrad=amsgrad,
         foreach=True,
     )
 
 
-SOLVERS = Resolver("solver", {"sgd": _sgd, "adam": _adam, "lbfgs": None})
+def _adamw(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
+           epsilon=None, weight_decay=None, amsgrad=False):
+    return torch.optim.AdamW(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
+        eps=_get(est, "epsilon", epsilon),
+        weight_decay=_get(est, "weight_decay", weight_decay, 0.0),
+        amsgrad=amsgrad,
+        foreach=True,
+    )
 
-# scikit-learn's schedules; they apply to solver="sgd" only, as in scikit-learn.
-LEARNING_RATES = Resolver(
-    "learning_rate schedule",
-    {"constant": "constant", "invscaling": "invscaling", "adaptive": "adaptive"},
+
+def _nadam(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
+           epsilon=None, weight_decay=None, momentum_decay=0.004):
+    return torch.optim.NAdam(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
+        eps=_get(est, "epsilon", epsilon),
+        weight_decay=_get(est, "weight_decay", weight_decay, 0.0),
+        momentum_decay=momentum_decay,
+        decoupled_weight_decay=True,
+        foreach=True,
+    )
+
+
+def _radam(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
+           epsilon=None, weight_decay=None):
+    return torch.optim.RAdam(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
+        eps=_get(est, "epsilon", epsilon),
+        weight_decay=_get(est, "weight_decay", weight_decay, 0.0),
+        decoupled_weight_decay=True,
+        foreach=True,
+    )
+
+
+def _rmsprop(params, est, *, learning_rate_init=None, beta_2=None, momentum=None,
+             epsilon=None, centered=False):
+    return torch.optim.RMSprop(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        alpha=_get(est, "beta_2", beta_2),
+        eps=_get(est, "epsilon", epsilon),
+        momentum=_get(est, "momentum", momentum),
+        centered=centered,
+        foreach=True,
+    )
+
+
+def _adagrad(params, est, *, learning_rate_init=None, epsilon=None, lr_decay=0.0,
+             initial_accumulator_value=0.0):
+    return torch.optim.Adagrad(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        eps=_get(est, "epsilon", epsilon),
+        lr_decay=lr_decay,
+        initial_accumulator_value=initial_accumulator_value,
+        foreach=True,
+    )
+
+
+def _lars(params, est, *, learning_rate_init=None, momentum=None, weight_decay=None,
+          epsilon=None, trust_coefficient=0.001, nesterov=False, exclude_1d=True):
+    return LARS(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        momentum=_get(est, "momentum", momentum),
+        weight_decay=_get(est, "weight_decay", weight_decay, 0.0),
+        trust_coefficient=trust_coefficient,
+        eps=_get(est, "epsilon", epsilon),
+        nesterov=nesterov,
+        exclude_1d=exclude_1d,
+    )
+
+
+def _lamb(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
+          epsilon=None, weight_decay=None, clamp_value=10.0, bias_correction=True,
+          exclude_1d=True):
+    return LAMB(
+        params,
+        lr=_get(est, "learning_rate_init", learning_rate_init),
+        betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
+        eps=_get(est, "epsilon", epsilon),
+        weight_decay=_get(est, "weight_decay", weight_decay, 0.0),
+        clamp_value=clamp_value,
+        bias_correction=bias_correction,
+        exclude_1d=exclude_1d,
+    )
+
+
+SOLVERS = Resolver(
+    "solver",
+    {
+        "sgd": _sgd,
+        "adam": _adam,
+        "adamw": _adamw,
+        "nadam": _nadam,
+        "radam": _radam,
+        "rmsprop": _rmsprop,
+        "adagrad": _adagrad,
+        "lars": _lars,
+        "lamb": _lamb,
+        "lbfgs": None,
+    },
 )
+"""Solvers by name: ``factory(params, est, **settings)``, or ``None`` for lbfgs.
+
+See the module docstring for what each reads and the settings it takes.
+"""
 
 
 def make_optimizer(module, est):
@@ -51,16 +209,30 @@ def make_optimizer(module, est):
     ----------
     module : torch.nn.Module
     est : BaseNeuralEstimator
+        Or any object with the estimator's attributes; ``est.solver`` is a
+        name or a composite ``(name, {settings})`` / ``{"name": ..., ...}``.
 
     Returns
     -------
     torch.optim.Optimizer or None
         ``None`` for ``solver="lbfgs"``.
+
+    Raises
+    ------
+    ValueError
+        If the solver is unknown, a setting is not one it takes (the
+        message lists those it takes), or a value is out of range.
     """
-    factory = SOLVERS(est.solver)
-    if factory is None:
+    if SOLVERS(est.solver) is None:
+        _, settings = split_option(est.solver)
+        if settings:
+            raise ValueError(
+                f"solver 'lbfgs' takes no settings, got {sorted(settings)}. It is "
+                "tuned with the estimator's max_iter, max_fun and tol."
+            )
         return None
-    return factory([p for p in module.parameters() if p.requires_grad], est)
+    params = [p for p in module.parameters() if p.requires_grad]
+    return SOLVERS.build(est.solver, params=params, est=est)
 
 
 def apply_hyperparameters(optimizer, est):
@@ -68,9 +240,12 @@ def apply_hyperparameters(optimizer, est):
 
     ``warm_start`` keeps the optimizer's state (moments, step counts) but a
     user may have changed ``learning_rate_init`` or ``beta_1`` with
-    ``set_params`` in between: the new values win, the state stays.
+    ``set_params`` in between: the new values win, the state stays. This
+    includes the settings of a composite ``solver``.
     """
     fresh = make_optimizer(torch.nn.Linear(1, 1), est)
+    if fresh is None:
+        return
     defaults = fresh.param_groups[0]
     for group in optimizer.param_groups:
         for key, value in defaults.items():

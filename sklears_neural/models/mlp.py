@@ -222,19 +222,27 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         "tanh", "relu", and "leaky_relu", "prelu" (learnable; settings
         ``{"per_channel": True}``), "elu", "selu", "gelu", "silu" ("swish"),
         "mish", "softplus".
-    solver : {"lbfgs", "sgd", "adam"}, default="adam"
+    solver : str or (str, dict), default="adam"
         ``"lbfgs"``: full-batch quasi-Newton (good for small data);
-        ``"sgd"``: SGD with momentum; ``"adam"``: Adam.
+        ``"sgd"``: SGD with momentum; ``"adam"``: Adam; also "adamw",
+        "nadam", "radam", "rmsprop" (decay ``beta_2``), "adagrad", and the
+        layer-wise "lars" and "lamb" for large batches (LARS wants
+        ``learning_rate_init`` near 1). Settings override the estimator's:
+        ``("lars", {"trust_coefficient": 0.01})``.
     alpha : float, default=0.0001
         L2 penalty on the weight matrices, divided by the batch's total
         sample weight when added to the loss (scikit-learn's scaling).
     batch_size : int or "auto", default="auto"
         Mini-batch size for stochastic solvers; ``"auto"`` is
         ``min(200, n_samples)``.
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
-        Step-size schedule for ``solver="sgd"``: constant; ``lr0 / (t+1)**power_t``
-        with ``t`` the samples seen; or divide by 5 whenever ``n_iter_no_change``
-        epochs pass without improving by ``tol``.
+    learning_rate : str or (str, dict), default="constant"
+        Step-size schedule. scikit-learn's, for ``solver="sgd"`` only:
+        "constant"; "invscaling", ``lr0 / (t+1)**power_t`` with ``t`` the
+        samples seen; "adaptive", divide by 5 whenever ``n_iter_no_change``
+        epochs pass without improving by ``tol``. For every stochastic
+        solver: "step", "exponential", "cosine" (optionally with warm
+        restarts), "cyclic", "one_cycle", with settings such as
+        ``("step", {"step_size": 10, "gamma": 0.5})``; see ``warmup_iters``.
     learning_rate_init : float, default=0.001
         Initial step size (stochastic solvers).
     power_t : float, default=0.5
@@ -300,6 +308,12 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         Share of L1 in the penalty (elastic net, as scikit-learn's
         ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
         * ||W||^2)``; 0 is scikit-learn's MLP penalty.
+    weight_decay : float, default=0.0
+        Decoupled weight decay of the "adamw", "nadam", "radam", "lars" and
+        "lamb" solvers (``alpha`` stays the L2 term of the loss).
+    warmup_iters : int, default=0
+        Optimizer steps over which the learning rate ramps up linearly from
+        0 to its scheduled value.
     clip_grad_norm : float or None, default=None
         Rescale gradients to this global L2 norm at most (stochastic solvers).
     clip_grad_value : float or None, default=None
@@ -421,6 +435,8 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         noise=None,
         spectral_norm=False,
         l1_ratio=0.0,
+        weight_decay=0.0,
+        warmup_iters=0,
         clip_grad_norm=None,
         clip_grad_value=None,
         gradient_checkpointing=False,
@@ -460,6 +476,8 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         self.noise = noise
         self.spectral_norm = spectral_norm
         self.l1_ratio = l1_ratio
+        self.weight_decay = weight_decay
+        self.warmup_iters = warmup_iters
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.gradient_checkpointing = gradient_checkpointing
@@ -589,6 +607,12 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         Share of L1 in the penalty (elastic net, as scikit-learn's
         ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
         * ||W||^2)``; 0 is scikit-learn's MLP penalty.
+    weight_decay : float, default=0.0
+        Decoupled weight decay of the "adamw", "nadam", "radam", "lars" and
+        "lamb" solvers (``alpha`` stays the L2 term of the loss).
+    warmup_iters : int, default=0
+        Optimizer steps over which the learning rate ramps up linearly from
+        0 to its scheduled value.
     clip_grad_norm : float or None, default=None
         Rescale gradients to this global L2 norm at most (stochastic solvers).
     clip_grad_value : float or None, default=None
@@ -700,6 +724,8 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         noise=None,
         spectral_norm=False,
         l1_ratio=0.0,
+        weight_decay=0.0,
+        warmup_iters=0,
         clip_grad_norm=None,
         clip_grad_value=None,
         gradient_checkpointing=False,
@@ -739,6 +765,8 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         self.noise = noise
         self.spectral_norm = spectral_norm
         self.l1_ratio = l1_ratio
+        self.weight_decay = weight_decay
+        self.warmup_iters = warmup_iters
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.gradient_checkpointing = gradient_checkpointing
