@@ -1,6 +1,8 @@
 """sklears-neural: neural networks as scikit-learn estimators, on PyTorch."""
 
 from sklears_neural._version import __version__
+from sklears_neural.core.config import from_config
+from sklears_neural.core.persistence import load
 from sklears_neural.core.gradcheck import check_gradients
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
 from sklears_neural.models.rbm import BernoulliRBM
@@ -10,5 +12,7 @@ __all__ = [
     "MLPClassifier",
     "MLPRegressor",
     "__version__",
+    "from_config",
+    "load",
     "check_gradients",
 ]

@@ -7,7 +7,15 @@ the estimator comes from this library.
 
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-__all__ = ["ConvergenceWarning", "NotFittedError", "TrainingDivergedError"]
+from sklears_neural.core.serialization import ModelFileError, PersistenceWarning
+
+__all__ = [
+    "ConvergenceWarning",
+    "ModelFileError",
+    "NotFittedError",
+    "PersistenceWarning",
+    "TrainingDivergedError",
+]
 
 
 class TrainingDivergedError(ValueError, FloatingPointError):

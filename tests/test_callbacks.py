@@ -126,7 +126,8 @@ HOOKS = sorted(name for name in vars(Callback) if name.startswith("on_"))
 
 # Values for required constructor arguments, by name; a new callback with a
 # required argument not listed here fails test_contract_covers_every_callback.
-REQUIRED_ARGUMENTS = {"learning_rate_init": 0.01, "power_t": 0.5}
+REQUIRED_ARGUMENTS = {"learning_rate_init": 0.01, "power_t": 0.5,
+                      "schedule": ("step", {"step_size": 1, "gamma": 0.5})}
 
 
 def _make(cls):

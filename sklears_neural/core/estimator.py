@@ -53,7 +53,7 @@ from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
 from sklears_neural.core.optim import SOLVERS, apply_hyperparameters, make_optimizer
 from sklears_neural.core.schedules import LEARNING_RATES, make_schedule
-from sklears_neural.core.persistence import PicklableStateMixin
+from sklears_neural.core.persistence import PicklableStateMixin, SaveLoadMixin
 from sklears_neural.core.regularization import penalized_parameters, weight_penalty
 from sklears_neural.core.precision import PRECISIONS, precision_policy
 from sklears_neural.core.resolve import resolve_device
@@ -66,7 +66,7 @@ __all__ = ["BaseNeuralEstimator", "NeuralClassifierMixin", "NeuralRegressorMixin
 _PREDICT_CHUNK = 65536
 
 
-class BaseNeuralEstimator(PicklableStateMixin, BaseEstimator):
+class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
     """Base class of every neural estimator; do not instantiate it directly.
 
     Subclasses declare their architecture parameters in

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from sklears_neural.core.init import check_weight_init, initialize_
 from sklears_neural.core.noise import NOISES, Dropout, NoiseLayer, set_generator
+from sklears_neural.core.registry import register_module
 from sklears_neural.core.resolve import ACTIVATIONS, Resolver
 
 __all__ = [
@@ -305,6 +306,7 @@ def checkpoint_modules(modules, x):
     return out
 
 
+@register_module
 class MLP(nn.Module):
     """A stack of fully connected layers; the last one has no activation.
 

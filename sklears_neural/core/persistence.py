@@ -1,19 +1,50 @@
-"""Pickle-safe fitted state.
+"""Two ways to persist an estimator: pickle, and ``save``/``load``.
 
-A pickled estimator holds numpy arrays, never torch tensors or devices:
-the module is stored as its :class:`~sklears_neural.core.layers.ModuleSpec`
-plus a ``state_dict`` of arrays, the optimizer as its state of arrays, the
-generator as its byte state. Loading rebuilds them on the estimator's device
-when this machine has it, else on the CPU, so a model fitted on a GPU loads
-on a CPU-only machine.
+Pickle (and joblib) for scikit-learn users: a pickled estimator holds numpy
+arrays, never torch tensors or devices. The module is stored as its
+:class:`~sklears_neural.core.layers.ModuleSpec` plus a ``state_dict`` of
+arrays, the optimizer as its state of arrays, the generator as its byte
+state. Loading rebuilds them on the estimator's device when this machine has
+it, else on the CPU, so a model fitted on a GPU loads on a CPU-only machine.
+
+``est.save(path)`` and :func:`load` for files that may come from anyone: a
+directory or ``.zip`` holding ``config.json`` and ``model.safetensors`` (see
+:mod:`sklears_neural.core.serialization`). Loading runs no code from the
+file: no unpickling, classes only from :mod:`sklears_neural.core.registry`.
+The loaded estimator predicts exactly as the saved one and continues
+``partial_fit`` / ``warm_start`` with its optimizer state, early-stopping
+state and random generator.
 """
+
+import datetime
+import os
+import warnings
 
 import numpy as np
 import torch
 
+from sklears_neural._version import __version__
+from sklears_neural.core import registry, serialization
+from sklears_neural.core.config import estimator_config
 from sklears_neural.core.resolve import resolve_device
+from sklears_neural.core.serialization import (
+    ModelFileError,
+    PendingModule,
+    PendingOptimizer,
+    PersistenceWarning,
+    StateDecoder,
+    StateEncoder,
+)
 
-__all__ = ["PicklableStateMixin", "to_numpy_tree", "to_torch_tree"]
+__all__ = [
+    "PicklableStateMixin",
+    "SaveLoadMixin",
+    "load",
+    "read_info",
+    "save_estimator",
+    "to_numpy_tree",
+    "to_torch_tree",
+]
 
 
 def to_numpy_tree(obj):
@@ -85,6 +116,9 @@ class PicklableStateMixin:
         # assign=True keeps the saved dtype (float32 or float64 training).
         module.load_state_dict(to_torch_tree(module_state), assign=True)
         self.module_ = module.to(_loading_device(self.device))
+        from sklears_neural.core.noise import set_generator
+
+        set_generator(self.module_, self.__dict__.get("_generator"))
         if had_optimizer:
             self._optimizer = None
         if optimizer_state is not None:
@@ -105,3 +139,454 @@ class _SolverView:
     def __init__(self, state):
         self.__dict__.update(state)
         self.solver = state.get("_optimizer_solver", state["solver"])
+
+
+# -- save / load (JSON + safetensors) ------------------------------------------
+
+# scikit-learn bookkeeping a saved model does without: metadata-routing
+# requests, which set_fit_request() stores as an object.
+_SKIPPED_ATTRIBUTES = ("_metadata_request",)
+# Saved as None, as pickling does: a mixed-precision loss scaler re-calibrates
+# in a few steps and holds device tensors.
+_RESET_ATTRIBUTES = ("_scaler",)
+
+
+def _plain_metadata(value, path="metadata"):
+    """``value`` as plain JSON data (numpy scalars become Python ones)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_metadata(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{path} has the key {key!r}: metadata keys must be str."
+                )
+            plain[key] = _plain_metadata(item, f"{path}[{key!r}]")
+        return plain
+    raise TypeError(
+        f"{path} is {value!r:.80} ({type(value).__name__}): metadata must be JSON data "
+        "(dicts with str keys, lists, str, int, finite float, bool, None)."
+    )
+
+
+def _holds_only_callbacks(value):
+    from sklears_neural.core.callbacks import Callback
+
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(v, Callback) for v in value
+    )
+
+
+def _module_root(name):
+    # module_ -> "module.<key>"; another module attribute keeps its own prefix.
+    return "module" if name == "module_" else name.strip("_")
+
+
+def _encode_attribute(estimator, name, value, encoder):
+    if isinstance(value, torch.nn.Module):
+        spec_name = "_module_spec_" if name == "module_" else f"_{name}spec_"
+        spec = getattr(estimator, spec_name, None)
+        if spec is None:
+            raise TypeError(
+                f"Cannot save {type(estimator).__name__}: its module {name!r} has no "
+                f"ModuleSpec in {spec_name!r}, so it could not be rebuilt."
+            )
+        return encoder.encode_module(value, spec, (_module_root(name),))
+    if isinstance(value, torch.optim.Optimizer):
+        root = "optimizer" if name == "_optimizer" else name.strip("_")
+        return encoder.encode(value, (root,))
+    return encoder.encode(value, ("attrs", name))
+
+
+def save_estimator(estimator, path, *, metadata=None):
+    """Write ``estimator`` to ``path``: the function behind ``est.save``.
+
+    See :meth:`SaveLoadMixin.save`.
+    """
+    from safetensors.torch import save as safetensors_bytes
+
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise TypeError(
+            f"metadata must be a dict or None, got {type(metadata).__name__}."
+        )
+    metadata = _plain_metadata(metadata)
+    # Warnings name the line that called est.save.
+    config = estimator_config(estimator, stacklevel=4)
+    encoder = StateEncoder()
+    params = set(estimator.get_params(deep=False))
+    state = {}
+    for name, value in vars(estimator).items():
+        if name in params:
+            continue
+        if name in _SKIPPED_ATTRIBUTES:
+            warnings.warn(
+                f"{name} (metadata routing requests) is not saved; set them again "
+                "on the loaded estimator.",
+                PersistenceWarning,
+                stacklevel=3,
+            )
+            continue
+        if name in _RESET_ATTRIBUTES:
+            state[name] = None
+            continue
+        try:
+            state[name] = _encode_attribute(estimator, name, value, encoder)
+        except serialization.UnsupportedValue as exc:
+            if _holds_only_callbacks(value):
+                # The fitted copies of ``callbacks`` (user objects, code):
+                # dropped like the parameter they copy.
+                warnings.warn(
+                    f"{name} holds callback objects, which the save format cannot "
+                    "hold: it is saved as None, and the loaded estimator's next "
+                    "partial_fit starts from fresh copies of its callbacks.",
+                    PersistenceWarning,
+                    stacklevel=3,
+                )
+                state[name] = None
+                continue
+            where = ".".join(str(p) for p in exc.path)
+            raise TypeError(
+                f"Cannot save {type(estimator).__name__}: its attribute {name!r} "
+                f"holds a {exc.describe()} (at {where}), which the save format "
+                "cannot hold. "
+                "Pickle the estimator instead, or teach "
+                "sklears_neural.core.serialization that type."
+            ) from None
+    weights = safetensors_bytes(encoder.tensors)
+    created = datetime.datetime.now(datetime.timezone.utc)
+    document = {
+        "format": serialization.FORMAT_NAME,
+        "format_version": serialization.FORMAT_VERSION,
+        "library_version": __version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "created": created.isoformat(timespec="seconds"),
+        "class": config["class"],
+        "params": config["params"],
+        "state": state,
+        "weights": {
+            "file": serialization.WEIGHTS_NAME,
+            "sha256": serialization.sha256(weights),
+            "bytes": len(weights),
+        },
+        "metadata": metadata,
+    }
+    serialization.write_archive(path, serialization.dumps_json(document), weights)
+
+
+def _read(path, *, weights=True):
+    where = os.fspath(path)
+    config_bytes, weights_bytes = serialization.read_archive(where, weights=weights)
+    raw = serialization.parse_config(config_bytes, where=where)
+    config = serialization.migrate(raw, where=where)
+    for key, kind in (("class", str), ("params", dict), ("state", dict),
+                      ("weights", dict), ("metadata", dict)):
+        if not isinstance(config.get(key), kind):
+            raise ModelFileError(
+                f"{where}: {serialization.CONFIG_NAME} has no valid {key!r} entry; it "
+                "was edited or is not a sklears-neural model."
+            )
+    return raw, config, weights_bytes
+
+
+def read_info(path):
+    """What a saved model says about itself, without loading it.
+
+    Reads ``config.json`` only: neither the weights nor any class is loaded.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A directory or ``.zip`` file written by ``save``.
+
+    Returns
+    -------
+    info : dict
+        ``class``, ``params`` (decoded), ``format_version`` (as written),
+        ``library_version``, ``torch_version``, ``created`` (UTC, ISO 8601)
+        and the user's ``metadata``.
+    """
+    raw, config, _ = _read(path, weights=False)
+    return {
+        "class": config["class"],
+        "params": serialization.decode_params(config["params"], where=os.fspath(path)),
+        "format_version": raw["format_version"],
+        "library_version": raw.get("library_version"),
+        "torch_version": raw.get("torch_version"),
+        "created": raw.get("created"),
+        "metadata": config["metadata"],
+    }
+
+
+def _parse_weights(data, config, where):
+    from safetensors import SafetensorError
+    from safetensors.torch import load as safetensors_load
+
+    recorded = config["weights"].get("sha256")
+    if serialization.sha256(data) != recorded:
+        raise ModelFileError(
+            f"{where}: {serialization.WEIGHTS_NAME} ({len(data)} bytes) does not "
+            f"match the SHA-256 recorded in {serialization.CONFIG_NAME} (written: "
+            f"{config['weights'].get('bytes')} bytes). It was truncated or edited; "
+            "save the model again from its source."
+        )
+    try:
+        return safetensors_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(
+            f"{where}: {serialization.WEIGHTS_NAME} is not a valid safetensors "
+            f"file ({exc})."
+        ) from None
+
+
+def _build_estimator(config, where):
+    from sklears_neural.core.config import instantiate
+
+    try:
+        cls = registry.estimator_class(config["class"])
+    except ValueError as exc:
+        raise ModelFileError(f"{where}: {exc}") from None
+    params = serialization.decode_params(config["params"], where=where)
+    try:
+        return instantiate(cls, params)
+    except ValueError as exc:
+        written_by = config.get("library_version")
+        hint = (
+            f" The file was written by sklears-neural {written_by}, newer than this "
+            f"{__version__}: upgrade sklears-neural."
+            if serialization.newer_library(written_by) else ""
+        )
+        raise ModelFileError(f"{where}: {exc}{hint}") from None
+
+
+def _check_module_tensors(spec, saved, where):
+    """The saved tensors fit the module the spec builds: names, shapes, dtypes."""
+    name = spec.module_class.__name__
+    try:
+        # On the meta device: checks a (possibly edited) spec without
+        # allocating its weights.
+        with torch.device("meta"):
+            expected = spec.module_class(**spec.kwargs).state_dict()
+    except Exception as exc:  # any failure of the file's kwargs is a bad file
+        raise ModelFileError(
+            f"{where}: cannot build {name} from the saved arguments "
+            f"{spec.kwargs!r:.200}: {exc}"
+        ) from None
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"{where}: the saved weights do not fit {name}: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}. The file was edited."
+        )
+    for key, reference in expected.items():
+        tensor = saved[key]
+        dtype_ok = (
+            tensor.dtype.is_floating_point if reference.dtype.is_floating_point
+            else tensor.dtype == reference.dtype
+        )
+        if tensor.shape != reference.shape or not dtype_ok:
+            floating = reference.dtype.is_floating_point
+            needed = "a floating" if floating else reference.dtype
+            raise ModelFileError(
+                f"{where}: weight {key!r} of {name} has shape {tuple(tensor.shape)} "
+                f"and dtype {tensor.dtype}; the module needs shape "
+                f"{tuple(reference.shape)} and {needed} dtype. The file was edited."
+            )
+
+
+def _build_module(pending, device, where):
+    _check_module_tensors(pending.spec, pending.state, where)
+    module = pending.spec.build()
+    # assign=True keeps the saved dtype (float32 or float64 training).
+    module.load_state_dict(pending.state, assign=True)
+    return module.to(device)
+
+
+def _build_optimizer(pending, estimator, attrs, where):
+    from sklears_neural.core.optim import make_optimizer
+
+    module = attrs.get("module_")
+    if not isinstance(module, torch.nn.Module):
+        raise ModelFileError(f"{where}: optimizer state without a module.")
+    try:
+        optimizer = make_optimizer(module, _SolverView({**vars(estimator), **attrs}))
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{where}: cannot rebuild the optimizer: {exc}") from None
+    if optimizer is None or type(optimizer).__name__ != pending.class_name:
+        raise ModelFileError(
+            f"{where}: the saved optimizer is a {pending.class_name}, but the saved "
+            f"solver builds {type(optimizer).__name__ if optimizer else 'none'}."
+        )
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = pending.state_dict.get("state")
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{where}: malformed optimizer state.")
+    for index, entry in state.items():
+        if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(
+            entry, dict
+        ):
+            raise ModelFileError(
+                f"{where}: optimizer state for unknown parameter {index!r:.50}."
+            )
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.ndim and (
+                value.shape != params[index].shape
+            ):
+                raise ModelFileError(
+                    f"{where}: optimizer state {key!r} of parameter {index} has shape "
+                    f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}."
+                )
+    try:
+        optimizer.load_state_dict(pending.state_dict)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        raise ModelFileError(
+            f"{where}: the optimizer state does not load: {exc}"
+        ) from None
+    return optimizer
+
+
+def load(path):
+    """Load an estimator written by ``est.save(path)``; runs no code from the file.
+
+    The file is checked before anything is built: format version, the
+    SHA-256 of the weights, class names (from the registry only, never an
+    import path), parameter values, and every tensor's shape and dtype
+    against the rebuilt module. Nothing half-loaded is returned.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A directory, or a ``.zip`` file.
+
+    Returns
+    -------
+    estimator
+        A new estimator, fitted if the saved one was: it predicts exactly
+        as the saved one and continues ``partial_fit``/``warm_start`` with
+        its optimizer state and random generator. The module goes to the
+        estimator's ``device`` when this machine has it, else to the CPU.
+
+    Raises
+    ------
+    ModelFileError
+        A ``ValueError``: the file is corrupt, truncated or edited, names an
+        unknown class, or uses a newer format (upgrade sklears-neural).
+    FileNotFoundError
+        If nothing is at ``path``.
+
+    See Also
+    --------
+    read_info : The versions, creation time and metadata of a saved model.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn.datasets import load_iris
+    >>> import sklears_neural
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = sklears_neural.MLPClassifier((8,), solver="lbfgs", random_state=0)
+    >>> clf = clf.fit(X, y)
+    >>> path = os.path.join(tempfile.mkdtemp(), "iris.zip")
+    >>> clf.save(path, metadata={"data": "iris"})
+    >>> loaded = sklears_neural.load(path)
+    >>> bool((loaded.predict_proba(X) == clf.predict_proba(X)).all())
+    True
+    >>> read_info(path)["metadata"]
+    {'data': 'iris'}
+    """
+    where = os.fspath(path)
+    _, config, weights = _read(path)
+    tensors = _parse_weights(weights, config, where)
+    estimator = _build_estimator(config, where)
+    params = set(estimator.get_params(deep=False))
+    decoder = StateDecoder(tensors, where=where)
+    attrs = {}
+    for name, value in config["state"].items():
+        serialization.check_attribute_name(type(estimator), name, where)
+        if name in params:
+            raise ModelFileError(f"{where}: fitted state names the parameter {name!r}.")
+        attrs[name] = decoder.decode_attribute(value)
+    decoder.check_all_used()
+    device = _loading_device(getattr(estimator, "device", "cpu"))
+    for name, value in attrs.items():
+        if isinstance(value, PendingModule):
+            attrs[name] = _build_module(value, device, where)
+            if isinstance(attrs.get("_generator"), torch.Generator):
+                from sklears_neural.core.noise import set_generator
+
+                # Dropout and noise masks draw from the fit's generator, as
+                # after fit and after unpickling.
+                set_generator(attrs[name], attrs["_generator"])
+    for name, value in attrs.items():
+        if isinstance(value, PendingOptimizer):
+            attrs[name] = _build_optimizer(value, estimator, attrs, where)
+    estimator.__dict__.update(attrs)
+    return estimator
+
+
+class SaveLoadMixin:
+    """``save`` and ``get_config`` for every estimator; :func:`load` reads back."""
+
+    def save(self, path, *, metadata=None):
+        """Save the estimator to a directory or a ``.zip`` file, without pickle.
+
+        Writes ``config.json`` (class, parameters, fitted attributes,
+        versions, creation time, ``metadata``, the SHA-256 of the weights)
+        and ``model.safetensors`` (module weights, optimizer state, numeric
+        fitted arrays). Read it back with :func:`sklears_neural.load`, which
+        runs no code from the file: safe for models from anyone.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A path ending in ``.zip`` writes one zip file; anything else is a
+            directory (created if needed). Existing entries are replaced.
+        metadata : dict, default=None
+            Yours to record (dataset, metrics, git commit): JSON data only.
+            :func:`~sklears_neural.core.persistence.read_info` returns it.
+
+        Raises
+        ------
+        TypeError
+            If the class is not registered, ``metadata`` is not JSON data, or a
+            fitted attribute has a type the format cannot hold.
+
+        Warns
+        -----
+        PersistenceWarning
+            For each parameter JSON cannot hold (callback objects, a
+            ``RandomState``): it is saved as ``None``; set it again after
+            loading.
+        """
+        save_estimator(self, path, metadata=metadata)
+
+    def get_config(self):
+        """The estimator's class and parameters as JSON-able data.
+
+        ``from_config(est.get_config())`` builds an unfitted estimator with
+        the same parameters, like ``clone``; the dict dumps to JSON or YAML.
+
+        Returns
+        -------
+        config : dict
+            ``{"class": str, "params": dict}``. Tuples, non-finite floats and
+            dicts with non-string keys are tagged (``{"__tuple__": [...]}``).
+
+        Warns
+        -----
+        PersistenceWarning
+            For each parameter recorded as ``None`` because JSON cannot hold it.
+        """
+        return estimator_config(self, stacklevel=3)

@@ -23,6 +23,7 @@ from sklears_neural.core.estimator import (
 )
 from sklears_neural.core.history import History
 from sklears_neural.core.init import WEIGHT_INITS
+from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.layers import MLP, RESIDUALS, ModuleSpec
 from sklears_neural.core.noise import NOISES, set_generator
 from sklears_neural.core.precision import precision_policy
@@ -205,6 +206,7 @@ class _BaseMLP(BaseNeuralEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
 
+@register_estimator
 class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier on PyTorch, a drop-in for scikit-learn's.
 
@@ -519,6 +521,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
             raise TypeError("Unexpected label encoder on the scikit-learn model.")
 
 
+@register_estimator
 class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor on PyTorch, a drop-in for scikit-learn's.
 

@@ -13,6 +13,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklears_neural.core._compat import Interval, _fit_context
 from sklears_neural.core.data import as_tensor
+from sklears_neural.core.persistence import SaveLoadMixin
+from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import resolve_device
 from sklears_neural.core.seeding import torch_generator
 
@@ -79,7 +81,10 @@ def _generator_state(generator):
     return generator
 
 
-class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+@register_estimator
+class BernoulliRBM(
+    SaveLoadMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Bernoulli Restricted Boltzmann Machine (RBM), computed with PyTorch.
 
     Binary visible and hidden units, trained by Stochastic Maximum Likelihood,
