@@ -2,6 +2,7 @@
 
 from sklears_neural.core.callbacks import (
     Callback,
+    Checkpoint,
     EarlyStopping,
     EpochLogger,
     GradientStats,
@@ -14,6 +15,7 @@ from sklears_neural.core.schedules import LRScheduler
 
 __all__ = [
     "Callback",
+    "Checkpoint",
     "EarlyStopping",
     "EpochLogger",
     "GradientStats",

@@ -1,6 +1,8 @@
 """Callbacks: the hook contract for every public callback, then each one's numbers."""
 
 import copy
+import os
+import tempfile
 import inspect
 import math
 import pickle
@@ -44,6 +46,10 @@ class FakeTrainer:
         self.history = History()
         self.should_stop = False
         self.samples_seen = 0
+        self.checkpoints = []
+
+    def checkpoint(self, path):
+        self.checkpoints.append(path)
 
     def snapshot(self):
         return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -127,6 +133,7 @@ HOOKS = sorted(name for name in vars(Callback) if name.startswith("on_"))
 # Values for required constructor arguments, by name; a new callback with a
 # required argument not listed here fails test_contract_covers_every_callback.
 REQUIRED_ARGUMENTS = {"learning_rate_init": 0.01, "power_t": 0.5,
+                      "path": os.path.join(tempfile.mkdtemp(), "contract.zip"),
                       "schedule": ("step", {"step_size": 1, "gamma": 0.5})}
 
 
@@ -145,7 +152,7 @@ def _params(cb):
 
 def test_contract_covers_every_callback():
     names = {cls.__name__ for cls in CALLBACK_CLASSES}
-    assert {"Callback", "EarlyStopping", "EpochLogger", "GradientStats",
+    assert {"Callback", "Checkpoint", "EarlyStopping", "EpochLogger", "GradientStats",
             "InverseScalingLR", "ProgressBar", "TerminateOnNaN"} <= names
     for cls in CALLBACK_CLASSES:
         assert isinstance(_make(cls), cls)

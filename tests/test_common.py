@@ -27,7 +27,7 @@ SAMPLE_WEIGHT_SETTINGS = [
 ]
 FLOAT32_REASON = (
     "compares probabilities at rtol=1e-7, below float32 training rounding "
-    "(measured gap 8e-8 absolute); test_sample_weight_equivalence runs the check in "
+    "(measured gaps 1e-8 to 1e-7); test_sample_weight_equivalence runs the check in "
     "float64 with scikit-learn's settings for its MLPs"
 )
 
@@ -40,7 +40,7 @@ def _expected_failed_checks(estimator):
             "check_methods_subset_invariance": "fails for the decision_function method",
             "check_methods_sample_order_invariance": "fails for the score_samples method",
         }
-    if isinstance(estimator, MLPClassifier) and estimator.precision == "float32":
+    if getattr(estimator, "precision", None) == "float32":
         return {
             "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON,
             "check_sample_weight_equivalence_on_sparse_data": FLOAT32_REASON,

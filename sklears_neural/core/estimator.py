@@ -232,6 +232,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         self._optimizer = None
         self._stopping = None
         self._schedule = None
+        self._resume = None
         self.history_ = History()
         self.t_ = 0
 
@@ -279,7 +280,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             )
         return int(np.clip(self.batch_size, 1, n_samples))
 
-    def _split_validation(self, X, targets, sample_weight):
+    def _split_validation(self, X, targets, sample_weight, seed):
         stratify = (
             targets.reshape(targets.shape[0], -1)[:, 0]
             if self._stratify_validation(targets)
@@ -288,7 +289,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         arrays = [X, targets] + ([sample_weight] if sample_weight is not None else [])
         parts = train_test_split(
             *arrays,
-            random_state=draw_seed(self._generator),
+            random_state=seed,
             test_size=self.validation_fraction,
             stratify=stratify,
         )
@@ -342,9 +343,15 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
     def _fit_stochastic(self, X, targets, sample_weight, incremental, device, policy):
         dtype = policy.param_dtype
+        # A warm-started fit of a model loaded from a Checkpoint of an
+        # unfinished fit resumes that fit: same validation split, stopping
+        # and schedule state, and only the epochs that were left.
+        resume = None if incremental or not self.warm_start else self._resume
+        split_seed = None
         if self.early_stopping:
+            split_seed = resume["split_seed"] if resume else draw_seed(self._generator)
             (X, targets, sample_weight), (X_v, y_v, w_v) = self._split_validation(
-                X, targets, sample_weight
+                X, targets, sample_weight, split_seed
             )
             evaluate = self._evaluator(X_v, y_v, w_v, device, dtype)
         else:
@@ -357,17 +364,16 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         if not kept:
             self._optimizer = make_optimizer(self.module_, self)
             self._optimizer_solver = solver
-        elif not incremental:
+        elif not incremental and not resume:
             apply_hyperparameters(self._optimizer, self)
         batch_size = self._batch_size(data.n_samples)
         schedule = self._learning_rate_schedule(
-            incremental and kept, math.ceil(data.n_samples / batch_size)
+            (incremental or resume is not None) and kept,
+            math.ceil(data.n_samples / batch_size),
         )
 
-        if (
-            incremental
-            and self._stopping is not None
-            and self._stopping.restore_on == "stop"
+        if self._stopping is not None and (
+            resume is not None or (incremental and self._stopping.restore_on == "stop")
         ):
             # A partial_fit loop continues its own stopping state; one left by
             # fit (which restores at every end) is not reused.
@@ -395,16 +401,37 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
         )
+        epochs_before = resume["epoch"] if resume else 0
+        start = len(self.history_)
+
+        def epochs_done():
+            return epochs_before + len(trainer.history) - start
+
+        def checkpoint(path):
+            self._stopping = stopping
+            self._record(History(trainer.history), trainer.samples_seen, epochs_done())
+            self.converged_ = stopping.stopped
+            self._resume = (
+                None if incremental
+                else {"epoch": epochs_done(), "split_seed": split_seed}
+            )
+            with warnings.catch_warnings():
+                # The callbacks (the Checkpoint among them) are not data.
+                warnings.filterwarnings("ignore", message=".*callbacks.*")
+                self.save(path)
+
+        trainer.checkpoint = checkpoint
         self._check_batch_norm_batches(data.n_samples, batch_size)
         trainer.fit(
             data,
-            max_epochs=1 if incremental else self.max_iter,
+            max_epochs=1 if incremental else self.max_iter - epochs_before,
             batch_size=batch_size,
             shuffle=self.shuffle,
             evaluate=evaluate,
         )
-        epochs_run = len(trainer.history) - len(self.history_)
+        epochs_run = epochs_done()
         self._stopping = stopping
+        self._resume = None
         self._record(trainer.history, trainer.samples_seen, epochs_run)
         self.converged_ = stopping.stopped
         if not incremental and epochs_run == self.max_iter and not stopping.stopped:
@@ -493,6 +520,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             data, max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol
         )
         n_iter = _check_optimize_result("lbfgs", result, self.max_iter)
+        self._resume = None
         self._record(trainer.history, self.t_, n_iter)
         self.loss_ = float(result.fun)
         self.converged_ = bool(result.success)

@@ -119,8 +119,13 @@ def _plain_classes():
     from sklearn.preprocessing import LabelBinarizer
 
     from sklears_neural.core.callbacks import EarlyStopping
+    from sklears_neural.core.schedules import LRScheduler
 
-    return {"LabelBinarizer": LabelBinarizer, "EarlyStopping": EarlyStopping}
+    return {
+        "LabelBinarizer": LabelBinarizer,
+        "EarlyStopping": EarlyStopping,
+        "LRScheduler": LRScheduler,
+    }
 
 
 def check_attribute_name(cls, name, where):
@@ -208,9 +213,11 @@ class StateEncoder:
             }}
         plain = _plain_classes()
         if plain.get(type(value).__name__) is type(value):
+            # __getstate__ is what pickling would keep: LRScheduler drops its
+            # bound optimizer there and keeps its progress as plain data.
             return {"__object__": {
                 "class": type(value).__name__,
-                "state": self._encode_dict(dict(vars(value)), path),
+                "state": self._encode_dict(dict(value.__getstate__()), path),
             }}
         raise UnsupportedValue(path, value)
 

@@ -67,6 +67,10 @@ class Trainer:
         Set by a callback to end training after the current epoch.
     samples_seen : int
     history : History
+    checkpoint : callable or None
+        ``checkpoint(path)`` writes the complete training state (weights,
+        optimizer, schedule, generator, history, epoch) so that the fit can
+        resume bit for bit; set by the estimator for stochastic solvers.
     """
 
     def __init__(
@@ -92,6 +96,9 @@ class Trainer:
         self.history = History() if history is None else history
         self.samples_seen = samples_seen
         self.should_stop = False
+        # Set by the estimator: ``checkpoint(path)`` writes the whole training
+        # state (see callbacks.Checkpoint).
+        self.checkpoint = None
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.autocast_dtype = autocast_dtype
