@@ -16,6 +16,16 @@ ESTIMATORS = [
     MLPClassifier(max_iter=100),
     MLPRegressor(max_iter=100),
     BernoulliRBM(n_iter=5, batch_size=10),
+    # Non-default training-toolbox settings must keep the contract too.
+    MLPClassifier(max_iter=50, solver="adamw", weight_decay=0.01, activation="gelu",
+                  layer_norm=True, dropout=0.1, learning_rate="cosine",
+                  warmup_iters=5, clip_grad_norm=1.0),
+    # Deterministic options only in float64: per-sample noise (dropout,
+    # noise layers) cannot pass the sample-weight equivalence checks, which
+    # compare weighted rows with repeated ones.
+    MLPRegressor(max_iter=50, solver="lamb", learning_rate_init=0.01, residual="add",
+                 spectral_norm=True, l1_ratio=0.5, weight_init="he_uniform",
+                 precision="float64"),
 ]
 
 # scikit-learn runs its sample-weight equivalence checks on its MLPs with these

@@ -107,3 +107,20 @@ def test_partial_fit_continues_the_schedule():
     for _ in range(3):
         clf.partial_fit(X, y, classes=np.unique(y))
     np.testing.assert_allclose(clf.history_.column("lr"), [0.1, 0.05, 0.025])
+
+
+@pytest.mark.parametrize("options", OPTIONS[::3], ids=lambda o: "-".join(map(str, o)))
+def test_options_survive_clone_and_save_load(options, tmp_path):
+    import sklears_neural
+    from sklearn.base import clone
+
+    est = _fit(MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0,
+                             solver="nadam", learning_rate="exponential", **options))
+    assert clone(est).get_params() == est.get_params()
+    est.save(tmp_path / "model.zip")
+    loaded = sklears_neural.load(tmp_path / "model.zip")
+    assert loaded.get_params() == est.get_params()
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    loaded.partial_fit(X, y)
+    est.partial_fit(X, y)
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
