@@ -11,10 +11,10 @@ import os
 import pytest
 import torch
 
-# Tests fit small models: with several pytest-xdist workers on two cores,
-# more than one torch thread per worker only adds contention.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# Tests fit small models: a second intra-op thread only waits at barriers,
+# and on a busy two-core machine (or beside a second pytest-xdist worker)
+# made tiny fits 10-50x slower. One thread for the whole suite.
+torch.set_num_threads(1)
 
 
 def _seeds():

@@ -21,16 +21,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models: on a shared CPU, extra torch threads only wait at barriers
-    # (a 5-epoch iris fit measured 1.4 s with 2 threads, 0.07 s with 1).
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 X_IRIS, Y_IRIS = load_iris(return_X_y=True)
 
 ESTIMATORS = [

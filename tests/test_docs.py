@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 import sklears_neural
 
@@ -23,16 +22,6 @@ DOC_DIR = Path(__file__).parents[1] / "doc"
 GUIDES = ["user_guide.md", "architecture.md"]
 # A fence opening "```python" at the start of a line, up to the closing "```".
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny models: a second intra-op thread only adds contention, which on a
-    # busy two-core machine makes these runs many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def python_blocks(text):

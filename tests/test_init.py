@@ -18,16 +18,6 @@ from sklears_neural.core.init import (
 from sklears_neural.core.resolve import ACTIVATIONS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention (a batch
-    # norm on 5 rows runs ~50x slower with 2 threads on a busy 2-core box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _generator(seed=0):
     return torch.Generator().manual_seed(seed)
 

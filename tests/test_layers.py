@@ -39,16 +39,6 @@ from sklears_neural.core.trainer import Trainer
 from tests.conftest import CUDA
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention (a batch
-    # norm on 5 rows runs ~50x slower with 2 threads on a busy 2-core box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _generator(seed=0, device="cpu"):
     return torch.Generator(device=device).manual_seed(seed)
 

@@ -20,16 +20,6 @@ from sklears_neural.core.optim import (
 from sklears_neural.core.optimizers import LAMB, LARS
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny models: a second intra-op thread only adds contention (4x the CPU
-    # time of the training tests on a busy two-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _est(solver="adam", **overrides):
     """The estimator attributes a solver factory reads (scikit-learn's defaults)."""
     settings = dict(

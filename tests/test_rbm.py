@@ -25,16 +25,6 @@ X_DIGITS = (X_DIGITS - X_DIGITS.min()) / (X_DIGITS.max() - X_DIGITS.min())
 X_BIN = (X_DIGITS[:200] > 0.5).astype(np.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # PCD steps are tiny matmuls; on a shared CPU, OpenMP threads waiting at
-    # barriers made each op ~100x slower (measured 28 us -> 7.8 ms on 2 busy cores).
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 class _TorchStream:
     """A RandomState look-alike drawing from our generator: feeding it to
     scikit-learn's RBM makes both implementations see the same random numbers."""
