@@ -52,6 +52,11 @@ from threadpoolctl import threadpool_limits
 import sklears_neural
 from sklears_neural import MLPClassifier, MLPRegressor
 
+# The scripts run as files (python benchmarks/x.py) and are loaded by path in
+# tests; either way their folder holds the shared helper.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import cpu_model  # noqa: E402
+
 # name -> (loader, task)
 DATASETS = {
     "iris": (load_iris, "classification"),
@@ -223,17 +228,6 @@ def spread_table(results, seeds):
     return "\n".join(lines)
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _library_revision():
     """Short commit of the checkout, ``+dirty`` if the library is edited.
 
@@ -257,7 +251,7 @@ def _library_revision():
 def environment():
     """One line describing the machine and versions."""
     return (
-        f"{_cpu_model()} ({platform.machine()}), {os.cpu_count()} cores visible, "
+        f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores visible, "
         f"torch {torch.__version__} with {torch.get_num_threads()} thread(s) "
         "(NumPy BLAS limited to the same), "
         f"scikit-learn {sklearn.__version__}, "

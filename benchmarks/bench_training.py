@@ -69,6 +69,11 @@ from torch import nn
 import sklears_neural
 from sklears_neural import MLPClassifier, MLPRegressor
 
+# The scripts run as files (python benchmarks/x.py) and are loaded by path in
+# tests; either way their folder holds the shared helper.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import cpu_model  # noqa: E402
+
 try:  # optional peer
     import skorch
 except ImportError:  # pragma: no cover - depends on the environment
@@ -460,21 +465,10 @@ def run(args, log=print):
 # --------------------------------------------------------------------------
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(threads):
     skorch_v = skorch.__version__ if skorch is not None else "not installed"
     return (
-        f"{_cpu_model()} ({platform.machine()}), {os.cpu_count()} cores visible, "
+        f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores visible, "
         f"torch {torch.__version__} with {threads} thread(s) "
         f"(BLAS of numpy limited to {threads} via threadpoolctl), "
         f"scikit-learn {sklearn.__version__}, sklears_neural "

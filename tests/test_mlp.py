@@ -320,6 +320,19 @@ def test_from_sklearn_regressor_matches(loss, global_random_seed):
     assert objective == pytest.approx(data_term + l2, rel=1e-10)
 
 
+def test_from_sklearn_model_keeps_training():
+    sk = SkMLPClassifier(hidden_layer_sizes=(10,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk.fit(X_iris, y_iris)
+    warm = MLPClassifier.from_sklearn(sk, warm_start=True)
+    _quiet_fit(warm, X_iris, y_iris)
+    assert warm.n_iter_ == 5 and len(warm.loss_curve_) == 10
+    stepped = MLPClassifier.from_sklearn(sk)
+    stepped.partial_fit(X_iris, y_iris)
+    assert stepped.t_ == sk.t_ + len(X_iris)
+
+
 def test_from_sklearn_requires_fitted_model():
     with pytest.raises(ValueError, match="not fitted"):
         MLPClassifier.from_sklearn(SkMLPClassifier())

@@ -229,10 +229,20 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         set_generator(module, self._generator)
         self.module_ = module.to(device=device, dtype=dtype)
         self._module_spec_ = spec
+        self._reset_training_state()
+
+    def _reset_training_state(self):
+        """Training state a new module starts with: nothing learned yet.
+
+        Also used when a module arrives from elsewhere (``from_sklearn``),
+        so every later ``fit`` / ``partial_fit`` finds the same attributes.
+        """
         self._optimizer = None
+        self._optimizer_solver = None
         self._stopping = None
         self._schedule = None
         self._resume = None
+        self._scaler = None
         self.history_ = History()
         self.t_ = 0
 

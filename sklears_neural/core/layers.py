@@ -15,7 +15,6 @@ generator given to :func:`set_generator` (see
 masks and buffers exactly, so it changes memory use, never results.
 """
 
-import math
 from dataclasses import dataclass, field
 from numbers import Real
 
@@ -38,7 +37,6 @@ __all__ = [
     "RESIDUALS",
     "checkpoint_modules",
     "set_generator",
-    "sklearn_uniform_",
 ]
 
 
@@ -80,26 +78,6 @@ class ModuleSpec:
                 seed = torch.randint(2**62, (1,), generator=generator).item()
                 torch.manual_seed(seed)
             return self.module_class(**self.kwargs)
-
-
-def sklearn_uniform_(linear, *, factor, generator):
-    """scikit-learn's MLP initialization (Glorot uniform), in place.
-
-    Weights and biases are drawn from ``U(-b, b)`` with
-    ``b = sqrt(factor / (fan_in + fan_out))``; scikit-learn uses
-    ``factor=2`` for logistic activations and ``6`` otherwise.
-
-    Parameters
-    ----------
-    linear : torch.nn.Linear
-    factor : float
-    generator : torch.Generator or None
-    """
-    fan_out, fan_in = linear.weight.shape
-    bound = math.sqrt(factor / (fan_in + fan_out))
-    with torch.no_grad():
-        for tensor in (linear.weight, linear.bias):
-            tensor.uniform_(-bound, bound, generator=generator)
 
 
 class ResidualBlock(nn.Module):

@@ -162,21 +162,21 @@ class _BaseMLP(BaseNeuralEstimator):
         est._module_spec_ = spec
         est._generator = torch_generator(est.random_state)
         set_generator(module, est._generator)
-        est._optimizer = None
-        est._optimizer_solver = est.solver
-        est._stopping = None
+        est._reset_training_state()
         est.n_features_in_ = fitted.n_features_in_
         if hasattr(fitted, "feature_names_in_"):
             est.feature_names_in_ = fitted.feature_names_in_
-        est.n_iter_ = int(fitted.n_iter_)
-        est.t_ = int(getattr(fitted, "t_", 0))
         curve = [float(v) for v in getattr(fitted, "loss_curve_", [])]
-        est.history_ = History({"epoch": i + 1, "train_loss": v} for i, v in enumerate(curve))
-        est.loss_curve_ = curve
+        est._record(
+            History({"epoch": i + 1, "train_loss": v} for i, v in enumerate(curve)),
+            int(getattr(fitted, "t_", 0)),
+            int(fitted.n_iter_),
+        )
+        # scikit-learn's own record, where it differs from what ours derives
+        # (L-BFGS keeps no loss curve; early stopping keeps its scores).
         est.loss_ = float(fitted.loss_)
-        est.best_loss_ = getattr(fitted, "best_loss_", None)
+        est.best_loss_ = getattr(fitted, "best_loss_", est.best_loss_)
         est.validation_scores_ = getattr(fitted, "validation_scores_", None)
-        est.validation_loss_curve_ = None
         est.best_validation_score_ = getattr(fitted, "best_validation_score_", None)
         est.converged_ = est.n_iter_ < fitted.max_iter
         return est
