@@ -66,7 +66,7 @@ def test_a_wrong_gradient_is_caught():
     clf = _fit(MLPClassifier(hidden_layer_sizes=(4,), activation="tanh", max_iter=5,
                              random_state=0), X, y)
     # An instance attribute survives the copy check_gradients works on.
-    clf._loss = lambda output, target: MLPClassifier._loss(
+    clf._mean_loss = lambda output, target: MLPClassifier._mean_loss(
         clf, _DoubleGradient.apply(output), target
     )
     result = check_gradients(clf, X, y, n_coordinates=1000)

@@ -320,6 +320,25 @@ def test_from_sklearn_regressor_matches(loss, global_random_seed):
     assert objective == pytest.approx(data_term + l2, rel=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "squared", "poisson"])
+def test_fused_mean_loss_equals_the_mean_of_per_sample_losses(kind):
+    rng = np.random.RandomState(0)
+    output = torch.from_numpy(rng.randn(50, 3))
+    if kind == "multiclass":
+        est, target = MLPClassifier(), torch.from_numpy(rng.randint(0, 3, 50))
+    elif kind in ("binary", "multilabel"):
+        est = MLPClassifier()
+        target = torch.from_numpy(rng.randint(0, 2, (50, 1 if kind == "binary" else 3)))
+        target, output = target.double(), output[:, :target.shape[1]]
+    else:
+        est = MLPRegressor()
+        est.out_activation_ = "exp" if kind == "poisson" else "identity"
+        target = torch.from_numpy(np.abs(rng.randn(50, 3)))
+    expected = est._loss(output, target).mean()
+    assert float(expected) > 0.1
+    torch.testing.assert_close(est._mean_loss(output, target), expected, rtol=1e-12, atol=0)
+
+
 def test_from_sklearn_model_keeps_training():
     sk = SkMLPClassifier(hidden_layer_sizes=(10,), max_iter=5, random_state=0)
     with warnings.catch_warnings():
@@ -595,3 +614,31 @@ def test_refitting_the_same_instance_is_identical():
     first = _quiet_fit(clf, X_digits, y_digits).predict_proba(X_digits)
     second = _quiet_fit(clf, X_digits, y_digits).predict_proba(X_digits)
     np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("precision, dtype", [("float32", np.float32),
+                                              ("float64", np.float64)])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_training_data_of_the_compute_dtype_is_not_copied(monkeypatch, precision, dtype,
+                                                          solver):
+    import sklears_neural.core.estimator as estimator_module
+
+    made = []
+
+    class RecordingArrayData(estimator_module.ArrayData):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(estimator_module, "ArrayData", RecordingArrayData)
+    X = np.ascontiguousarray(X_digits, dtype=dtype)
+    _quiet_fit(MLPClassifier((8,), max_iter=2, precision=precision, solver=solver,
+                             random_state=0), X, y_digits)
+    # The tensor the trainer batches from is the caller's array itself.
+    assert made[0].X.data_ptr() == X.ctypes.data
+    # Another dtype is converted to the compute dtype.
+    made.clear()
+    other = np.ascontiguousarray(X, dtype=np.float64 if dtype == np.float32 else np.float32)
+    _quiet_fit(MLPClassifier((8,), max_iter=2, precision=precision, solver=solver,
+                             random_state=0), other, y_digits)
+    assert made[0].X.dtype == {"float32": torch.float32, "float64": torch.float64}[precision]

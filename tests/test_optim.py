@@ -275,11 +275,46 @@ def test_solver_names():
     assert make_optimizer(torch.nn.Linear(2, 1), _est("L-BFGS")) is None
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adamw", "adagrad"])
+def test_fused_kernel_computes_the_foreach_update(solver):
+    torch.manual_seed(0)
+    fused_net, foreach_net = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    foreach_net.load_state_dict(fused_net.state_dict())
+    initial = [p.detach().clone() for p in fused_net.parameters()]
+    fused = make_optimizer(fused_net, _est(solver, learning_rate_init=0.1))
+    assert fused.param_groups[0]["fused"] is True
+    foreach = make_optimizer(foreach_net, _est(solver, learning_rate_init=0.1))
+    for group in foreach.param_groups:
+        group["fused"], group["foreach"] = None, True
+    for _ in range(5):
+        x = torch.randn(16, 8)
+        for net, opt in [(fused_net, fused), (foreach_net, foreach)]:
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b, start in zip(fused_net.parameters(), foreach_net.parameters(), initial):
+        assert (a - start).abs().max() > 1e-3  # the steps moved the weights
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_foreach_where_torch_has_no_fused_kernel(monkeypatch):
+    class NoFused(torch.optim.Adam):
+        def __init__(self, params, fused=None, **settings):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be ...")
+            super().__init__(params, fused=fused, **settings)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFused)
+    adam = make_optimizer(torch.nn.Linear(2, 1), _est("adam"))
+    assert isinstance(adam, NoFused)
+    assert adam.param_groups[0]["foreach"] is True and not adam.param_groups[0]["fused"]
+
+
 def test_sgd_and_adam_unchanged():
     sgd = make_optimizer(torch.nn.Linear(2, 1), _est("sgd", learning_rate_init=0.1))
     assert isinstance(sgd, torch.optim.SGD)
     group = sgd.param_groups[0]
-    assert (group["lr"], group["momentum"], group["nesterov"], group["foreach"]) == (
+    assert (group["lr"], group["momentum"], group["nesterov"], group["fused"]) == (
         0.1, 0.9, True, True
     )
     no_momentum = make_optimizer(torch.nn.Linear(2, 1), _est("sgd", momentum=0.0))
@@ -294,7 +329,7 @@ def test_sgd_and_adam_unchanged():
 
 @pytest.mark.parametrize("solver, cls, expected", [
     ("adamw", torch.optim.AdamW,
-     dict(lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, foreach=True)),
+     dict(lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, fused=True)),
     ("nadam", torch.optim.NAdam,
      dict(betas=(0.9, 0.999), weight_decay=0.05, decoupled_weight_decay=True,
           foreach=True)),
@@ -303,7 +338,7 @@ def test_sgd_and_adam_unchanged():
           foreach=True)),
     ("rmsprop", torch.optim.RMSprop,
      dict(alpha=0.999, momentum=0.9, eps=1e-8, weight_decay=0, foreach=True)),
-    ("adagrad", torch.optim.Adagrad, dict(eps=1e-8, weight_decay=0, foreach=True)),
+    ("adagrad", torch.optim.Adagrad, dict(eps=1e-8, weight_decay=0, fused=True)),
     ("lars", LARS, dict(momentum=0.9, weight_decay=0.05, eps=1e-8,
                         trust_coefficient=0.001, exclude_1d=True)),
     ("lamb", LAMB, dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,

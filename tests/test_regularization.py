@@ -34,6 +34,21 @@ def test_weight_penalty_matches_the_elastic_net_formula(l1_ratio):
     assert float(got) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("l1_ratio", [0.0, 0.3, 1.0])
+def test_weight_penalty_gradient_is_the_elastic_net_gradient(l1_ratio):
+    rng = np.random.RandomState(0)
+    params = [torch.tensor(rng.randn(*shape), requires_grad=True)
+              for shape in [(4, 3), (3, 2)]]
+    # Centred differences (no weight at the kink of |w|: randn has no zeros).
+    assert torch.autograd.gradcheck(
+        lambda *p: weight_penalty(list(p), 0.7, l1_ratio), params
+    )
+    weight_penalty(params, 0.7, l1_ratio).mul(3.0).backward()
+    for p in params:
+        expected = 3.0 * 0.7 * (l1_ratio * p.sign() + (1 - l1_ratio) * p)
+        torch.testing.assert_close(p.grad, expected.detach(), rtol=1e-12, atol=0)
+
+
 def test_penalty_skips_biases():
     clf = _fit(max_iter=1, random_state=0)
     shapes = [tuple(p.shape) for p in penalized_parameters(clf.module_)]

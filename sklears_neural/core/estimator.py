@@ -257,7 +257,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         module : torch.nn.Module, default=None
             The module whose weights are penalized; ``module_`` if None.
         """
-        loss_fn = self._loss
+        loss_fn, mean_loss_fn = self._loss, self._mean_loss
         alpha = float(self.alpha)
         l1_ratio = float(self.l1_ratio)
         penalized = penalized_parameters(self.module_ if module is None else module)
@@ -267,18 +267,25 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             if output.dtype in (torch.float16, torch.bfloat16):
                 # Mixed precision: the loss itself is computed in float32.
                 output = output.float()
-            per_sample = loss_fn(output, y)
             if w is None:
-                loss = per_sample.mean()
-                denominator = per_sample.shape[0]
+                loss = mean_loss_fn(output, y)
+                denominator = output.shape[0]
             else:
                 denominator = w.sum()
-                loss = (per_sample * w).sum() / denominator
+                loss = (loss_fn(output, y) * w).sum() / denominator
             if alpha and penalized:
                 loss = loss + weight_penalty(penalized, alpha, l1_ratio) / denominator
             return loss
 
         return objective
+
+    def _mean_loss(self, output, target):
+        """``self._loss(output, target).mean()``; task mixins fuse it into one op.
+
+        Unweighted batches (the usual case) take this path: torch's reducing
+        losses are one autograd node instead of three.
+        """
+        return self._loss(output, target).mean()
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -691,6 +698,12 @@ class NeuralClassifierMixin:
             output, target, reduction="none"
         ).sum(dim=1)
 
+    def _mean_loss(self, output, target):
+        if target.ndim == 1:
+            return F.cross_entropy(output, target)
+        # The mean over samples of a sum over labels.
+        return F.binary_cross_entropy_with_logits(output, target) * output.shape[1]
+
     def _probabilities(self, outputs):
         if self._is_multiclass():
             outputs = outputs - outputs.max(axis=1, keepdims=True)
@@ -821,6 +834,12 @@ class NeuralRegressorMixin:
                 torch.exp(output) - target * output + torch.xlogy(target, target) - target
             ).sum(dim=1)
         return 0.5 * (output - target).pow(2).sum(dim=1)
+
+    def _mean_loss(self, output, target):
+        if self.out_activation_ == "exp":
+            return super()._mean_loss(output, target)
+        # Half the squared error summed over outputs, averaged over samples.
+        return F.mse_loss(output, target) * (0.5 * output.shape[1])
 
     def _outputs_to_predictions(self, outputs):
         if self.out_activation_ == "exp":

