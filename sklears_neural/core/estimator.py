@@ -49,6 +49,7 @@ from sklears_neural.core.callbacks import (
     ProgressBar,
 )
 from sklears_neural.core.data import ArrayData, as_tensor
+from sklears_neural.core.fused import FusedMLPStep
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
 from sklears_neural.core.optim import SOLVERS, apply_hyperparameters, make_optimizer
@@ -279,6 +280,28 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
         return objective
 
+    #: Let plain MLPs train with the written-out backward pass of
+    #: ``core.fused`` instead of autograd (the same gradients, faster).
+    _use_fused_step = True
+
+    def _fused_train_step(self, policy):
+        """A :class:`~sklears_neural.core.fused.FusedMLPStep`, or None for autograd."""
+        if not self._use_fused_step or policy.autocast_dtype is not None:
+            return None
+        return FusedMLPStep.for_module(
+            self.module_, self._fused_loss_kind(),
+            penalized=penalized_parameters(self.module_),
+            alpha=self.alpha, l1_ratio=self.l1_ratio,
+        )
+
+    def _fused_loss_kind(self):
+        """The ``core.fused.LOSS_KINDS`` entry equal to ``_loss``, or None.
+
+        A task mixin that names one promises that its ``_loss`` is that
+        loss; a subclass that changes ``_loss`` must return None here.
+        """
+        return None
+
     def _mean_loss(self, output, target):
         """``self._loss(output, target).mean()``; task mixins fuse it into one op.
 
@@ -417,6 +440,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             clip_grad_value=self.clip_grad_value,
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
+            train_step=self._fused_train_step(policy),
         )
         epochs_before = resume["epoch"] if resume else 0
         start = len(self.history_)
@@ -698,6 +722,11 @@ class NeuralClassifierMixin:
             output, target, reduction="none"
         ).sum(dim=1)
 
+    def _fused_loss_kind(self):
+        if self._is_multiclass():
+            return "softmax_cross_entropy"
+        return "logistic_cross_entropy"
+
     def _mean_loss(self, output, target):
         if target.ndim == 1:
             return F.cross_entropy(output, target)
@@ -834,6 +863,9 @@ class NeuralRegressorMixin:
                 torch.exp(output) - target * output + torch.xlogy(target, target) - target
             ).sum(dim=1)
         return 0.5 * (output - target).pow(2).sum(dim=1)
+
+    def _fused_loss_kind(self):
+        return None if self.out_activation_ == "exp" else "squared_error"
 
     def _mean_loss(self, output, target):
         if self.out_activation_ == "exp":

@@ -9,7 +9,9 @@ so ``l1_ratio=0`` is exactly scikit-learn's MLP penalty.
 
 import torch
 
-__all__ = ["penalized_parameters", "weight_penalty"]
+__all__ = [
+    "add_penalty_gradient_", "penalized_parameters", "penalty_value", "weight_penalty",
+]
 
 
 def penalized_parameters(module):
@@ -44,11 +46,9 @@ def weight_penalty(params, alpha, l1_ratio=0.0):
     return _WeightPenalty.apply(float(alpha), float(l1_ratio), *params)
 
 
-class _WeightPenalty(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, alpha, l1_ratio, *params):
-        ctx.alpha, ctx.l1_ratio = alpha, l1_ratio
-        ctx.save_for_backward(*params)
+def penalty_value(params, alpha, l1_ratio=0.0):
+    """:func:`weight_penalty`'s value, outside autograd (multi-tensor norms)."""
+    with torch.no_grad():
         penalty = params[0].new_zeros(())
         if l1_ratio < 1.0:
             norms = torch.stack(torch._foreach_norm(params, 2))
@@ -57,13 +57,32 @@ class _WeightPenalty(torch.autograd.Function):
             penalty = penalty + l1_ratio * torch.stack(torch._foreach_norm(params, 1)).sum()
         return alpha * penalty
 
+
+def add_penalty_gradient_(grads, params, scale, l1_ratio=0.0):
+    """``grads += scale * (l1_ratio * sign(w) + (1 - l1_ratio) * w)``, in place.
+
+    ``scale`` (a float or a 0-d tensor) is ``alpha`` times the upstream
+    gradient, divided by the batch weight where the caller divides.
+    """
+    with torch.no_grad():
+        if l1_ratio < 1.0:
+            torch._foreach_add_(grads, torch._foreach_mul(params, scale * (1.0 - l1_ratio)))
+        if l1_ratio > 0.0:
+            signs = torch._foreach_sign(params)
+            torch._foreach_mul_(signs, scale * l1_ratio)
+            torch._foreach_add_(grads, signs)
+
+
+class _WeightPenalty(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, alpha, l1_ratio, *params):
+        ctx.alpha, ctx.l1_ratio = alpha, l1_ratio
+        ctx.save_for_backward(*params)
+        return penalty_value(params, alpha, l1_ratio)
+
     @staticmethod
     def backward(ctx, grad_output):
         params = ctx.saved_tensors
-        scale = grad_output * ctx.alpha
-        grads = torch._foreach_mul(params, scale * (1.0 - ctx.l1_ratio))
-        if ctx.l1_ratio > 0.0:
-            signs = torch._foreach_sign(params)
-            torch._foreach_mul_(signs, scale * ctx.l1_ratio)
-            torch._foreach_add_(grads, signs)
+        grads = [torch.zeros_like(p) for p in params]
+        add_penalty_gradient_(grads, params, grad_output * ctx.alpha, ctx.l1_ratio)
         return (None, None, *grads)

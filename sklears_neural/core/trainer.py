@@ -69,6 +69,11 @@ class Trainer:
     grad_scaler : torch.amp.GradScaler or None, default=None
         Loss scaling for float16 autocast: steps whose gradients overflow
         are skipped and counted in ``history[-1]["skipped_steps"]``.
+    train_step : callable or None, default=None
+        ``train_step(X, y, sample_weight) -> loss`` that fills the
+        parameters' ``.grad`` itself (see :mod:`~sklears_neural.core.fused`),
+        used instead of ``objective`` + ``backward`` where given. Not with
+        autocast or a grad scaler.
 
     Attributes
     ----------
@@ -96,6 +101,7 @@ class Trainer:
         clip_grad_value=None,
         autocast_dtype=None,
         grad_scaler=None,
+        train_step=None,
     ):
         self.module = module
         self.objective = objective
@@ -110,8 +116,12 @@ class Trainer:
         self.checkpoint = None
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
+        self._clipping = clip_grad_norm is not None or clip_grad_value is not None
         self.autocast_dtype = autocast_dtype
         self.grad_scaler = grad_scaler
+        if train_step is not None and (autocast_dtype is not None or grad_scaler is not None):
+            raise ValueError("train_step computes its own gradients: not with autocast.")
+        self.train_step = train_step
         self._batch_callbacks = [
             cb for cb in self.callbacks if _overrides(cb, "on_batch_end")
         ]
@@ -211,8 +221,13 @@ class Trainer:
             # record and hooks, which cost a small batch's step 3%.
             for p in params:
                 p.grad = None
-            loss = self._forward_loss(X, y, w)
-            if self._backward_and_step(loss):
+            if self.train_step is not None:
+                loss = self.train_step(X, y, w)
+                was_skipped = self._clip_and_step()
+            else:
+                loss = self._forward_loss(X, y, w)
+                was_skipped = self._backward_and_step(loss)
+            if was_skipped:
                 # An overflow that loss scaling skipped is not a divergence.
                 skipped += 1
             else:
@@ -247,23 +262,25 @@ class Trainer:
 
     def _backward_and_step(self, loss):
         """Backward, clip, step; returns 1 if loss scaling skipped the step."""
-        optimizer, scaler = self.optimizer, self.grad_scaler
-        clipping = self.clip_grad_norm is not None or self.clip_grad_value is not None
-        if scaler is None:
+        if self.grad_scaler is None:
             loss.backward()
         else:
-            scaler.scale(loss).backward()
-            if clipping or self._backward_callbacks:
+            self.grad_scaler.scale(loss).backward()
+            if self._clipping or self._backward_callbacks:
                 # Callbacks and clipping see the true gradients.
-                scaler.unscale_(optimizer)
+                self.grad_scaler.unscale_(self.optimizer)
+        return self._clip_and_step()
+
+    def _clip_and_step(self):
+        """Callbacks, clipping and the optimizer step on the gradients in place."""
+        optimizer, scaler = self.optimizer, self.grad_scaler
         for cb in self._backward_callbacks:
             cb.on_backward_end(self)
-        if clipping:
-            params = self._params
+        if self._clipping:
             if self.clip_grad_value is not None:
-                torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
+                torch.nn.utils.clip_grad_value_(self._params, self.clip_grad_value)
             if self.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
         if scaler is None:
             optimizer.step()
             return 0
