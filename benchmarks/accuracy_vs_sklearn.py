@@ -49,12 +49,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-import sklears_neural
-from sklears_neural import MLPClassifier, MLPRegressor
-
 # The scripts run as files (python benchmarks/x.py) and are loaded by path in
-# tests; either way their folder holds the shared helper.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests; either way their folder holds the shared helper, and the checkout's
+# root holds sklears_neural when it is not installed (appended, so that an
+# installed copy wins).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+sys.path.append(os.path.dirname(_HERE))
+
+import sklears_neural  # noqa: E402
+from sklears_neural import MLPClassifier, MLPRegressor  # noqa: E402
+
 from _machine import cpu_model  # noqa: E402
 
 # name -> (loader, task)

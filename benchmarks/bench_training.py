@@ -30,18 +30,27 @@ R^2 on the training data) is computed afterwards, untimed. Every runner sees
 the same standardized float32 arrays and starts from ``random_state`` 0 (the
 torch runners under a forked, seeded global RNG).
 
-Memory: "peak RSS +MiB" is the highest resident set size of the process seen
-during the first timed ``fit`` minus the resident set size when that ``fit``
-started, read from ``/proc/self/statm`` by a thread every 5 ms. It counts
-everything the fit allocates and keeps resident (torch and numpy alike) but
-misses peaks shorter than the sampling period, and memory reused from the
-allocators' caches of earlier runs does not show.
+Memory: "peak +MiB" is measured apart from the timings, each runner and
+workload in a fresh process (forked from a server that has only imported the
+libraries, see ``_memory.py``): the process builds the workload's data, makes
+a warm-up fit on 200 other rows (thread pools, lazy imports), hands the
+heap's free pages back to the kernel, then reads the kernel's peak resident
+set size over the measured ``fit`` minus the resident set size just before
+it. The data itself is therefore not counted; copies of it that a runner
+makes are. No sampling: the kernel's high-water mark is reset before the fit
+(``/proc/self/clear_refs``). Read in the timing process, the same number is
+~0, because later fits reuse memory that earlier ones left in the
+allocators' caches. "memory x hand loop" divides by the hand loop's peak.
+
+The RBM section (``bench_rbm.py``) compares ``sklears_neural.BernoulliRBM``
+with scikit-learn's on the same data and settings.
 
 Usage::
 
     python benchmarks/bench_training.py                     # full, 3 repeats
-    python benchmarks/bench_training.py --output doc/benchmarks.md
+    python benchmarks/bench_training.py --output doc/benchmarks.md   # the page
     python benchmarks/bench_training.py --quick             # smoke test, < 1 min
+    python benchmarks/bench_training.py --no-memory         # timings only
 """
 
 import argparse
@@ -50,7 +59,6 @@ import datetime
 import os
 import platform
 import sys
-import threading
 import time
 import warnings
 
@@ -65,14 +73,22 @@ from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 from threadpoolctl import threadpool_limits
 from torch import nn
-
-import sklears_neural
-from sklears_neural import MLPClassifier, MLPRegressor
+from torch.optim.adam import adam as adam_step
 
 # The scripts run as files (python benchmarks/x.py) and are loaded by path in
-# tests; either way their folder holds the shared helper.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests; either way their folder holds the shared helpers, and the checkout's
+# root holds sklears_neural when it is not installed (appended, so that an
+# installed copy wins).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+sys.path.append(os.path.dirname(_HERE))
+
+import sklears_neural  # noqa: E402
+from sklears_neural import MLPClassifier, MLPRegressor  # noqa: E402
+
+import bench_rbm  # noqa: E402
 from _machine import cpu_model  # noqa: E402
+from _memory import ForkServer, PeakRSS  # noqa: E402
 
 try:  # optional peer
     import skorch
@@ -136,14 +152,13 @@ def _n_out(task, y):
     return int(y.max()) + 1 if task == "classification" else 1
 
 
-def _module(n_in, n_out):
-    return nn.Sequential(
-        nn.Linear(n_in, HIDDEN[0]),
-        nn.ReLU(),
-        nn.Linear(HIDDEN[0], HIDDEN[1]),
-        nn.ReLU(),
-        nn.Linear(HIDDEN[1], n_out),
-    )
+def _module(n_in, n_out, hidden=HIDDEN):
+    """``Linear, ReLU, ..., Linear``: the MLP every torch runner trains."""
+    sizes = [n_in, *hidden]
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], n_out))
 
 
 def _score(task, y, pred):
@@ -163,6 +178,11 @@ def _predict_torch(task, forward, X):
 # --------------------------------------------------------------------------
 # Runners: each returns a callable X -> predictions (for the untimed score)
 # --------------------------------------------------------------------------
+
+
+def relu_backward_(grad, activation):
+    """``grad *= (activation > 0)`` in place, in one pass (autograd's kernel)."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, activation, 0, grad_input=grad)
 
 
 def fit_floor(task, X, y, batch_size, epochs):
@@ -188,7 +208,7 @@ def fit_floor(task, X, y, batch_size, epochs):
     gW1, gb1, gW2, gb2, gW3, gb3 = grads
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]
-    denom = [torch.empty_like(p) for p in params]
+    steps = [torch.zeros(()) for _ in params]
     # Activation buffers, sliced for the last (short) batch.
     Xs, Ys = torch.empty_like(Xt), torch.empty_like(Yt)
     h1 = torch.empty(batch_size, HIDDEN[0])
@@ -197,7 +217,6 @@ def fit_floor(task, X, y, batch_size, epochs):
     d2 = torch.empty(batch_size, HIDDEN[1])
     d1 = torch.empty(batch_size, HIDDEN[0])
     mx = torch.empty(batch_size, 1)
-    step = 0
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         torch.index_select(Xt, 0, perm, out=Xs)
@@ -221,24 +240,17 @@ def fit_floor(task, X, y, batch_size, epochs):
             # backward
             torch.mm(a2.t(), a3, out=gW3)
             torch.sum(a3, 0, out=gb3)
-            torch.mm(a3, W3.t(), out=g2).masked_fill_(a2 <= 0, 0.0)
+            relu_backward_(torch.mm(a3, W3.t(), out=g2), a2)
             torch.mm(a1.t(), g2, out=gW2)
             torch.sum(g2, 0, out=gb2)
-            torch.mm(g2, W2.t(), out=g1).masked_fill_(a1 <= 0, 0.0)
+            relu_backward_(torch.mm(g2, W2.t(), out=g1), a1)
             torch.mm(xb.t(), g1, out=gW1)
             torch.sum(g1, 0, out=gb1)
-            # Adam (torch.optim.Adam's formula)
-            step += 1
-            bc1 = 1 - BETAS[0] ** step
-            bc2_sqrt = (1 - BETAS[1] ** step) ** 0.5
-            torch._foreach_lerp_(m, grads, 1 - BETAS[0])
-            torch._foreach_mul_(v, BETAS[1])
-            torch._foreach_addcmul_(v, grads, grads, 1 - BETAS[1])
-            for dn, vi in zip(denom, v):
-                torch.sqrt(vi, out=dn)
-            torch._foreach_div_(denom, bc2_sqrt)
-            torch._foreach_add_(denom, EPS)
-            torch._foreach_addcdiv_(params, m, denom, -LR / bc1)
+            # Adam: torch's fused kernel (one pass per tensor), as the fastest
+            # optimizer step torch offers.
+            adam_step(params, grads, m, v, [], steps, fused=True, amsgrad=False,
+                      beta1=BETAS[0], beta2=BETAS[1], lr=LR, weight_decay=0.0,
+                      eps=EPS, maximize=False)
 
     def forward(x):
         h = torch.relu(torch.addmm(b1, x, W1))
@@ -248,13 +260,13 @@ def fit_floor(task, X, y, batch_size, epochs):
     return lambda X_: _predict_torch(task, forward, X_)
 
 
-def fit_hand(task, X, y, batch_size, epochs):
-    """The loop a PyTorch user writes in ten lines."""
+def fit_hand(task, X, y, batch_size, epochs, hidden=HIDDEN):
+    """The loop a PyTorch user writes in ten lines (also bench_scale's reference)."""
     n = X.shape[0]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     if task == "regression":
         yt = yt.reshape(-1, 1)
-    model = _module(X.shape[1], _n_out(task, y))
+    model = _module(X.shape[1], _n_out(task, y), hidden)
     opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
     loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
     gen = torch.Generator().manual_seed(SEED)
@@ -347,46 +359,6 @@ LABELS = {
 # --------------------------------------------------------------------------
 
 
-def _rss_bytes():
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
-
-
-class _RssPeak:
-    """Highest RSS above the starting RSS, sampled by a thread every 5 ms."""
-
-    def __init__(self, period=0.005):
-        self.period = period
-        self.delta = None
-
-    def __enter__(self):
-        self.start = _rss_bytes()
-        self.peak = self.start
-        self._stop = threading.Event()
-        if self.start is not None:
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(self.period):
-            rss = _rss_bytes()
-            if rss is not None and rss > self.peak:
-                self.peak = rss
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self.start is not None:
-            self._thread.join()
-            rss = _rss_bytes()
-            self.peak = max(self.peak, rss or 0)
-            self.delta = self.peak - self.start
-        return False
-
-
 @contextlib.contextmanager
 def _seeded():
     """Seed the global torch RNG (skorch uses it) without leaking the seed."""
@@ -396,22 +368,18 @@ def _seeded():
 
 
 def time_runner(name, task, X, y, batch_size, epochs, repeats):
-    """Best-of-``repeats`` fit time, peak RSS delta and training score."""
+    """Best-of-``repeats`` fit time and the training score."""
     fitter = FITTERS[name]
-    times, rss, predict = [], None, None
-    for r in range(repeats):
-        meter = _RssPeak() if r == 0 else contextlib.nullcontext()
-        with _seeded(), meter:
+    times, predict = [], None
+    for _ in range(repeats):
+        with _seeded():
             t0 = time.perf_counter()
             predict = fitter(task, X, y, batch_size, epochs)
             times.append(time.perf_counter() - t0)
-        if r == 0:
-            rss = meter.delta
     return {
         "runner": name,
         "time": min(times),
         "times": times,
-        "rss": rss,
         "score": _score(task, y, predict(X)),
     }
 
@@ -427,7 +395,61 @@ def warm_up(runners, log):
     log("warm-up done")
 
 
+# Memory: each measurement runs in a fresh child of a fork server (see
+# _memory.py); measure_memory is what the child runs.
+
+# Imported once by the fork server: the first torch.optim optimizer of a
+# process imports torch._dynamo (~800 modules, 2-4 s on this machine), which
+# every child would otherwise repeat.
+FORK_PRELOAD = ["torch._dynamo"]
+
+
+def measure_memory(runner, task, n_samples, batch_size, epochs, threads):
+    """Peak RSS above the start of one ``fit``, in this (fresh) process.
+
+    The data is made first, so it is part of the baseline; a warm-up fit on
+    200 other rows pays the one-time costs (thread pools, lazy imports) and
+    leaves allocator caches the size of a 200-row fit, not of the measured one.
+    """
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        X, y = make_data(task, n_samples)
+        X_warm, y_warm = make_data(task, 200)
+        with _seeded():
+            FITTERS[runner](task, X_warm, y_warm, min(batch_size, 64), 1)
+        del X_warm, y_warm
+        with _seeded(), PeakRSS() as peak:
+            FITTERS[runner](task, X, y, batch_size, epochs)
+    return peak.as_dict()
+
+
+def measure_memory_all(results, threads, server, log):
+    """Add ``rss`` (bytes) to every row, each fit in a fresh process of ``server``."""
+    for result in results:
+        for row in result["rows"]:
+            if row.get("missing"):
+                continue
+            peak = server.call(
+                __file__,
+                "measure_memory",
+                runner=row["runner"],
+                task=result["task"],
+                n_samples=result["n_samples"],
+                batch_size=result["batch_size"],
+                epochs=result["epochs"],
+                threads=threads,
+            )
+            row["rss"], row["rss_exact"] = peak["delta"], peak["exact"]
+            log(f"  {result['workload']:15s} {row['runner']:8s} "
+                f"peak +{peak['delta'] / 2**20:8.1f} MiB")
+
+
 def run(args, log=print):
+    """Timings (MLPs, then RBMs) in this process, then the memory runs.
+
+    Returns ``{"mlp": [...], "rbm": [...]}``, one result per workload.
+    """
     runners = [r for r in RUNNERS if r != "skorch" or skorch is not None]
     warm_up(runners, log)
     results = []
@@ -457,7 +479,13 @@ def run(args, log=print):
                 "rows": rows,
             }
         )
-    return results
+    rbm_results = bench_rbm.run_timings(args.quick, args.repeats, log)
+    # After all the timings: the children would compete with them for the cores.
+    if args.memory:
+        with ForkServer(preload=FORK_PRELOAD) as server:
+            measure_memory_all(results, args.threads, server, log)
+            bench_rbm.measure_memory_all(rbm_results, args.threads, server, log)
+    return {"mlp": results, "rbm": rbm_results}
 
 
 # --------------------------------------------------------------------------
@@ -484,30 +512,29 @@ def _loadavg():
         return "n/a"
 
 
-def _fmt(x, spec):
-    return "n/a" if x is None else format(x, spec)
-
-
 def table_rows(result):
-    """Rows of strings: runner, time, /hand, /floor, score, RSS."""
+    """Rows of strings: runner, time, /hand, /floor, score, RSS, RSS/hand."""
     rows = {r["runner"]: r for r in result["rows"]}
-    hand, floor = rows["hand"]["time"], rows["floor"]["time"]
+    hand, floor = rows["hand"], rows["floor"]
     metric = "train accuracy" if result["task"] == "classification" else "train R^2"
-    header = ["runner", "fit time (s)", "x hand loop", "x floor", metric, "peak RSS +MiB"]
+    header = ["runner", "fit time (s)", "x hand loop", "x floor", metric,
+              "peak +MiB", "memory x hand loop"]
     out = [header]
     for name in RUNNERS:
         r = rows[name]
         if r.get("missing"):
-            out.append([LABELS[name], "skorch not installed", "", "", "", ""])
+            out.append([LABELS[name], "skorch not installed", "", "", "", "", ""])
             continue
+        rss = r.get("rss")
         out.append(
             [
                 LABELS[name],
                 f"{r['time']:.3f}",
-                f"{r['time'] / hand:.2f}",
-                f"{r['time'] / floor:.2f}",
+                f"{r['time'] / hand['time']:.2f}",
+                f"{r['time'] / floor['time']:.2f}",
                 f"{r['score']:.4f}",
-                _fmt(None if r["rss"] is None else r["rss"] / 2**20, ".1f"),
+                "n/a" if rss is None else f"{rss / 2**20:.1f}",
+                bench_rbm.memory_ratio(rss, hand.get("rss")),
             ]
         )
     return out
@@ -523,7 +550,7 @@ def _caption(result):
 
 def render_text(results):
     lines = []
-    for result in results:
+    for result in results["mlp"]:
         rows = table_rows(result)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines.append("")
@@ -531,32 +558,50 @@ def render_text(results):
         for r in rows:
             lines.append("  ".join(c.rjust(w) if i else c.ljust(w)
                                    for i, (c, w) in enumerate(zip(r, widths))))
+    lines.append(bench_rbm.render_text(results["rbm"]))
     return "\n".join(lines)
+
+
+def _markdown_table(rows):
+    return (
+        ["| " + " | ".join(rows[0]) + " |",
+         "|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|"]
+        + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    )
 
 
 def render_markdown(results, args, argv, env, total_seconds):
     cmd = " ".join(["python benchmarks/bench_training.py", *argv])
     lines = [
-        "# Training speed beside the peers",
+        "# Training speed and memory beside the peers",
         "",
-        "Generated by `benchmarks/bench_training.py` on "
-        f"{datetime.date.today().isoformat()} in {total_seconds:.0f} s:",
+        "Regenerate this page (tables and text; 5 to 15 minutes on the 2-core "
+        "machine, depending on what else runs there: run it when the machine "
+        "is otherwise idle):",
         "",
-        f"    {cmd}",
+        "    python benchmarks/bench_training.py --output doc/benchmarks.md",
+        "",
+        "This run: `benchmarks/bench_training.py` on "
+        f"{datetime.date.today().isoformat()} in {total_seconds:.0f} s, as "
+        f"`{cmd}`.",
         "",
         f"Machine: {env}.",
+        "",
+        "Related pages: [inference latency and ONNX export](inference.md), "
+        "[scaling to large data and models](scaling.md).",
         "",
         "Every runner trains the same MLP (hidden layers (256, 128), ReLU) with "
         "Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), no weight decay, the same "
         "batch size and number of epochs, on the same standardized float32 "
         "data (`make_classification` with 10 classes, or `make_regression` "
-        "with the target standardized), in one process. Times are of `fit` "
-        f"only, best of {args.repeats}; the score is on the training data, "
-        "computed afterwards. `x hand loop` and `x floor` divide each time by "
-        "the hand-written loop's and the floor's.",
+        "with the target standardized). Times are of `fit` "
+        f"only, best of {args.repeats}, all runners in one process; the score "
+        "is on the training data, computed afterwards. `x hand loop` and "
+        "`x floor` divide each time by the hand-written loop's and the floor's.",
         "",
         "* **raw torch ops (floor)**: the same matmuls, ReLU masks, loss "
-        "gradient and Adam update as raw torch ops on preallocated tensors, "
+        "gradient and torch's fused Adam kernel as raw torch ops on "
+        "preallocated tensors, "
         "no autograd or modules; the data is gathered once per epoch in "
         "shuffled order. The cost of the arithmetic, not a reachable target.",
         "* **hand-written PyTorch loop**: `nn.Sequential`, `randperm` per "
@@ -571,11 +616,21 @@ def render_markdown(results, args, argv, env, total_seconds):
         "`train_split=None`, shuffled batches through its default "
         "`DataLoader`.",
         "",
-        "`peak RSS +MiB`: the highest resident set size seen during the first "
-        "timed fit minus the resident set size when it started, sampled from "
-        "`/proc/self/statm` every 5 ms. It misses shorter peaks, and memory "
-        "served from allocator caches left by earlier runs does not show, so "
-        "read it as a rough lower bound of what a fit allocates.",
+        "`peak +MiB` is measured apart from the timings, each runner and "
+        "workload in a fresh process (forked from a server that has only "
+        "imported the libraries): the process makes the data, runs a warm-up "
+        "fit on 200 other rows (thread pools, lazy imports), hands the free "
+        "pages of its heap back to the kernel (`malloc_trim`, so that memory "
+        "the fit reuses from earlier garbage counts), then reports the "
+        "kernel's peak resident set size during the measured `fit` minus the "
+        "resident set size just before it (the peak mark is reset through "
+        "`/proc/self/clear_refs`, so no peak is missed). The data is in the "
+        "baseline; copies a runner makes of it are counted. `memory x hand "
+        "loop` divides by the hand loop's peak; it shows `-` when either is "
+        "under 1 MiB, too little for a ratio to mean anything. "
+        "Not counted: the one-time cost of a process's first torch optimizer, "
+        "which imports `torch._dynamo` (2-4 s and about 70 MiB on this "
+        "machine, for every torch-based runner alike).",
         "",
         "The regression scores differ by loss scale too: the hand loop, the "
         "floor and skorch minimise the mean squared error, scikit-learn and "
@@ -585,14 +640,21 @@ def render_markdown(results, args, argv, env, total_seconds):
         "The machine has 2 cores and may be shared: compare the ratios within "
         "one table rather than times across runs, and rerun when the load "
         "average above is much over the thread count.",
+        "",
+        "## Performance-regression test",
+        "",
+        "`tests/test_perf.py` times `sklears_neural.MLPClassifier` against the "
+        "hand-written loop above (the same functions), best of 3 each, "
+        "interleaved, and fails when ours is more than 1.15x slower. It is "
+        "marked `perf` and deselected by default (`setup.cfg`); run it on a "
+        "quiet machine (about 15 s):",
+        "",
+        "    python -m pytest -q tests/test_perf.py -m perf",
     ]
-    for result in results:
-        rows = table_rows(result)
+    for result in results["mlp"]:
         lines += ["", f"## {_caption(result)}", ""]
-        lines.append("| " + " | ".join(rows[0]) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|")
-        for r in rows[1:]:
-            lines.append("| " + " | ".join(r) + " |")
+        lines += _markdown_table(table_rows(result))
+    lines += bench_rbm.markdown_section(results["rbm"])
     lines.append("")
     return "\n".join(lines)
 
@@ -605,11 +667,13 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=2,
                         help="torch intra-op threads and BLAS threads (default 2)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="override every workload's number of epochs")
+                        help="override every MLP workload's number of epochs")
     parser.add_argument("--quick", action="store_true",
                         help="small data, 1 epoch, 1 repeat: a smoke test")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the peak-memory runs (the column shows n/a)")
     parser.add_argument("--output", default=None,
-                        help="write the markdown tables to this file")
+                        help="write the markdown page to this file")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -630,7 +694,8 @@ def main(argv=None, log=print):
             warnings.simplefilter("ignore", ConvergenceWarning)
             results = run(args, log=log)
         total = time.perf_counter() - t0
-        env += f"; 1-minute load average {load_before} before the run, {_loadavg()} after"
+        env += (f"; 1-minute load average {load_before} before the run, "
+                f"{_loadavg()} after")
     finally:  # main() is also called from the tests: leave torch as found
         torch.set_num_threads(previous_threads)
     log(render_text(results))

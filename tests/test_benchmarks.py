@@ -1,43 +1,75 @@
-"""Smoke test of ``benchmarks/bench_training.py`` (the page doc/benchmarks.md).
+"""Smoke tests of the benchmark scripts, and of how they measure memory.
 
-Runs the script's ``--quick`` mode in-process and checks the shape of what it
-reports, not the speed: times on a shared 2-core machine say nothing reliable
-in a test.
+Runs each script's ``--quick`` mode in-process and checks the shape of what
+it reports (a row per runner or configuration, finite numbers), not the
+speed: times on a shared 2-core machine say nothing reliable in a test. The
+memory helper (``benchmarks/_memory.py``) is checked against allocations of
+known size, since the pages only report what it measures.
+``bench_inference.py --quick`` is tested with the inference code, in
+tests/test_inference.py.
 """
 
+import contextlib
 import importlib.util
+import io
+import math
+import textwrap
 from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "bench_training.py"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+MiB = 2**20
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_training", BENCHMARK)
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _load_benchmark()
+bench = _load("bench_training")
+scale = _load("bench_scale")
+# Loading a script puts benchmarks/ on sys.path: the helpers import by name.
+from _memory import ForkServer, PeakRSS  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def quick_results():
-    # One torch thread: with two, torch's OpenMP workers spin-wait and a
-    # 2-core machine shared with another pytest worker ran --quick in 38 s
-    # instead of 9 s. main() restores the thread count it found.
-    return bench.main(["--quick", "--threads", "1"], log=lambda *a: None)
+def _numbers(rows):
+    """Every cell of a table's body that reads as a number, as floats."""
+    out = []
+    for row in rows[1:]:
+        for cell in row[1:]:
+            try:
+                out.append(float(cell.replace(",", "")))
+            except ValueError:
+                pass
+    return out
 
 
-def test_quick_has_a_row_per_runner_with_positive_times(quick_results):
-    assert [r["workload"] for r in quick_results] == [
+# One test per script run, each its own --quick run: pytest-xdist would
+# compute a module-scoped fixture once per worker that runs a test using it.
+# One torch thread: with two, torch's OpenMP workers spin-wait and a 2-core
+# machine shared with another pytest worker ran --quick in 38 s instead of
+# 9 s. main() restores the thread count it found.
+
+
+def test_training_quick():
+    """bench_training.py --quick: MLP tables, the RBM tables, the page."""
+    results = bench.main(["--quick", "--threads", "1"], log=lambda *a: None)
+    _check_mlp_results(results["mlp"])
+    _check_ours_trains_as_well_as_the_hand_loop(results["mlp"][0])
+    _check_rbm_results(results["rbm"])
+    _check_markdown(results)
+
+
+def _check_mlp_results(results):
+    assert [r["workload"] for r in results] == [
         "classification",
         "regression",
         "small batch",
     ]
-    for result in quick_results:
+    for result in results:
         rows = {row["runner"]: row for row in result["rows"]}
         assert list(rows) == list(bench.RUNNERS)
         for name, row in rows.items():
@@ -47,24 +79,159 @@ def test_quick_has_a_row_per_runner_with_positive_times(quick_results):
             assert row["time"] > 0
             assert all(t > 0 for t in row["times"])
             assert 0.0 < row["score"] <= 1.0
-        # the text table has a header and one line per runner
-        assert len(bench.table_rows(result)) == 1 + len(bench.RUNNERS)
+            # measured in a child process, with the kernel's exact peak
+            assert row["rss"] >= 0 and row["rss_exact"]
+        table = bench.table_rows(result)
+        assert len(table) == 1 + len(bench.RUNNERS)
+        assert table[0][-2:] == ["peak +MiB", "memory x hand loop"]
+        numbers = _numbers(table)
+        assert numbers and all(math.isfinite(x) for x in numbers)
 
 
-def test_quick_ours_trains_as_well_as_the_hand_loop(quick_results):
+def _check_ours_trains_as_well_as_the_hand_loop(result):
     # Quick classification (4000 x 64, 10 classes, batch 256, 1 epoch = 16
     # Adam steps), measured on the 2-core machine: hand loop 0.3902, ours
     # 0.3795 training accuracy (chance is 0.10). Our default init is
     # scikit-learn's, the hand loop's PyTorch's, so after 16 steps they agree
     # only roughly; 0.05 is 200 of 4000 samples.
-    result = quick_results[0]
     rows = {row["runner"]: row for row in result["rows"]}
     assert rows["sklears"]["score"] > 0.2
     assert abs(rows["sklears"]["score"] - rows["hand"]["score"]) < 0.05
 
 
-def test_markdown_renders(quick_results, tmp_path):
+def _check_rbm_results(results):
+    assert [r["workload"] for r in results] == ["digits", "binary"]
+    for result in results:
+        assert [row["runner"] for row in result["rows"]] == ["sklears", "sklearn"]
+        for row in result["rows"]:
+            assert row["time"] > 0 and row["rss"] >= 0
+            # n_features * log P(v_i | v_-i): negative and finite
+            assert -result["n_features"] * 50 < row["score"] < 0
+        table = bench.bench_rbm.table_rows(result)
+        assert len(table) == 3
+        assert all(math.isfinite(x) for x in _numbers(table))
+
+
+def _check_markdown(results):
     args = bench.parse_args(["--quick"])
-    text = bench.render_markdown(quick_results, args, ["--quick"], "test machine", 1.0)
-    assert text.count("| raw torch ops (floor) |") == len(quick_results)
+    text = bench.render_markdown(results, args, ["--quick"], "test machine", 1.0)
+    assert text.count("| raw torch ops (floor) |") == len(results["mlp"])
+    assert text.count("| scikit-learn ") == len(results["mlp"]) + len(results["rbm"])
     assert "Machine: test machine." in text
+    assert "python benchmarks/bench_training.py --output doc/benchmarks.md" in text
+    assert "(inference.md)" in text
+    assert "tests/test_perf.py -m perf" in text
+
+
+def test_memory_ratio_is_hidden_below_resolution():
+    ratio = bench.bench_rbm.memory_ratio
+    assert ratio(3 * MiB, 2 * MiB) == "1.50"
+    assert ratio(3 * MiB, MiB // 2) == "-"
+    assert ratio(None, MiB) == "n/a"
+
+
+def test_scale_quick(tmp_path):
+    """bench_scale.py --quick: every table, and --output keeps the prose."""
+    results = scale.main(["--quick", "--threads", "1"], log=lambda *a: None)
+    tables = scale.tables(results)
+    plan = results["plan"]
+    # two estimators x each point of the sweep
+    assert len(tables["samples"]) == 1 + 2 * len(plan["samples"])
+    assert len(tables["width"]) == 1 + 2 * len(plan["widths"])
+    assert [r[0] for r in tables["large"][1:]] == [
+        f"sklears_neural {scale.sklears_neural.__version__}",
+        "hand-written PyTorch loop",
+    ]
+    assert [r[0] for r in tables["activations"][1:]] == [v for v, _ in plan["variants"]]
+    for rows in tables.values():
+        numbers = _numbers(rows)
+        assert numbers and all(math.isfinite(x) and x >= 0 for x in numbers)
+    large = results["large"]
+    assert large["sklears"]["n_params"] == large["hand"]["n_params"]
+    assert len(large["sklears"]["steps"]) == plan["big"]["steps"]
+    _check_scale_output(results, tmp_path)
+
+
+def _check_scale_output(results, tmp_path):
+    args = scale.parse_args(["--quick"])
+    page = tmp_path / "scaling.md"
+    page.write_text(f"# Title\n\nbefore\n\n{scale.BEGIN}\nold\n{scale.END}\n\nafter\n")
+    generated = scale.render_generated(results, args, ["--quick"], "test machine", 1.0)
+    scale.write_output(str(page), generated)
+    text = page.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n" + scale.BEGIN)
+    assert text.endswith(scale.END + "\n\nafter\n")
+    assert "old" not in text and "### Large model" in text
+    page.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        scale.write_output(str(page), generated)
+
+
+def test_accuracy_quick():
+    """accuracy_vs_sklearn.py --quick: iris and wine, both libraries."""
+    accuracy = _load("accuracy_vs_sklearn")
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = accuracy.main(["--quick"])
+    assert list(results) == ["iris", "wine"]
+    for by_seed in results.values():
+        assert list(by_seed) == [0]
+        for library, result in by_seed[0].items():
+            assert len(result["scores"]) == accuracy.N_SPLITS
+            assert all(0.5 < s <= 1.0 for s in result["scores"]), library
+
+
+# -- the memory measurement itself -----------------------------------------
+
+ALLOCATORS = textwrap.dedent(
+    """
+    import numpy as np
+    from _memory import PeakRSS
+
+    def allocate(mib, garbage_mib=0):
+        # Garbage first, freed in 64 KiB pieces below a live one, so that
+        # glibc keeps the pages in its heap: the measured allocation reuses
+        # them, and shows only if PeakRSS returned them to the kernel first.
+        garbage = [np.ones(8192) for _ in range(garbage_mib * 16)]
+        pin = np.ones(8192)  # noqa: F841 - keeps the heap from shrinking
+        del garbage
+        with PeakRSS() as peak:
+            kept = [np.ones(8192) for _ in range(mib * 16)]
+            del kept
+        return peak.as_dict()
+    """
+)
+
+
+@pytest.mark.parametrize("garbage_mib", [0, 100])
+def test_fork_server_measures_a_known_allocation(tmp_path, garbage_mib):
+    script = tmp_path / "allocators.py"
+    script.write_text(ALLOCATORS)
+    # The child imports _memory by name: loading the scripts above put
+    # benchmarks/ on sys.path, which the server inherits.
+    with ForkServer() as server:
+        peak = server.call(str(script), "allocate", mib=50, garbage_mib=garbage_mib)
+    assert peak["exact"] and peak["trimmed"]
+    # 50 MiB of arrays plus their Python objects and the list, less a few
+    # heap pages malloc_trim cannot return. Measured: 49.9-50.0 MiB with or
+    # without garbage; 0.0 MiB after the garbage when malloc_trim is skipped.
+    assert 49 * MiB <= peak["delta"] < 56 * MiB
+
+
+def test_fork_server_reports_errors_of_the_child(tmp_path):
+    script = tmp_path / "failing.py"
+    script.write_text("def fail():\n    raise ValueError('boom')\n")
+    with ForkServer() as server:
+        with pytest.raises(RuntimeError, match="ValueError: boom"):
+            server.call(str(script), "fail")
+        # the server survives a failing child
+        with pytest.raises(RuntimeError, match="no attribute"):
+            server.call(str(script), "missing")
+
+
+def test_peak_rss_in_process():
+    import numpy as np
+
+    with PeakRSS() as peak:
+        a = np.ones(20 * MiB // 8)
+        del a
+    assert peak.delta >= 19 * MiB

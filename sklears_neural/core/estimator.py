@@ -18,10 +18,8 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -30,7 +28,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from sklears_neural.core._compat import (
     INF,
@@ -48,7 +46,8 @@ from sklears_neural.core.callbacks import (
     InverseScalingLR,
     ProgressBar,
 )
-from sklears_neural.core.data import ArrayData, as_tensor
+from sklears_neural.core import inference
+from sklears_neural.core.data import ArrayData
 from sklears_neural.core.fused import FusedMLPStep
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
@@ -62,9 +61,6 @@ from sklears_neural.core.seeding import draw_seed, torch_generator
 from sklears_neural.core.trainer import Trainer
 
 __all__ = ["BaseNeuralEstimator", "NeuralClassifierMixin", "NeuralRegressorMixin"]
-
-# Rows per forward pass at prediction time: bounds memory on large inputs.
-_PREDICT_CHUNK = 65536
 
 
 class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
@@ -104,6 +100,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         "clip_grad_value": [None, Interval(Real, 0, None, closed="neither")],
         "device": [str, torch.device],
         "precision": [ResolvableName(PRECISIONS)],
+        "inference_backend": [StrOptions(set(inference.BACKENDS))],
         "callbacks": [None, CallbackList()],
     }
 
@@ -162,6 +159,11 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         except Exception:
             self._rollback(saved)
             raise
+        finally:
+            # Fused optimizers and the fused step change the weights in place
+            # without bumping torch's version counters, which is what the
+            # prediction cache watches: training drops it explicitly.
+            inference.clear_cache(self)
 
     def _save_for_rollback(self, first_pass):
         attributes = dict(self.__dict__)
@@ -589,44 +591,54 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
     def _raw_outputs(self, X):
         """Validated ``X`` through the module: raw outputs as float64 numpy.
 
-        On the CPU the forward pass runs in float64 whatever the training
-        precision (the float32 weights are exact in float64): a row's
-        prediction then depends on which other rows share its batch only
-        within float64 rounding (~1e-16, against ~1e-7 for float32 matrix
-        kernels). Accelerators keep the module's own dtype.
+        See :mod:`sklears_neural.core.inference`: a plain float ndarray is
+        checked without ``validate_data``; on the CPU, small batches run a
+        float64 NumPy translation of the module (a row's outputs then depend
+        on the rest of its batch only within float64 rounding, ~1e-16, as
+        scikit-learn's invariance checks need), large ones the module itself
+        in its own dtype; ``inference_backend="onnxruntime"`` runs the graph
+        of :meth:`to_onnx` in ONNX Runtime.
         """
-        check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
-            reset=False,
-        )
-        forward, dtype, device = self._inference_forward()
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, X.shape[0], _PREDICT_CHUNK):
-                part = X[start:start + _PREDICT_CHUNK]
-                if sp.issparse(part):
-                    part = part.toarray()
-                chunks.append(forward(as_tensor(part, dtype, device)).double().cpu().numpy())
-        if not chunks:
-            return np.empty((0, self.n_outputs_))
-        return np.concatenate(chunks)
+        return inference.raw_outputs(self, X)
 
-    def _inference_forward(self):
-        module = self.module_
-        module.eval()
-        param = next(module.parameters())
-        if param.device.type != "cpu" or param.dtype == torch.float64:
-            return module, param.dtype, param.device
-        state = {
-            name: t.double() if t.is_floating_point() else t
-            for name, t in [*module.named_parameters(), *module.named_buffers()]
-        }
-        return (
-            lambda inputs: functional_call(module, state, (inputs,)),
-            torch.float64,
-            param.device,
-        )
+    def to_onnx(self, path=None):
+        """Export the fitted estimator to ONNX: the network and its predictions.
+
+        The graph takes ``X``, float32 of shape (n_samples, n_features_in_),
+        with a dynamic batch axis, and outputs what ``predict`` and
+        ``predict_proba`` return: ``label`` (the values of ``classes_``,
+        strings included; 0/1 indicators for multilabel targets) and
+        ``probabilities`` for a classifier, ``prediction`` for a regressor,
+        plus ``raw_output``, the network's own output. Exported with
+        ``torch.onnx.export(dynamo=True)``, opset 18; see
+        :mod:`sklears_neural.core.export`. Needs
+        ``pip install sklears-neural[onnx]``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, default=None
+            Also write the model to this file.
+
+        Returns
+        -------
+        model : bytes
+            A serialized ``onnx.ModelProto``; ``onnx.load_from_string`` or
+            ``onnxruntime.InferenceSession`` read it.
+
+        Raises
+        ------
+        ImportError
+            If onnx or onnxscript is missing.
+        ValueError
+            If the module has a layer ``torch.onnx`` cannot export (the
+            message names it), or the class labels are of a type ONNX cannot
+            hold.
+
+        See Also
+        --------
+        sklears_neural.core.export : The graph, output by output.
+        """
+        return inference.onnx_model(self, path)
 
 
 class NeuralClassifierMixin:
@@ -697,7 +709,7 @@ class NeuralClassifierMixin:
     def _encode(self, y):
         if self._is_multiclass():
             # Class indices: cross-entropy on indices is cheaper than one-hot.
-            return np.searchsorted(self.classes_, y).astype(np.int64)
+            return np.searchsorted(self.classes_, y).astype(np.int64, copy=False)
         return self._label_binarizer.transform(y).astype(np.float64)
 
     def _target_dtype(self, dtype):
@@ -745,10 +757,15 @@ class NeuralClassifierMixin:
         return np.clip(1.0 / (1.0 + np.exp(-outputs)), eps, 1.0 - eps)
 
     def _outputs_to_predictions(self, outputs):
+        # Straight from the logits where that is the same rule: a float64
+        # softmax costs as much as the rest of a one-row prediction.
+        labels = inference.labels_from_outputs(self._label_binarizer, outputs)
+        if labels is not None:
+            return labels
         probabilities = self._probabilities(outputs)
         if probabilities.shape[1] == 1:
             probabilities = probabilities.ravel()
-        return self._label_binarizer.inverse_transform(probabilities)
+        return inference.labels_from_probabilities(self._label_binarizer, probabilities)
 
     def _score_predictions(self, targets, predictions, sample_weight):
         if targets.ndim == 1 and self._is_multiclass():

@@ -135,9 +135,24 @@ class Trainer:
 
     # -- weights -----------------------------------------------------------
 
-    def snapshot(self):
-        """A detached copy of the module's ``state_dict``."""
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+    def snapshot(self, into=None):
+        """A detached copy of the module's ``state_dict``.
+
+        Parameters
+        ----------
+        into : dict or None, default=None
+            An earlier snapshot to overwrite in place, which saves holding
+            two copies of the weights while the new one is taken.
+        """
+        state = self.module.state_dict()
+        if into is None or into.keys() != state.keys() or any(
+            into[k].shape != v.shape or into[k].dtype != v.dtype for k, v in state.items()
+        ):
+            return {k: v.detach().clone() for k, v in state.items()}
+        with torch.no_grad():
+            for k, v in state.items():
+                into[k].copy_(v)
+        return into
 
     def restore(self, state):
         """Load a :meth:`snapshot` back into the module, in place."""
@@ -197,6 +212,10 @@ class Trainer:
             # As scikit-learn: Ctrl-C ends training, and the model keeps what
             # it learned so far instead of losing it.
             warnings.warn("Training interrupted by user.")
+        # The gradients are of no use after training and weigh as much as
+        # the weights.
+        for p in self._params:
+            p.grad = None
         self._call("on_train_end")
         return self
 
@@ -250,7 +269,7 @@ class Trainer:
             module.eval()
             record.update(evaluate())
         self.history.append(record)
-        last_finite = self.snapshot()
+        last_finite = self.snapshot(into=last_finite)
         self._call("on_epoch_end")
         return last_finite
 

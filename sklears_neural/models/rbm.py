@@ -396,6 +396,29 @@ class BernoulliRBM(
         out = [_mean_hiddens(v, W, b_h) for _, v in _blocks(X, device, dtype)]
         return torch.cat(out).cpu().numpy()
 
+    def to_onnx(self, path=None):
+        """Export :meth:`transform` to ONNX: ``sigmoid(X W^T + b_h)``.
+
+        The graph takes ``X``, float32 of shape (n_samples, n_features_in_)
+        with a dynamic batch axis, and outputs ``transformed``, computed in
+        the dtype of ``components_`` (``W``; ``b_h`` is ``intercept_hidden_``).
+        Needs ``pip install sklears-neural[onnx]``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, default=None
+            Also write the model to this file.
+
+        Returns
+        -------
+        model : bytes
+            A serialized ``onnx.ModelProto``.
+        """
+        check_is_fitted(self)
+        from sklears_neural.core.export import rbm_to_onnx
+
+        return rbm_to_onnx(self, path)
+
     def gibbs(self, v):
         """Perform one Gibbs sampling step from the visible layer.
 
