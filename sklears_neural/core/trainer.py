@@ -220,7 +220,7 @@ class Trainer:
         return self
 
     def _run_epoch(self, data, batch_size, shuffle, evaluate, last_finite):
-        module, optimizer = self.module, self.optimizer
+        module = self.module
         n = data.n_samples
         epoch = len(self.history) + 1
         self._call("on_epoch_begin")
