@@ -10,7 +10,8 @@ so ``l1_ratio=0`` is exactly scikit-learn's MLP penalty.
 import torch
 
 __all__ = [
-    "add_penalty_gradient_", "penalized_parameters", "penalty_value", "weight_penalty",
+    "add_penalty_gradient_", "penalized_parameters", "penalty_gradient", "penalty_value",
+    "weight_penalty",
 ]
 
 
@@ -58,19 +59,28 @@ def penalty_value(params, alpha, l1_ratio=0.0):
         return alpha * penalty
 
 
-def add_penalty_gradient_(grads, params, scale, l1_ratio=0.0):
-    """``grads += scale * (l1_ratio * sign(w) + (1 - l1_ratio) * w)``, in place.
+def penalty_gradient(params, scale, l1_ratio=0.0):
+    """``scale * (l1_ratio * sign(w) + (1 - l1_ratio) * w)`` for each weight.
 
     ``scale`` (a float or a 0-d tensor) is ``alpha`` times the upstream
     gradient, divided by the batch weight where the caller divides.
     """
     with torch.no_grad():
         if l1_ratio < 1.0:
-            torch._foreach_add_(grads, torch._foreach_mul(params, scale * (1.0 - l1_ratio)))
+            grads = torch._foreach_mul(params, scale * (1.0 - l1_ratio))
+        else:
+            grads = [torch.zeros_like(p) for p in params]
         if l1_ratio > 0.0:
             signs = torch._foreach_sign(params)
             torch._foreach_mul_(signs, scale * l1_ratio)
             torch._foreach_add_(grads, signs)
+        return grads
+
+
+def add_penalty_gradient_(grads, params, scale, l1_ratio=0.0):
+    """``grads += penalty_gradient(params, scale, l1_ratio)``, in place."""
+    with torch.no_grad():
+        torch._foreach_add_(grads, penalty_gradient(params, scale, l1_ratio))
 
 
 class _WeightPenalty(torch.autograd.Function):
@@ -82,7 +92,5 @@ class _WeightPenalty(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        params = ctx.saved_tensors
-        grads = [torch.zeros_like(p) for p in params]
-        add_penalty_gradient_(grads, params, grad_output * ctx.alpha, ctx.l1_ratio)
+        grads = penalty_gradient(ctx.saved_tensors, grad_output * ctx.alpha, ctx.l1_ratio)
         return (None, None, *grads)
