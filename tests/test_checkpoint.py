@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 import sklears_neural
 from sklears_neural import MLPClassifier
 from sklears_neural.callbacks import Callback, Checkpoint
+from sklears_neural.core import serialization
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -136,6 +137,36 @@ def test_sigkill_while_writing_keeps_the_previous_checkpoint(tmp_path):
     # The file at `path` is the complete second checkpoint.
     survivor = sklears_neural.load(path)
     assert survivor.n_iter_ == 2 and len(survivor.history_) == 2
+    # Once the leftover is older than any write takes, the next save of the
+    # same file removes it.
+    long_ago = time.time() - serialization.STALE_TEMP_SECONDS - 60
+    for name in leftovers:
+        os.utime(tmp_path / name, (long_ago, long_ago))
+    survivor.save(path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert sklears_neural.load(path).n_iter_ == 2
+
+
+def test_checkpoints_remove_stale_temporary_files_and_nothing_else(tmp_path):
+    path = tmp_path / "ckpt.zip"
+    stale = [".tmp-ckpt.zip-0123abcd.part", ".tmp-ckpt.zip-89abcdef.part"]
+    # A checkpoint being written by another process right now.
+    fresh = [".tmp-ckpt.zip-fedcba98.part"]
+    others = ["notes.txt", ".tmp-notes", ".tmp-other.zip-0123abcd.part",
+              ".tmp-ckpt.zip-0123abcd.part.bak", ".tmp-ckpt.zip-0123.part",
+              "ckpt.zip.bak"]
+    for name in stale + fresh + others:
+        (tmp_path / name).write_bytes(b"x")
+    long_ago = time.time() - serialization.STALE_TEMP_SECONDS - 60
+    for name in stale + others:
+        os.utime(tmp_path / name, (long_ago, long_ago))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier((4,), max_iter=2, random_state=0,
+                      callbacks=[Checkpoint(path)]).fit(np.eye(4), [0, 1, 0, 1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ckpt.zip", *fresh, *others])
+    assert sklears_neural.load(path).n_iter_ == 2
 
 
 def test_checkpoint_options_are_checked():

@@ -2,10 +2,13 @@
 
 import ast
 import datetime
+import errno
 import hashlib
 import json
+import os
 import pathlib
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -271,8 +274,11 @@ def test_metadata_versions_and_hash_are_recorded(tmp_path):
     assert abs((now - created).total_seconds()) < 120
 
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    data = (tmp_path / "m" / "model.safetensors").read_bytes()
+    data = _weights_file(tmp_path / "m").read_bytes()
     assert config["weights"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert config["weights"]["bytes"] == len(data)
+    digest = config["weights"]["sha256"]
+    assert config["weights"]["file"] == f"model-{digest[:16]}.safetensors"
     keys = set(safetensors_load(data))
     assert {f"module.{k}" for k in _weights(est)} <= keys
     assert {f"optimizer.state.{i}.{n}" for i in range(4)
@@ -323,6 +329,106 @@ def test_unregistered_class_cannot_be_saved(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+# -- writing --------------------------------------------------------------------
+
+
+def _files(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def _disk_full(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["new-weights", "same-weights"])
+@pytest.mark.parametrize("failure", ["write", "rename"])
+def test_failed_overwrite_keeps_the_old_model(tmp_path, monkeypatch, failure, same):
+    # The weights are written, then config.json fails (the disk is full):
+    # the directory still holds the old model, and nothing else.
+    old = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, Y)
+    new = old if same else MLPClassifier((8,), max_iter=3, random_state=1).fit(X, Y)
+    path = tmp_path / "m"
+    old.save(path)
+    before = {name: (path / name).read_bytes() for name in _files(path)}
+    if failure == "write":
+        write_file = serialization._write_file
+        monkeypatch.setattr(serialization, "_write_file", lambda folder, name, data: (
+            _disk_full() if name == "config.json" else write_file(folder, name, data)))
+    else:
+        replace = os.replace
+        monkeypatch.setattr(os, "replace", lambda src, dst: (
+            _disk_full() if os.path.basename(dst) == "config.json"
+            else replace(src, dst)))
+    with pytest.raises(OSError, match="No space left on device"):
+        new.save(path)
+    monkeypatch.undo()
+
+    assert {name: (path / name).read_bytes() for name in _files(path)} == before
+    loaded = sklears_neural.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), old.predict_proba(X))
+
+
+def test_overwrite_replaces_the_model_and_its_weights_file(tmp_path):
+    old = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, Y)
+    new = MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=1)
+    new.fit(X, X[:, 0])
+    path = tmp_path / "m"
+    old.save(path)
+    (path / "notes.txt").write_text("mine")
+    new.save(path)
+
+    loaded = sklears_neural.load(path)
+    assert type(loaded) is MLPRegressor
+    np.testing.assert_array_equal(loaded.predict(X), new.predict(X))
+    for key, tensor in _weights(new).items():
+        assert torch.equal(_weights(loaded)[key], tensor)
+    digest = json.loads((path / "config.json").read_text())["weights"]["sha256"]
+    assert _files(path) == [
+        "config.json", f"model-{digest[:16]}.safetensors", "notes.txt"]
+
+
+def test_directories_of_the_first_layout_load_and_are_upgraded(tmp_path):
+    # Saved before weights files were named by their hash: model.safetensors.
+    est = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, Y)
+    path = _saved(tmp_path)
+    _weights_file(path).rename(path / "model.safetensors")
+    _edit_config(path, lambda c: c["weights"].update(file="model.safetensors"))
+    (path / "model.safetensors.bak").write_bytes(b"a user's copy")
+    assert len(sklears_neural.load(path).history_) == 2
+
+    est.save(path)
+    assert "model.safetensors" not in _files(path)
+    assert (path / "model.safetensors.bak").read_bytes() == b"a user's copy"
+    np.testing.assert_array_equal(sklears_neural.load(path).predict_proba(X),
+                                  est.predict_proba(X))
+
+
+def test_a_save_removes_stale_temporary_files_and_nothing_else(tmp_path):
+    # What a killed save leaves in a model directory goes at the next save,
+    # once it is older than STALE_TEMP_SECONDS; a write in progress (a recent
+    # file) and other files stay.
+    est = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, Y)
+    path = tmp_path / "m"
+    est.save(path)
+    stale = [".tmp-config.json-0123abcd.part",
+             ".tmp-model-0123456789abcdef.safetensors-89abcdef.part"]
+    fresh = [".tmp-config.json-fedcba98.part"]
+    others = ["notes.txt", ".tmp-notes", ".tmp-config.json-0123abcd.part.bak",
+              ".tmp-config.json-0123abcd.part.d", "model-12345.safetensors"]
+    for name in stale + fresh + others:
+        (path / name).write_bytes(b"x")
+    (path / others[-2]).unlink()
+    (path / others[-2]).mkdir()
+    long_ago = time.time() - serialization.STALE_TEMP_SECONDS - 60
+    for name in stale + others:
+        os.utime(path / name, (long_ago, long_ago))
+
+    est.save(path)
+    digest = json.loads((path / "config.json").read_text())["weights"]["sha256"]
+    assert _files(path) == sorted(
+        ["config.json", f"model-{digest[:16]}.safetensors", *fresh, *others])
+
+
 # -- bad files ------------------------------------------------------------------
 
 
@@ -330,6 +436,11 @@ def _saved(tmp_path, name="m"):
     est = _partial_fit_twice(MLPClassifier((8,), random_state=0), Y)
     est.save(tmp_path / name)
     return tmp_path / name
+
+
+def _weights_file(path):
+    """The weights file of the model saved in directory ``path``."""
+    return path / json.loads((path / "config.json").read_text())["weights"]["file"]
 
 
 def _edit_config(path, edit):
@@ -387,7 +498,7 @@ def test_format_without_migration_names_the_version_to_use(tmp_path, monkeypatch
 
 def test_edited_weight_bytes_are_detected(tmp_path):
     path = _saved(tmp_path)
-    weights = path / "model.safetensors"
+    weights = _weights_file(path)
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01  # one bit of the last tensor's data
     weights.write_bytes(bytes(data))
@@ -397,12 +508,12 @@ def test_edited_weight_bytes_are_detected(tmp_path):
 
 def _rewrite_weights(path, edit):
     """Edit the tensors and re-record their hash, as a careful forger would."""
-    tensors = safetensors_load((path / "model.safetensors").read_bytes())
+    tensors = safetensors_load(_weights_file(path).read_bytes())
     edit(tensors)
     data = safetensors_save(tensors)
-    (path / "model.safetensors").write_bytes(data)
+    _weights_file(path).write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
-    _edit_config(path, lambda c: c["weights"].update(sha256=digest))
+    _edit_config(path, lambda c: c["weights"].update(sha256=digest, bytes=len(data)))
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -426,7 +537,7 @@ def test_truncated_files_are_detected(tmp_path, target):
     est.save(tmp_path / "m")
     est.save(tmp_path / "m.zip")
     path, file, match = {
-        "weights": (tmp_path / "m", tmp_path / "m" / "model.safetensors", "SHA-256"),
+        "weights": (tmp_path / "m", _weights_file(tmp_path / "m"), "SHA-256"),
         "config": (tmp_path / "m", tmp_path / "m" / "config.json", "not valid JSON"),
         "zip": (tmp_path / "m.zip", tmp_path / "m.zip", "zip"),
     }[target]

@@ -22,11 +22,11 @@ import re
 from sklears_neural.core import registry
 from sklears_neural.core.resolve import Resolver
 from sklears_neural.core.serialization import (
+    ArchiveReader,
     decode_params,
     encode_params,
     migrate,
     parse_config,
-    read_archive,
 )
 
 __all__ = ["TEMPLATES", "estimator_config", "from_config", "instantiate"]
@@ -183,7 +183,8 @@ def _read_file(path):
     where = os.fspath(path)
     lower = where.lower()
     if os.path.isdir(where) or lower.endswith(".zip"):
-        config_bytes, _ = read_archive(where, weights=False)
+        with ArchiveReader(where) as archive:
+            config_bytes = archive.read_config()
         saved = migrate(parse_config(config_bytes, where=where), where=where)
         return {key: saved.get(key) for key in _CONFIG_KEYS}
     if not lower.endswith((".json", ".yaml", ".yml")):

@@ -8,9 +8,11 @@ state. Loading rebuilds them on the estimator's device when this machine has
 it, else on the CPU, so a model fitted on a GPU loads on a CPU-only machine.
 
 ``est.save(path)`` and :func:`load` for files that may come from anyone: a
-directory or ``.zip`` holding ``config.json`` and ``model.safetensors`` (see
-:mod:`sklears_neural.core.serialization`). Loading runs no code from the
-file: no unpickling, classes only from :mod:`sklears_neural.core.registry`.
+directory or ``.zip`` holding ``config.json`` and a safetensors file of
+weights (see :mod:`sklears_neural.core.serialization`). Loading runs no code
+from the file: no unpickling, classes only from
+:mod:`sklears_neural.core.registry`. What it reads is bounded before it is
+read, and what it builds is checked against the weights first.
 The loaded estimator predicts exactly as the saved one and continues
 ``partial_fit`` / ``warm_start`` with its optimizer state, early-stopping
 state and random generator.
@@ -275,28 +277,25 @@ def save_estimator(estimator, path, *, metadata=None):
         "class": config["class"],
         "params": config["params"],
         "state": state,
-        "weights": {
-            "file": serialization.WEIGHTS_NAME,
-            "sha256": serialization.sha256(weights),
-            "bytes": len(weights),
-        },
         "metadata": metadata,
     }
-    serialization.write_archive(path, serialization.dumps_json(document), weights)
+    # write_archive adds the "weights" entry: the file name, hash and size.
+    serialization.write_archive(path, document, weights)
 
 
 def _read(path, *, weights=True):
     where = os.fspath(path)
-    config_bytes, weights_bytes = serialization.read_archive(where, weights=weights)
-    raw = serialization.parse_config(config_bytes, where=where)
-    config = serialization.migrate(raw, where=where)
-    for key, kind in (("class", str), ("params", dict), ("state", dict),
-                      ("weights", dict), ("metadata", dict)):
-        if not isinstance(config.get(key), kind):
-            raise ModelFileError(
-                f"{where}: {serialization.CONFIG_NAME} has no valid {key!r} entry; it "
-                "was edited or is not a sklears-neural model."
-            )
+    with serialization.ArchiveReader(where) as archive:
+        raw = serialization.parse_config(archive.read_config(), where=where)
+        config = serialization.migrate(raw, where=where)
+        for key, kind in (("class", str), ("params", dict), ("state", dict),
+                          ("weights", dict), ("metadata", dict)):
+            if not isinstance(config.get(key), kind):
+                raise ModelFileError(
+                    f"{where}: {serialization.CONFIG_NAME} has no valid {key!r} entry; "
+                    "it was edited or is not a sklears-neural model."
+                )
+        weights_bytes = archive.read_weights(config) if weights else None
     return raw, config, weights_bytes
 
 
@@ -333,10 +332,10 @@ def _parse_weights(data, config, where):
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
 
-    recorded = config["weights"].get("sha256")
+    name, recorded = config["weights"]["file"], config["weights"].get("sha256")
     if serialization.sha256(data) != recorded:
         raise ModelFileError(
-            f"{where}: {serialization.WEIGHTS_NAME} ({len(data)} bytes) does not "
+            f"{where}: {name} ({len(data)} bytes) does not "
             f"match the SHA-256 recorded in {serialization.CONFIG_NAME} (written: "
             f"{config['weights'].get('bytes')} bytes). It was truncated or edited; "
             "save the model again from its source."
@@ -345,7 +344,7 @@ def _parse_weights(data, config, where):
         return safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelFileError(
-            f"{where}: {serialization.WEIGHTS_NAME} is not a valid safetensors "
+            f"{where}: {name} is not a valid safetensors "
             f"file ({exc})."
         ) from None
 
@@ -370,14 +369,42 @@ def _build_estimator(config, where):
         raise ModelFileError(f"{where}: {exc}{hint}") from None
 
 
+# Composite options such as ("prelu", {"per_channel": True}) are lists that
+# carry no tensor of their own.
+_SPEC_LIST_SLACK = 8
+
+
+def _longest_list(value):
+    if isinstance(value, dict):
+        return max(map(_longest_list, value.values()), default=0)
+    if isinstance(value, (list, tuple)):
+        return max([len(value), *map(_longest_list, value)])
+    return 0
+
+
 def _check_module_tensors(spec, saved, where):
-    """The saved tensors fit the module the spec builds: names, shapes, dtypes."""
+    """The saved tensors fit the module the spec builds: names, shapes, dtypes.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        Built on the meta device: its shapes, without memory.
+    """
     name = spec.module_class.__name__
+    # Each layer a spec lists (hidden_layer_sizes) holds a tensor at least, so
+    # a longer list is an edit; refused before it costs a build per entry.
+    longest = _longest_list(spec.kwargs)
+    if longest > len(saved) + _SPEC_LIST_SLACK:
+        raise ModelFileError(
+            f"{where}: the saved arguments of {name} list {longest} items, but its "
+            f"saved weights hold {len(saved)} tensors. The file was edited."
+        )
     try:
         # On the meta device: checks a (possibly edited) spec without
         # allocating its weights.
         with torch.device("meta"):
-            expected = spec.module_class(**spec.kwargs).state_dict()
+            meta = spec.module_class(**spec.kwargs)
+        expected = meta.state_dict()
     except Exception as exc:  # any failure of the file's kwargs is a bad file
         raise ModelFileError(
             f"{where}: cannot build {name} from the saved arguments "
@@ -404,10 +431,48 @@ def _check_module_tensors(spec, saved, where):
                 f"and dtype {tensor.dtype}; the module needs shape "
                 f"{tuple(reference.shape)} and {needed} dtype. The file was edited."
             )
+    return meta
 
 
-def _build_module(pending, device, where):
-    _check_module_tensors(pending.spec, pending.state, where)
+def _check_counts(attrs, where):
+    """Counts (scikit-learn's ``n_*`` attributes, and ``t_``) are ints >= 0."""
+    for name, value in attrs.items():
+        if (name == "t_" or name.lstrip("_").startswith("n_")) and (
+            type(value) is not int or value < 0
+        ):
+            raise ModelFileError(
+                f"{where}: the fitted attribute {name} is {value!r:.50}, but it counts "
+                "something: it must be an int >= 0. The file was edited."
+            )
+
+
+def _check_widths(meta, n_inputs, n_outputs, where):
+    """The network takes rows of ``n_features_in_`` values, gives ``n_outputs_``.
+
+    ``predict`` checks ``X`` against ``n_features_in_``: a value the weights
+    do not take would load and fail there. One row through the network on
+    the meta device tells, for any module, with no memory and no arithmetic.
+    """
+    name = type(meta).__name__
+    try:
+        with torch.no_grad():
+            out = meta.eval()(torch.empty(1, n_inputs, device="meta"))
+    except Exception as exc:  # whatever the layer says: the widths disagree
+        raise ModelFileError(
+            f"{where}: n_features_in_ is {n_inputs}, but the saved {name} does not "
+            f"take rows of {n_inputs} values ({exc}). The file was edited."
+        ) from None
+    if n_outputs is not None and tuple(out.shape) != (1, n_outputs):
+        raise ModelFileError(
+            f"{where}: n_outputs_ is {n_outputs}, but the saved {name} gives rows of "
+            f"{tuple(out.shape)[1:]} values. The file was edited."
+        )
+
+
+def _build_module(pending, device, where, *, n_inputs=None, n_outputs=None):
+    meta = _check_module_tensors(pending.spec, pending.state, where)
+    if n_inputs is not None:
+        _check_widths(meta, n_inputs, n_outputs, where)
     module = pending.spec.build()
     # assign=True keeps the saved dtype (float32 or float64 training).
     module.load_state_dict(pending.state, assign=True)
@@ -460,10 +525,16 @@ def _build_optimizer(pending, estimator, attrs, where):
 def load(path):
     """Load an estimator written by ``est.save(path)``; runs no code from the file.
 
-    The file is checked before anything is built: format version, the
-    SHA-256 of the weights, class names (from the registry only, never an
-    import path), parameter values, and every tensor's shape and dtype
-    against the rebuilt module. Nothing half-loaded is returned.
+    The file is checked before anything is built: the size of each entry
+    before it is read (``config.json`` at most
+    :data:`~sklears_neural.core.serialization.MAX_CONFIG_BYTES`, the weights
+    at most the size it records, no zip entry inflating more than
+    :data:`~sklears_neural.core.serialization.MAX_INFLATION` times), format
+    version, the SHA-256 of the weights, class names (from the registry only,
+    never an import path), parameter values, every tensor's shape and dtype
+    against the rebuilt module, and the fitted state: counts (``n_*_``,
+    ``t_``) are ints >= 0, the network takes ``n_features_in_`` inputs and
+    gives ``n_outputs_`` outputs. Nothing half-loaded is returned.
 
     Parameters
     ----------
@@ -481,8 +552,9 @@ def load(path):
     Raises
     ------
     ModelFileError
-        A ``ValueError``: the file is corrupt, truncated or edited, names an
-        unknown class, or uses a newer format (upgrade sklears-neural).
+        A ``ValueError``: the file is corrupt, truncated, padded or edited,
+        is not a saved model (an empty directory), names an unknown class, or
+        uses a newer format (upgrade sklears-neural).
     FileNotFoundError
         If nothing is at ``path``.
 
@@ -519,10 +591,16 @@ def load(path):
             raise ModelFileError(f"{where}: fitted state names the parameter {name!r}.")
         attrs[name] = decoder.decode_attribute(value)
     decoder.check_all_used()
+    _check_counts(attrs, where)
     device = _loading_device(getattr(estimator, "device", "cpu"))
     for name, value in attrs.items():
         if isinstance(value, PendingModule):
-            attrs[name] = _build_module(value, device, where)
+            # module_ is the network predict feeds X to.
+            widths = {} if name != "module_" else {
+                "n_inputs": attrs.get("n_features_in_"),
+                "n_outputs": attrs.get("n_outputs_"),
+            }
+            attrs[name] = _build_module(value, device, where, **widths)
             if isinstance(attrs.get("_generator"), torch.Generator):
                 from sklears_neural.core.noise import set_generator
 
@@ -543,16 +621,21 @@ class SaveLoadMixin:
         """Save the estimator to a directory or a ``.zip`` file, without pickle.
 
         Writes ``config.json`` (class, parameters, fitted attributes,
-        versions, creation time, ``metadata``, the SHA-256 of the weights)
-        and ``model.safetensors`` (module weights, optimizer state, numeric
-        fitted arrays). Read it back with :func:`sklears_neural.load`, which
-        runs no code from the file: safe for models from anyone.
+        versions, creation time, ``metadata``, the name, size and SHA-256 of
+        the weights) and a safetensors file (module weights, optimizer state,
+        numeric fitted arrays): ``model.safetensors`` in a zip,
+        ``model-<hash>.safetensors`` in a directory. Read it back with
+        :func:`sklears_neural.load`, which runs no code from the file: safe
+        for models from anyone.
 
         Parameters
         ----------
         path : str or os.PathLike
             A path ending in ``.zip`` writes one zip file; anything else is a
-            directory (created if needed). Existing entries are replaced.
+            directory (created if needed). A model already there is replaced
+            so that ``path`` holds the old model or the new one at every
+            instant, even if the write fails or is killed; other files in
+            the directory are left alone.
         metadata : dict, default=None
             Yours to record (dataset, metrics, git commit): JSON data only.
             :func:`~sklears_neural.core.persistence.read_info` returns it.

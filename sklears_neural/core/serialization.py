@@ -4,10 +4,20 @@ A saved model is a directory, or a ``.zip`` file, holding two entries:
 
 - ``config.json``: the estimator's class name and parameters, its fitted
   state as tagged JSON (below), versions, the creation time, the user's
-  metadata, and the SHA-256 of the weights file;
-- ``model.safetensors``: every numeric array and tensor of the fitted state
-  (module weights under ``module.``, optimizer state under ``optimizer.``,
-  other arrays under ``attrs.``).
+  metadata, and the weights file's name, size and SHA-256;
+- the weights, a safetensors file: every numeric array and tensor of the
+  fitted state (module weights under ``module.``, optimizer state under
+  ``optimizer.``, other arrays under ``attrs.``). In a zip it is
+  ``model.safetensors``; in a directory ``model-<hash>.safetensors``, named
+  by the first 16 hex digits of its SHA-256, so that overwriting a saved
+  model switches from the old files to the new ones with one rename (see
+  :func:`write_archive`).
+
+Reading refuses, before reading it, a ``config.json`` larger than
+:data:`MAX_CONFIG_BYTES`, weights larger than ``config.json`` records, a zip
+entry that inflates more than :data:`MAX_INFLATION` times, is encrypted or
+uses another compression than deflate, and an entry that is not a regular
+file (see :class:`ArchiveReader`).
 
 Values JSON cannot say directly are written as one-key objects, "tags":
 ``{"__tuple__": [...]}``, ``{"__float__": "inf"}``, ``{"__items__": [[k, v], ...]}``
@@ -30,7 +40,10 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
+import stat
+import time
 import warnings
 import zipfile
 import zlib
@@ -52,7 +65,10 @@ __all__ = [
     "StateEncoder",
     "StateDecoder",
     "UnsupportedValue",
-    "read_archive",
+    "ArchiveReader",
+    "MAX_CONFIG_BYTES",
+    "MAX_INFLATION",
+    "STALE_TEMP_SECONDS",
     "write_archive",
     "parse_config",
     "check_attribute_name",
@@ -440,19 +456,30 @@ class StateDecoder:
 
     def _history(self, body):
         History, _ = _library_types()
-        return History(self.decode(v) for v in self._body(body, list))
+        records = [self.decode(v) for v in self._body(body, list)]
+        if not all(isinstance(r, dict) and all(isinstance(k, str) for k in r)
+                   for r in records):
+            raise self.error("a history record that is not a dict keyed by str.")
+        return History(records)
 
     def _ndarray(self, body):
         body = self._body(body, dict, ("dtype", "shape", "data"))
+        shape = self._body(body["shape"], list)
         try:
             dtype = np.dtype(self._body(body["dtype"], str))
-            shape = tuple(int(n) for n in self._body(body["shape"], list))
         except (TypeError, ValueError):
-            raise self.error(f"bad array dtype or shape in {body!r:.200}.") from None
+            raise self.error(f"bad array dtype in {body!r:.200}.") from None
+        if not all(type(n) is int and n >= 0 for n in shape):
+            raise self.error(f"array shape {shape!r:.100} is not a list of ints >= 0.")
         data = [self.decode(v) for v in self._body(body["data"], list)]
         if dtype.kind not in _JSON_KINDS or math.prod(shape) != len(data):
-            raise self.error(f"array of dtype {dtype} and shape {shape} holding "
+            raise self.error(f"array of dtype {dtype} and shape {tuple(shape)} holding "
                              f"{len(data)} values.")
+        # The dtype sets the memory per value ("<U100000000": 400 MB a string):
+        # no more than the config could spell out, at 4 bytes per character.
+        if dtype.itemsize * len(data) > 4 * MAX_CONFIG_BYTES:
+            raise self.error(f"array of {len(data)} values of dtype {dtype} would take "
+                             f"{dtype.itemsize * len(data)} bytes.")
         if dtype.kind == "O":
             array = np.empty(len(data), dtype=object)
             array[:] = data
@@ -478,12 +505,20 @@ class StateDecoder:
             raise self.error(f"tensor {key!r:.100} is referenced twice.")
         self.used.add(key)
         tensor = self.tensors[key]
-        return tensor.numpy() if body["as"] == "numpy" else tensor
+        if body["as"] == "torch":
+            return tensor
+        try:
+            return tensor.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy does not have
+            raise self.error(f"tensor {key!r:.100} of dtype {tensor.dtype} is "
+                             "read as a numpy array, which cannot hold it.") from None
 
     def _generator(self, body):
         body = self._body(body, dict, ("device", "state"))
         device, state = body["device"], self.decode(body["state"])
-        if not isinstance(device, str) or not isinstance(state, torch.Tensor):
+        if not isinstance(device, str) or not isinstance(state, torch.Tensor) or (
+            state.dtype != torch.uint8
+        ):
             raise self.error(f"malformed generator {body!r:.200}.")
         if self._device(device).type != "cpu":
             # The (device, state) pair BernoulliRBM keeps for accelerator
@@ -648,32 +683,142 @@ def migrate(config, *, where="the file"):
 
 # -- files ----------------------------------------------------------------------
 
+#: The most bytes ``config.json`` may hold; :class:`ArchiveReader` refuses a
+#: larger one before reading it. A config is small: a few KB for the class,
+#: parameters and fitted scalars, about 200 bytes per epoch of history (~1.5 KB
+#: with ``GradientStats`` on a 10-layer network) and ~25 per string label or
+#: feature name. So 8 MiB holds some 40,000 plain epochs or 300,000 feature
+#: names, while parsing the worst 8 MiB of JSON (``[{}, {}, ...]``) takes
+#: about 200 MB of Python objects. Raise it for a file you trust.
+MAX_CONFIG_BYTES = 8 * 2**20
+
+#: The most a deflated zip entry may expand, as a multiple of its compressed
+#: size: the ratio Apache POI's zip-bomb guard uses by default. Saved weights
+#: are stored uncompressed (ratio 1) and a config deflates about 5 times;
+#: deflating zeros or blanks reaches about 1,000.
+MAX_INFLATION = 100
+
+#: Seconds after which a temporary file of a save, not written since, is taken
+#: for the leftover of a killed write and removed by the next save to the same
+#: target. Far longer than writing and syncing any model takes, so the file of
+#: a write still running in another process is never removed.
+STALE_TEMP_SECONDS = 3600
+
+# The weights file names save writes: model.safetensors in a zip; in a
+# directory, model-<first 16 hex digits of their SHA-256>.safetensors, so that
+# a new save never writes over the file the current config.json names.
+_WEIGHTS_FILE = re.compile(r"model(-[0-9a-f]{16})?\.safetensors")
+
 
 def _is_zip_path(path):
     return os.fspath(path).lower().endswith(".zip")
 
 
-def write_archive(path, config_bytes, weights_bytes):
-    """Write ``config.json`` and ``model.safetensors`` to a directory or a ``.zip``.
+def _temp_pattern(names):
+    # Temporary files are ".tmp-<final name>-<8 hex digits>.part": a pattern
+    # no other program's files match by chance.
+    return re.compile(rf"\.tmp-(?:{names})-[0-9a-f]{{8}}\.part")
 
-    Each file is written under a temporary name and then renamed, so a
-    reader never sees a half-written file; in a directory the weights go
-    first and the config (which holds their hash) last.
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        # Already gone, or open elsewhere (Windows): a later save retries.
+        pass
+
+
+def _remove_stale_temps(folder, pattern):
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for entry in os.scandir(folder):
+        try:
+            if (pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                _remove(entry.path)
+        except OSError:
+            continue
+
+
+def _sync_folder(folder):
+    # Makes the renames in ``folder`` durable (POSIX); Windows cannot open a
+    # folder, and some file systems refuse to sync one: best effort.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(folder, name, data):
+    """Write ``folder/name`` whole or not at all: a synced temporary file, renamed.
+
+    ``data`` is bytes, or a function writing to a binary file handle.
+    """
+    tmp = os.path.join(folder, f".tmp-{name[:100]}-{secrets.token_hex(4)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, os.path.join(folder, name))
+    except BaseException:
+        _remove(tmp)
+        raise
+    _sync_folder(folder)
+
+
+def write_archive(path, document, weights):
+    """Write a model to a directory or a ``.zip`` file, replacing any there.
+
+    ``path`` holds a whole model at every instant, also if the process is
+    killed or the disk fills up: the old one until the new one is complete.
+
+    - ``.zip``: the zip is written to a temporary file beside ``path``,
+      synced to disk, and renamed over ``path``.
+    - directory: the weights go to a file of their own,
+      ``model-<hash>.safetensors``, then ``config.json``, which names that
+      file, is written the same way. Renaming ``config.json`` into place
+      switches from the old model to the new one; only then are the old
+      weights removed.
+
+    After a successful write, temporary files of this target left by a killed
+    write (older than :data:`STALE_TEMP_SECONDS`) are removed; no other file
+    is touched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    document : dict
+        The contents of ``config.json``, without its ``"weights"`` entry,
+        which is filled here (file name, SHA-256, size).
+    weights : bytes
+        The safetensors file.
     """
     path = os.fspath(path)
+    digest = sha256(weights)
     if _is_zip_path(path):
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".zip")
-        try:
-            with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
-                archive.writestr(CONFIG_NAME, config_bytes, zipfile.ZIP_DEFLATED)
+        config = dumps_json({**document, "weights": {
+            "file": WEIGHTS_NAME, "sha256": digest, "bytes": len(weights)}})
+
+        def write_zip(handle):
+            with zipfile.ZipFile(handle, "w") as archive:
+                archive.writestr(CONFIG_NAME, config, zipfile.ZIP_DEFLATED)
                 # Stored, not deflated: weights barely compress and read faster so.
-                archive.writestr(WEIGHTS_NAME, weights_bytes, zipfile.ZIP_STORED)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+                archive.writestr(WEIGHTS_NAME, weights, zipfile.ZIP_STORED)
+
+        folder, target = os.path.split(os.path.abspath(path))
+        _write_file(folder, target, write_zip)
+        _remove_stale_temps(folder, _temp_pattern(re.escape(target[:100])))
         return
     if os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(
@@ -681,63 +826,205 @@ def write_archive(path, config_bytes, weights_bytes):
             "in .zip."
         )
     os.makedirs(path, exist_ok=True)
-    for name, data in ((WEIGHTS_NAME, weights_bytes), (CONFIG_NAME, config_bytes)):
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, os.path.join(path, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+    name = f"model-{digest[:16]}.safetensors"
+    config = dumps_json({**document, "weights": {
+        "file": name, "sha256": digest, "bytes": len(weights)}})
+    # The same weights saved again keep their file: then it is not ours to remove.
+    new_file = not os.path.exists(os.path.join(path, name))
+    _write_file(path, name, weights)
+    try:
+        _write_file(path, CONFIG_NAME, config)
+    except BaseException:
+        if new_file:
+            _remove(os.path.join(path, name))
+        raise
+    for entry in os.scandir(path):
+        if entry.name != name and _WEIGHTS_FILE.fullmatch(entry.name):
+            _remove(entry.path)
+    _remove_stale_temps(
+        path, _temp_pattern(r"config\.json|model-[0-9a-f]{16}\.safetensors")
+    )
 
 
-def read_archive(path, *, weights=True):
-    """``(config_bytes, weights_bytes)`` from a directory or a ``.zip`` file.
+def _too_large(where, name, size, limit, why):
+    return ModelFileError(
+        f"{where}: {name} holds {size} bytes; at most {limit} are allowed ({why}). "
+        "It was padded or edited, or is not a sklears-neural model: nothing was "
+        "loaded."
+    )
+
+
+def _read_at_most(handle, limit, where, name, why):
+    """``handle``'s bytes, refused past ``limit`` whatever size was declared."""
+    # A declared size can lie (a zip header, a file still growing): read one
+    # byte past the limit, never more, to tell.
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large(where, name, f"more than {limit}", limit, why)
+    return data
+
+
+class ArchiveReader:
+    """A saved model, a directory or a ``.zip`` file, opened for bounded reads.
+
+    Each entry's size is checked before it is read, and the read stops one
+    byte past the limit whatever the entry declares, so a zip bomb or a padded
+    file costs no more memory than an honest model. Use it as a context
+    manager: ``with ArchiveReader(path) as archive: archive.read_config()``.
 
     Parameters
     ----------
     path : str or os.PathLike
-    weights : bool, default=True
-        ``False`` skips reading the weights (returns ``None`` for them).
 
     Raises
     ------
     FileNotFoundError
-        If ``path`` or an entry does not exist.
+        If nothing is at ``path``.
     ModelFileError
-        If a ``.zip`` file is not a readable zip archive.
+        If ``path`` is neither a directory nor a readable zip archive.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        parts = []
-        for name in (CONFIG_NAME, WEIGHTS_NAME if weights else None):
-            if name is None:
-                parts.append(None)
-                continue
-            with open(os.path.join(path, name), "rb") as handle:
-                parts.append(handle.read())
-        return tuple(parts)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No saved model at {path!r}.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if n not in names]
-            if missing:
-                raise ModelFileError(
-                    f"{path}: the archive has no {', '.join(missing)}; it is not a "
-                    "model saved by sklears-neural."
-                )
-            config = archive.read(CONFIG_NAME)
-            return config, archive.read(WEIGHTS_NAME) if weights else None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
-            OSError) as exc:
-        raise ModelFileError(
-            f"{path} is not a readable zip archive ({exc}); it was truncated or "
+
+    def __init__(self, path):
+        self.where = os.fspath(path)
+        self._zip = self._handle = None
+        if os.path.isdir(self.where):
+            return
+        if not os.path.exists(self.where):
+            raise FileNotFoundError(f"No saved model at {self.where!r}.")
+        self._handle, _ = self._open_file(self.where, "the file")
+        try:
+            self._zip = zipfile.ZipFile(self._handle)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+            self.close()
+            raise self._unreadable(exc) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Close the zip file, if one is open."""
+        if self._zip is not None:
+            self._zip.close()
+        if self._handle is not None:
+            self._handle.close()
+
+    def _unreadable(self, exc):
+        return ModelFileError(
+            f"{self.where} is not a readable zip archive ({exc}); it was truncated or "
             "edited. Save the model again."
-        ) from None
+        )
+
+    def _open_file(self, file, name):
+        # O_NONBLOCK: opening a FIFO planted under an entry's name would
+        # otherwise wait forever for a writer.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(file, flags)
+        except FileNotFoundError:
+            raise ModelFileError(
+                f"{self.where} has no {name}: it is not a model saved by "
+                "sklears-neural."
+            ) from None
+        except IsADirectoryError:
+            fd = None
+        info = None if fd is None else os.fstat(fd)
+        if info is None or not stat.S_ISREG(info.st_mode):
+            if fd is not None:
+                os.close(fd)
+            raise ModelFileError(
+                f"{self.where}: {name} is not a regular file (a directory, device or "
+                "pipe); it is not a model saved by sklears-neural."
+            )
+        return os.fdopen(fd, "rb"), info.st_size
+
+    def read(self, name, limit, why):
+        """The bytes of entry ``name``, refused if it holds more than ``limit``.
+
+        Parameters
+        ----------
+        name : str
+            ``config.json`` or the weights file.
+        limit : int
+            Bytes allowed.
+        why : str
+            Where the limit comes from, for the message.
+
+        Raises
+        ------
+        ModelFileError
+            If the entry is missing, larger than ``limit``, compressed by
+            another method than deflate or more than :data:`MAX_INFLATION`
+            times, encrypted, or unreadable.
+        """
+        if self._zip is None:
+            handle, size = self._open_file(os.path.join(self.where, name), name)
+            with handle:
+                if size > limit:
+                    raise _too_large(self.where, name, size, limit, why)
+                return _read_at_most(handle, limit, self.where, name, why)
+        try:
+            info = self._zip.getinfo(name)
+        except KeyError:
+            raise ModelFileError(
+                f"{self.where}: the archive has no {name}; it is not a model saved by "
+                "sklears-neural."
+            ) from None
+        if info.flag_bits & 0x1 or info.compress_type not in (
+            zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
+        ):
+            raise ModelFileError(
+                f"{self.where}: {name} is encrypted or compressed by method "
+                f"{info.compress_type}; save writes plain stored or deflated entries "
+                "only. Repack the archive without a password with zip's default "
+                "compression."
+            )
+        if info.file_size > limit:
+            raise _too_large(self.where, name, info.file_size, limit, why)
+        if info.file_size > MAX_INFLATION * info.compress_size:
+            raise ModelFileError(
+                f"{self.where}: {name} inflates from {info.compress_size} to "
+                f"{info.file_size} bytes, more than MAX_INFLATION={MAX_INFLATION} "
+                "times: a zip bomb, or padding. Nothing was loaded."
+            )
+        try:
+            with self._zip.open(info) as handle:
+                return _read_at_most(handle, limit, self.where, name, why)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise self._unreadable(exc) from None
+
+    def read_config(self):
+        """The bytes of ``config.json``, at most :data:`MAX_CONFIG_BYTES`."""
+        return self.read(CONFIG_NAME, MAX_CONFIG_BYTES, "MAX_CONFIG_BYTES")
+
+    def read_weights(self, config):
+        """The weights ``config["weights"]`` names, at most the size it records.
+
+        Raises
+        ------
+        ModelFileError
+            If the entry is malformed, names a file save does not write, or
+            the file holds more bytes than recorded.
+        """
+        entry = config.get("weights")
+        name, size = entry.get("file"), entry.get("bytes")
+        if not isinstance(name, str) or not _WEIGHTS_FILE.fullmatch(name) or (
+            type(size) is not int or size < 0
+        ):
+            raise ModelFileError(
+                f"{self.where}: {CONFIG_NAME} names the weights {name!r:.100} of "
+                f"{size!r:.30} bytes; save writes model.safetensors or "
+                "model-<hash>.safetensors and their size in bytes. The file was edited."
+            )
+        return self.read(name, size, f"the size {CONFIG_NAME} records")
+
+
+def _refuse_constant(name):
+    # Python's json reads NaN and Infinity, which JSON does not have; save
+    # writes non-finite floats as {"__float__": "nan"}.
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_config(config_bytes, *, where):
@@ -749,7 +1036,8 @@ def parse_config(config_bytes, *, where):
         If it is not valid UTF-8 JSON or not a sklears-neural config.
     """
     try:
-        config = json.loads(config_bytes.decode("utf-8"))
+        text = config_bytes.decode("utf-8")
+        config = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelFileError(
             f"{where}: {CONFIG_NAME} is not valid JSON ({exc}); it was truncated or "
