@@ -386,6 +386,40 @@ def test_n_outputs_must_be_the_width_the_weights_give(tmp_path):
         sklears_neural.load(path)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("lr", "x"), ("betas", [0.9]), ("amsgrad", 1), ("foreach", "yes"),
+    ("initial_lr", [1]),
+])
+def test_optimizer_settings_must_be_what_the_optimizer_holds(tmp_path, key, value):
+    # load_state_dict takes any value; "lr": "x" would fail at the next step.
+    def edit(config):
+        optimizer = config["state"]["_optimizer"]["__optimizer__"]["state_dict"]
+        optimizer["param_groups"][0][key] = value
+
+    path = _edited(tmp_path, edit)
+    with pytest.raises(ModelFileError, match=rf"optimizer setting '{key}' is"):
+        sklears_neural.load(path)
+
+
+def test_optimizer_settings_of_other_machines_load(tmp_path):
+    # foreach/fused are None or flags by machine, and a setting this torch
+    # does not know (a newer torch's) loads when it is a number or a flag.
+    est = _fitted()
+
+    def edit(config):
+        group = config["state"]["_optimizer"]["__optimizer__"]["state_dict"][
+            "param_groups"][0]
+        group.update(foreach=True, fused=None, weight_decay=0.0, new_flag=False)
+
+    loaded = sklears_neural.load(_edited(tmp_path, edit, est))
+    assert loaded._optimizer.param_groups[0]["foreach"] is True
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    est.partial_fit(X, Y)
+    loaded.partial_fit(X, Y)  # foreach kernels instead of fused ones: same steps
+    np.testing.assert_allclose(loaded.predict_proba(X), est.predict_proba(X),
+                               rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "shape", ["[1e400]", '["3"]', "[1.5, 2]", "[-1, -3]", "[true, 3]"])
 def test_malformed_array_shapes_are_refused(tmp_path, shape):

@@ -19,6 +19,7 @@ state and random generator.
 """
 
 import datetime
+import numbers
 import os
 import warnings
 
@@ -479,6 +480,47 @@ def _build_module(pending, device, where, *, n_inputs=None, n_outputs=None):
     return module.to(device)
 
 
+def _same_kind(saved, reference):
+    """Whether ``saved`` is the kind of value ``reference`` is: number, flag, tuple."""
+    if reference is None or isinstance(reference, bool):
+        # foreach/fused: None or a flag, by machine and torch version.
+        return saved is None or isinstance(saved, bool)
+    if isinstance(reference, numbers.Real):
+        return isinstance(saved, numbers.Real) and not isinstance(saved, bool)
+    if isinstance(reference, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(reference) and (
+            all(map(_same_kind, saved, reference)))
+    return type(saved) is type(reference)
+
+
+def _check_hyperparameters(groups, optimizer, where):
+    """The saved ``param_groups`` hold what the rebuilt optimizer's hold.
+
+    ``load_state_dict`` takes any value (``"lr": "x"``), which would fail at
+    the next step. A setting the rebuilt optimizer lacks (``initial_lr``, or
+    one a newer torch adds) must be a number, a flag or None.
+    """
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) or (
+        not all(isinstance(group, dict) for group in groups)
+    ):
+        raise ModelFileError(f"{where}: malformed optimizer parameter groups.")
+    for group, reference in zip(groups, optimizer.param_groups):
+        for key, value in group.items():
+            if key == "params":
+                continue
+            if key in reference:
+                fits = _same_kind(value, reference[key])
+            else:
+                fits = value is None or isinstance(value, numbers.Real)
+            if not fits:
+                held = reference.get(key, "a number")
+                raise ModelFileError(
+                    f"{where}: optimizer setting {key!r:.50} is {value!r:.50}, but "
+                    f"{type(optimizer).__name__} holds {held!r:.50} there. The file "
+                    "was edited."
+                )
+
+
 def _build_optimizer(pending, estimator, attrs, where):
     from sklears_neural.core.optim import make_optimizer
 
@@ -513,6 +555,7 @@ def _build_optimizer(pending, estimator, attrs, where):
                     f"{where}: optimizer state {key!r} of parameter {index} has shape "
                     f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}."
                 )
+    _check_hyperparameters(pending.state_dict.get("param_groups"), optimizer, where)
     try:
         optimizer.load_state_dict(pending.state_dict)
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
@@ -532,7 +575,8 @@ def load(path):
     :data:`~sklears_neural.core.serialization.MAX_INFLATION` times), format
     version, the SHA-256 of the weights, class names (from the registry only,
     never an import path), parameter values, every tensor's shape and dtype
-    against the rebuilt module, and the fitted state: counts (``n_*_``,
+    against the rebuilt module, the optimizer's state and settings against the
+    rebuilt optimizer, and the fitted state: counts (``n_*_``,
     ``t_``) are ints >= 0, the network takes ``n_features_in_`` inputs and
     gives ``n_outputs_`` outputs. Nothing half-loaded is returned.
 

@@ -498,7 +498,7 @@ class StateDecoder:
             raise self.error("a tensor reference where only parameters are expected.")
         if key not in self.tensors:
             raise self.error(
-                f"tensor {key!r:.100} is missing from {WEIGHTS_NAME} (edited or "
+                f"tensor {key!r:.100} is missing from the weights file (edited or "
                 "truncated)."
             )
         if key in self.used:
@@ -583,7 +583,7 @@ class StateDecoder:
         extra = sorted(set(self.tensors or ()) - self.used)
         if extra:
             raise self.error(
-                f"{WEIGHTS_NAME} holds tensors the config does not describe: "
+                f"the weights file holds tensors the config does not describe: "
                 f"{extra[:5]}. The file was edited."
             )
 
