@@ -12,6 +12,7 @@ from sklears_neural.core.serialization import ModelFileError, PersistenceWarning
 __all__ = [
     "ConvergenceWarning",
     "ModelFileError",
+    "NetworkTooLargeError",
     "NotFittedError",
     "PersistenceWarning",
     "TrainingDivergedError",
@@ -42,3 +43,12 @@ class TrainingDivergedError(ValueError, FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.last_finite_state = last_finite_state
+
+
+class NetworkTooLargeError(ValueError, MemoryError):
+    """The parameters describe a network larger than the device can hold.
+
+    Raised by ``fit`` when building the network fails to allocate memory;
+    the message gives its parameter count, its size, and its settings. The
+    estimator is left as it was before the call.
+    """

@@ -283,6 +283,43 @@ def test_repr_shows_options_that_differ_from_defaults():
     assert repr(EarlyStopping(patience=np.inf)) == "EarlyStopping(patience=inf)"
 
 
+# -- EarlyStopping options ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"patience": -3}, r"patience must be an int >= 0 or math.inf, got -3"),
+        ({"patience": 2.5}, r"patience must be an int >= 0"),
+        ({"tol": -1.0}, r"tol must be a float >= 0"),
+        ({"restore_on": "never"}, r"restore_on must be 'end' or 'stop'"),
+        ({"lr_reduce_factor": 0.5}, r"lr_reduce_factor must be None or a float > 1"),
+        ({"monitor": 3}, r"monitor must be a history key"),
+    ],
+)
+def test_early_stopping_refuses_bad_options_where_it_is_made(options, message):
+    with pytest.raises(ValueError, match=message):
+        EarlyStopping(**options)
+
+
+def test_early_stopping_on_a_key_the_fit_does_not_record_says_how_to_fix():
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
+                        callbacks=[EarlyStopping()])
+    with pytest.raises(ValueError, match=r"monitors 'valid_loss'.*early_stopping=True"
+                       r".*monitor='train_loss'"):
+        clf.fit(X_small, y_small)
+    assert not hasattr(clf, "module_")  # rolled back: still unfitted
+    # Either fix works.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.set_params(early_stopping=True).fit(X_small, y_small)
+        assert "valid_loss" in clf.history_[-1]
+        clf.set_params(early_stopping=False,
+                       callbacks=[EarlyStopping(monitor="train_loss")]).fit(X_small,
+                                                                             y_small)
+    assert clf.n_iter_ >= 1
+
+
 # -- ProgressBar -------------------------------------------------------------------
 
 

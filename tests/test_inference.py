@@ -411,6 +411,49 @@ def test_finite_values_whose_sum_overflows_are_accepted(fitted):
     assert fitted.predict_proba(X).shape == (2, 4)
 
 
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("n_rows", [2, 20_000])
+def test_inputs_beyond_float32_are_refused_whatever_the_batch_size(Estimator, n_rows):
+    """Once 2 rows (plan) were finite and 20,000 rows (float32 module) NaN."""
+    y = y_reg if Estimator is MLPRegressor else (y_reg > 0)
+    est = _quiet_fit(Estimator(hidden_layer_sizes=(8,), max_iter=5, random_state=0),
+                     X_reg, y)
+    X = np.resize(X_reg, (n_rows, X_reg.shape[1])) * 1e39
+    with pytest.raises(ValueError, match=r"beyond the largest float32.*"
+                       r"precision='float64'"):
+        est.predict(X)
+    with pytest.raises(ValueError, match="beyond the largest float32"):
+        est.predict(sp.csr_matrix(X))
+    # Within range, and in a float64 model, the same rows are accepted.
+    assert np.isfinite(est.predict(X / 1e10)).all()
+    est64 = _quiet_fit(clone(est).set_params(precision="float64"), X_reg, y)
+    assert est64.predict(X).shape[0] == n_rows
+
+
+def test_outputs_that_overflow_float32_are_computed_in_float64():
+    """Finite inputs whose outputs overflow the float32 module: large batches
+    get the float64 plan's answer, not inf."""
+    reg = _quiet_fit(MLPRegressor(hidden_layer_sizes=(4,), activation="identity",
+                                  max_iter=2, random_state=0), X_reg, y_reg)
+    with torch.no_grad():
+        for linear in reg.module_.linears:
+            linear.weight.fill_(1e20)
+    X = np.resize(np.abs(X_reg), (20_000, X_reg.shape[1]))  # the torch path
+    small = np.concatenate([reg.predict(X[i:i + 20]) for i in range(0, 20_000, 20)])
+    assert np.isfinite(small).all()
+    np.testing.assert_allclose(reg.predict(X), small, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "strings",
+    [np.array([["1.5"] * 64]), [["1.5"] * 64], np.array([[b"1"] * 64])],
+    ids=["str-array", "str-list", "bytes"],
+)
+def test_numeric_strings_are_refused_as_scikit_learn_does(fitted, strings):
+    with pytest.raises(ValueError, match="not compatible with arrays of bytes/strings"):
+        fitted.predict(strings)
+
+
 def test_other_inputs_go_through_validate_data(fitted):
     X = X_digits[:5]
     expected = fitted.predict_proba(X)

@@ -14,6 +14,7 @@ the option, the callback, what is accepted and what came.
 import copy
 import inspect
 import math
+import numbers
 import sys
 import warnings
 
@@ -184,7 +185,36 @@ class EarlyStopping(Callback):
         self.lr_reduce_factor = lr_reduce_factor
         self.min_lr = min_lr
         self.verbose = verbose
+        self._check_options()
         self.reset()
+
+    def _check_options(self):
+        # Checked here rather than when training starts: the mistake shows
+        # where the callback was written, not epochs into a fit.
+        problems = []
+        if not isinstance(self.monitor, str):
+            problems.append(f"monitor must be a history key (a str), got {self.monitor!r}")
+        if not (
+            isinstance(self.patience, numbers.Integral) and self.patience >= 0
+        ) and self.patience != math.inf:
+            problems.append(
+                f"patience must be an int >= 0 or math.inf, got {self.patience!r}"
+            )
+        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
+            problems.append(f"tol must be a float >= 0, got {self.tol!r}")
+        if self.restore_on not in ("end", "stop"):
+            problems.append(f"restore_on must be 'end' or 'stop', got {self.restore_on!r}")
+        if self.lr_reduce_factor is not None and not (
+            isinstance(self.lr_reduce_factor, numbers.Real) and self.lr_reduce_factor > 1
+        ):
+            problems.append(
+                f"lr_reduce_factor must be None or a float > 1, got "
+                f"{self.lr_reduce_factor!r}"
+            )
+        if not (isinstance(self.min_lr, numbers.Real) and self.min_lr >= 0):
+            problems.append(f"min_lr must be a float >= 0, got {self.min_lr!r}")
+        if problems:
+            raise ValueError("EarlyStopping: " + "; ".join(problems) + ".")
 
     def reset(self):
         """Forget everything seen so far (a new ``fit`` starts over)."""
@@ -202,9 +232,15 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer, **kwargs):
         value = trainer.history[-1].get(self.monitor)
         if value is None:
-            raise KeyError(
+            # A ValueError before any weight is kept: the estimator rolls the
+            # whole fit back.
+            raise ValueError(
                 f"EarlyStopping monitors {self.monitor!r}, which this fit does not "
-                f"record. Recorded keys: {sorted(trainer.history[-1])}."
+                f"record (it records {sorted(trainer.history[-1])}). Validation "
+                "keys (valid_loss, valid_score) are recorded only with "
+                "early_stopping=True on the estimator, which sets "
+                "validation_fraction of the data aside; or monitor the training "
+                "loss: EarlyStopping(monitor='train_loss')."
             )
         lower = self._lower()
         sign = 1.0 if lower else -1.0

@@ -12,8 +12,11 @@ A family only writes ``_build_module(n_features_in, n_outputs)`` and declares
 its architecture parameters.
 """
 
+import contextlib
 import copy
 import math
+import signal
+import threading
 import warnings
 from numbers import Integral, Real
 
@@ -46,8 +49,8 @@ from sklears_neural.core.callbacks import (
     InverseScalingLR,
     ProgressBar,
 )
-from sklears_neural.core import inference
-from sklears_neural.core.data import ArrayData
+from sklears_neural.core import inference, modes
+from sklears_neural.core.data import ArrayData, takes_sparse
 from sklears_neural.core.fused import FusedMLPStep
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
@@ -59,6 +62,7 @@ from sklears_neural.core.precision import PRECISIONS, precision_policy
 from sklears_neural.core.resolve import resolve_device
 from sklears_neural.core.seeding import draw_seed, torch_generator
 from sklears_neural.core.trainer import Trainer
+from sklears_neural.exceptions import NetworkTooLargeError
 
 __all__ = ["BaseNeuralEstimator", "NeuralClassifierMixin", "NeuralRegressorMixin"]
 
@@ -151,19 +155,59 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         first_pass = not hasattr(self, "module_") or (
             not self.warm_start and not incremental
         )
-        # Any error leaves the estimator exactly as it was before this call:
-        # never half-fitted, and a fitted model keeps its weights.
+        if not first_pass and not self._same_architecture(incremental):
+            first_pass = True
+        # Any error, and a Ctrl-C that the training loop does not absorb (one
+        # before the first step or after the last), leaves the estimator
+        # exactly as it was before this call: never half-fitted, a fitted
+        # model keeps its weights, a new one stays unfitted.
         saved = self._save_for_rollback(first_pass)
         try:
             return self._fit_unsafe(X, y, sample_weight, incremental, first_pass, classes)
-        except Exception:
-            self._rollback(saved)
+        except BaseException:
+            with _interrupts_deferred():
+                self._rollback(saved)
             raise
         finally:
             # Fused optimizers and the fused step change the weights in place
             # without bumping torch's version counters, which is what the
             # prediction cache watches: training drops it explicitly.
             inference.clear_cache(self)
+
+    def _same_architecture(self, incremental):
+        """Whether the fitted module is what the parameters now describe.
+
+        A warm start or ``partial_fit`` continues the fitted module, so it
+        must be the network ``get_params()`` describes. After a change of
+        architecture ``fit`` with ``warm_start=True`` builds the new network
+        (with a warning: the weights are not kept), and ``partial_fit``,
+        which cannot start over silently, raises.
+        """
+        old = self._module_spec_
+        new = self._build_module(self.n_features_in_, self.n_outputs_)
+        if new == old:
+            return True
+        if new.module_class is not old.module_class:
+            changes = f"{old.module_class.__name__} -> {new.module_class.__name__}"
+        else:
+            changes = ", ".join(
+                f"{key}: {old.kwargs.get(key)!r} -> {new.kwargs.get(key)!r}"
+                for key in sorted({*old.kwargs, *new.kwargs})
+                if old.kwargs.get(key) != new.kwargs.get(key)
+            )
+        if incremental:
+            raise ValueError(
+                "partial_fit cannot continue: the architecture parameters changed "
+                f"since the model was fitted ({changes}). Set them back, or call "
+                "fit to train the new network from scratch."
+            )
+        warnings.warn(
+            "warm_start=True, but the architecture parameters changed since the "
+            f"last fit ({changes}): a new network was built, and the fitted "
+            "weights were not kept.",
+            UserWarning,
+        )
+        return False
 
     def _save_for_rollback(self, first_pass):
         attributes = dict(self.__dict__)
@@ -205,6 +249,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         device = resolve_device(self.device)
         policy = precision_policy(self.precision, device)
         dtype = policy.param_dtype
+        inference.check_representable(X, dtype)
         if first_pass:
             self._initialize(X.shape[1], targets, device, dtype)
         else:
@@ -213,10 +258,14 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
                 # Moves the kept optimizer state along with the parameters.
                 self._optimizer.load_state_dict(self._optimizer.state_dict())
 
-        if self._is_stochastic():
-            self._fit_stochastic(X, targets, sample_weight, incremental, device, policy)
-        else:
-            self._fit_lbfgs(X, targets, sample_weight, device, dtype)
+        # Prediction from other threads meanwhile must not flip the flags
+        # the fit switches; the module rests in evaluation mode after it.
+        with modes.training(self.module_):
+            if self._is_stochastic():
+                self._fit_stochastic(X, targets, sample_weight, incremental, device,
+                                     policy)
+            else:
+                self._fit_lbfgs(X, targets, sample_weight, device, dtype)
         return self
 
     def _initialize(self, n_features, targets, device, dtype):
@@ -224,13 +273,18 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         self.n_outputs_ = self._n_outputs_for(targets)
         self.out_activation_ = self._output_activation()
         spec = self._build_module(n_features, self.n_outputs_)
-        module = spec.build(generator=self._generator)
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters(generator=self._generator)
-        # Dropout and noise masks come from the fit's generator too, so a
-        # seed fixes them and the global RNG is never touched.
-        set_generator(module, self._generator)
-        self.module_ = module.to(device=device, dtype=dtype)
+        try:
+            module = spec.build(generator=self._generator)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters(generator=self._generator)
+            # Dropout and noise masks come from the fit's generator too, so a
+            # seed fixes them and the global RNG is never touched.
+            set_generator(module, self._generator)
+            self.module_ = module.to(device=device, dtype=dtype)
+        except (MemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise _too_large(spec, dtype, device) from exc
         self._module_spec_ = spec
         self._reset_training_state()
 
@@ -323,6 +377,12 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _split_validation(self, X, targets, sample_weight, seed):
+        if self.validation_fraction == 0:
+            raise ValueError(
+                "early_stopping=True needs a validation set, but "
+                "validation_fraction=0 sets no samples aside. Set "
+                "validation_fraction in (0, 1) (e.g. 0.1), or early_stopping=False."
+            )
         stratify = (
             targets.reshape(targets.shape[0], -1)[:, 0]
             if self._stratify_validation(targets)
@@ -351,9 +411,17 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         loss_fn = self._loss
 
         def evaluate():
+            module = self.module_
             with torch.inference_mode():
-                X, y, w = data.all()
-                output = self.module_(X)
+                if data.sparse and not takes_sparse(module):
+                    # Wide sparse input is never made dense whole.
+                    output = torch.cat(
+                        [module(data.batch(rows)[0]) for rows in data.chunks()]
+                    )
+                    y, w = data.y, data.w
+                else:
+                    X, y, w = data.all(keep_sparse=True)
+                    output = module(X)
                 per_sample = loss_fn(output, y)
                 if w is None:
                     valid_loss = per_sample.mean()
@@ -639,6 +707,50 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         sklears_neural.core.export : The graph, output by output.
         """
         return inference.onnx_model(self, path)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C until the block ends, so the block runs whole.
+
+    Only the main thread receives SIGINT; elsewhere, or when someone has
+    installed their own handler, this does nothing.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _is_out_of_memory(exc):
+    # torch reports a refused allocation as a RuntimeError (CPU) or its
+    # subclass OutOfMemoryError (CUDA).
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        "allocate" in str(exc)
+    )
+
+
+def _too_large(spec, dtype, device):
+    """The error for a network too large to build: its size, and what to change."""
+    with torch.device("meta"):
+        n_parameters = sum(p.numel() for p in spec.build().parameters())
+    size = n_parameters * torch.empty((), dtype=dtype).element_size()
+    settings = ", ".join(f"{key}={value!r}" for key, value in spec.kwargs.items())
+    return NetworkTooLargeError(
+        f"The network has {n_parameters:,} parameters ({size / 2**30:,.1f} GiB "
+        f"in {str(dtype).replace('torch.', '')}), more than {device} could "
+        f"allocate. Its settings: {settings}. Choose smaller layer sizes."
+    )
 
 
 class NeuralClassifierMixin:

@@ -59,6 +59,7 @@ starts its session without exporting again.
 
 import contextlib
 import copy
+import threading
 import weakref
 
 import numpy as np
@@ -70,7 +71,14 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
-from sklears_neural.core.data import as_tensor
+from sklears_neural.core import modes
+from sklears_neural.core.data import (
+    as_tensor,
+    dense_array,
+    dense_chunk_rows,
+    sparse_tensor,
+    takes_sparse,
+)
 from sklears_neural.core.layers import MLP, AddResidual, ConcatResidual, GatedResidual
 from sklears_neural.core.noise import NoiseLayer
 
@@ -80,6 +88,7 @@ __all__ = [
     "PLAN_MIN_ROWS",
     "PREDICT_CHUNK",
     "check_input",
+    "check_representable",
     "clear_cache",
     "compile_plan",
     "labels_from_outputs",
@@ -117,7 +126,7 @@ _FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 # -- input ---------------------------------------------------------------------
 
 
-def check_input(estimator, X):
+def check_input(estimator, X, dtype=None):
     """``X`` checked as ``validate_data(estimator, X, reset=False)`` checks it.
 
     A plain 2-D float32/float64 ``ndarray`` with the fitted number of columns
@@ -126,7 +135,8 @@ def check_input(estimator, X):
     ~50-100 us for ``validate_data``).
     Anything else (lists, DataFrames, sparse matrices, other dtypes, a wrong
     shape, NaN or inf) goes through ``validate_data``, so errors and warnings
-    are scikit-learn's own.
+    are scikit-learn's own. Arrays of strings are refused, as scikit-learn's
+    own ``predict`` refuses them.
 
     Parameters
     ----------
@@ -134,6 +144,9 @@ def check_input(estimator, X):
         With ``n_features_in_``.
     X : object
         What the caller passed.
+    dtype : torch.dtype, default=None
+        The dtype the model computes in: values beyond its range are refused
+        too (:func:`check_representable`).
 
     Returns
     -------
@@ -148,16 +161,64 @@ def check_input(estimator, X):
         and X.shape[0] > 0
         and X.shape[1] == state.get("n_features_in_")
         and "feature_names_in_" not in state
-        and _all_finite(X)
+        and _finite_and_representable(X, dtype)
     ):
         return X
-    return validate_data(
-        estimator,
-        X,
-        accept_sparse=["csr", "csc"],
-        dtype=(np.float64, np.float32),
-        reset=False,
+    # "numeric" first, as scikit-learn's own predict: it refuses arrays of
+    # strings ("1.5") that a float dtype would silently parse.
+    X = validate_data(
+        estimator, X, accept_sparse=["csr", "csc"], dtype="numeric", reset=False
     )
+    if X.dtype not in _FLOAT_DTYPES:
+        X = X.astype(np.float64)
+    if dtype is not None:
+        check_representable(X, dtype)
+    return X
+
+
+def _finite_and_representable(X, dtype):
+    if dtype is None or X.dtype.itemsize <= dtype.itemsize:
+        return _all_finite(X)
+    limit = torch.finfo(dtype).max
+    # NaN propagates into min and max and fails both comparisons, and inf
+    # exceeds any limit: one pair of reductions, no temporary, checks both.
+    return bool(-limit <= X.min() and X.max() <= limit)
+
+
+def check_representable(X, dtype):
+    """Refuse input beyond the range of the dtype the model computes in.
+
+    A float64 value above float32's largest (~3.4e38) becomes ``inf`` in a
+    float32 module, and its outputs ``NaN``; the float64 plan that small
+    batches take would compute it. Rather than an answer that depends on
+    the batch size, such input gets an error.
+
+    Parameters
+    ----------
+    X : ndarray or sparse matrix of float32 or float64
+        Finite (already checked).
+    dtype : torch.dtype
+        The module's parameter dtype.
+
+    Raises
+    ------
+    ValueError
+        If a value of ``X`` does not fit in ``dtype``.
+    """
+    values = X.data if sp.issparse(X) else X
+    if values.size == 0 or values.dtype.itemsize <= dtype.itemsize:
+        return
+    limit = torch.finfo(dtype).max
+    # Two reductions, no temporary the size of X (np.abs would make one).
+    largest = max(float(values.max()), -float(values.min()))
+    if largest > limit:
+        name = str(dtype).replace("torch.", "")
+        raise ValueError(
+            f"X has values as large as {largest:.3g} in magnitude, beyond the "
+            f"largest {name} ({limit:.3g}) this model computes in: they would "
+            "overflow to inf and the outputs to NaN. Scale the inputs (e.g. "
+            "StandardScaler), or fit with precision='float64'."
+        )
 
 
 def _all_finite(X):
@@ -277,9 +338,16 @@ def _linear(m, then=None):
     ``np.dot(W, x)`` (a matrix-vector product, ~20% faster for one row than
     a one-row matrix product). ``W.T`` is a transposed view: BLAS reads it
     in place, as fast as a transposed copy.
+
+    The step's ``sparse`` attribute takes a scipy sparse ``x`` instead and
+    multiplies it by the dense weights, as scikit-learn's
+    ``safe_sparse_dot`` does (the plan's first step, on sparse input).
     """
     weight = np.ascontiguousarray(_tensor64(m, "weight"))  # (d_out, d_in)
     bias = _tensor64(m, "bias")
+    # W.T C-ordered, made at the first sparse batch: scipy copies a
+    # transposed view into C order at every product.
+    transposed = []
 
     def linear(x):
         out = np.dot(weight, x) if x.ndim == 1 else x @ weight.T
@@ -289,6 +357,17 @@ def _linear(m, then=None):
             then(out)
         return out
 
+    def sparse_linear(x):
+        if not transposed:
+            transposed.append(np.ascontiguousarray(weight.T))  # (d_in, d_out)
+        out = np.asarray(x @ transposed[0], dtype=np.float64)
+        if bias is not None:
+            out += bias
+        if then is not None:
+            then(out)
+        return out
+
+    linear.sparse = sparse_linear
     return linear
 
 
@@ -503,6 +582,22 @@ class Plan:
             out = _run(self.steps, x)
         return out.copy() if out.base is X or out is X else out
 
+    def sparse(self, X):
+        """Outputs for a scipy sparse ``X`` (2-D), as a new float64 array.
+
+        ``X`` is multiplied by the first linear layer's weights as it is;
+        where the plan starts with another step (a residual block), it is
+        made dense a bounded number of rows at a time.
+        """
+        first = getattr(self.steps[0], "sparse", None) if self.steps else None
+        if first is not None:
+            return _run(self.steps[1:], first(X))
+        X = X.tocsr()
+        step = dense_chunk_rows(X.shape[1], 8)
+        parts = [self(X[start:start + step].toarray())
+                 for start in range(0, X.shape[0], step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
 
 def compile_plan(module):
     """Translate ``module`` into a :class:`Plan`, or ``None`` if a layer has no step.
@@ -637,26 +732,35 @@ def _watch():
         )
 
 
-def _same(a, b):
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+def _refs(objects):
+    return [weakref.ref(obj) for obj in objects]
+
+
+def _same(objects, refs):
+    return len(objects) == len(refs) and all(
+        obj is ref() for obj, ref in zip(objects, refs)
+    )
 
 
 class _Entry:
     """What prediction keeps for one module state (see the module docstring).
 
-    It holds the module's submodules and tensors (so no identity it was
-    built for can be reused by a new object while it lives), their version
-    counters and data pointers, and the sizes of the submodule tables (a
-    deleted layer fires no registration hook).
+    It refers to the module's submodules and tensors only weakly (an entry
+    that held them would keep its own weak key, the module, alive forever),
+    and remembers their version counters and data pointers and the sizes of
+    the submodule tables (a deleted layer fires no registration hook). A
+    freed submodule or tensor makes the entry stale, so no identity it was
+    built for can be taken over by a new object unnoticed.
     """
 
     def __init__(self, module):
         self.structure = _STRUCTURE[0]
         self.steps = _OPTIMIZER_STEPS[0]
-        self.modules, self.tensors = _walk(module)
-        self.state = [(t._version, t.data_ptr()) for t in self.tensors]
-        self.tables = [m._modules for m in self.modules if m._modules]
-        self.sizes = [len(table) for table in self.tables]
+        modules, tensors = _walk(module)
+        self.modules, self.tensors = _refs(modules), _refs(tensors)
+        self.state = [(t._version, t.data_ptr()) for t in tensors]
+        self.tables = _refs(m for m in modules if m._modules)
+        self.sizes = [len(m._modules) for m in modules if m._modules]
         param = next(module.parameters(), None)
         self.device = torch.device("cpu") if param is None else param.device
         self.dtype = torch.float32 if param is None else param.dtype
@@ -678,28 +782,49 @@ class _Entry:
             if not (_same(modules, self.modules) and _same(tensors, self.tensors)):
                 return False
             self.structure = _STRUCTURE[0]
-        state = [(t._version, t.data_ptr()) for t in self.tensors]
-        sizes = [len(table) for table in self.tables]
-        return state == self.state and sizes == self.sizes
+        for ref, (version, pointer) in zip(self.tensors, self.state):
+            tensor = ref()
+            if tensor is None or tensor._version != version or (
+                tensor.data_ptr() != pointer
+            ):
+                return False
+        for ref, size in zip(self.tables, self.sizes):
+            table_owner = ref()
+            if table_owner is None or len(table_owner._modules) != size:
+                return False
+        return True
+
+    def training_layers(self):
+        """The module's layers that are in training mode."""
+        layers = [ref() for ref in self.modules]
+        return [m for m in layers if m is not None and m.training]
 
     def plan(self, module):
         """The module's :class:`Plan` (``None`` if untranslatable), compiled once."""
         if not self._compiled:
-            self._plan = compile_plan(module)
-            self.macs = self._plan.macs if self._plan is not None else _macs(module)
+            plan = compile_plan(module)
+            self.macs = plan.macs if plan is not None else _macs(module)
+            self._plan = plan
             self._compiled = True
         return self._plan
 
 
 _CACHE = weakref.WeakKeyDictionary()
+# WeakKeyDictionary is not safe under concurrent writes (a thread's insert
+# can meet another's removal of a freed key); predictions come from any thread.
+_CACHE_LOCK = threading.Lock()
 
 
 def _entry(module):
-    entry = _CACHE.get(module)
+    with _CACHE_LOCK:
+        entry = _CACHE.get(module)
     if entry is not None and entry.is_current(module):
         return entry
-    _watch()  # before the snapshot: later changes are counted
-    entry = _CACHE[module] = _Entry(module)
+    with _CACHE_LOCK:
+        _watch()  # before the snapshot: later changes are counted
+    entry = _Entry(module)
+    with _CACHE_LOCK:
+        _CACHE[module] = entry
     return entry
 
 
@@ -715,7 +840,8 @@ def clear_cache(estimator):
     """
     module = estimator.__dict__.get("module_")
     if module is not None:
-        _CACHE.pop(module, None)
+        with _CACHE_LOCK:
+            _CACHE.pop(module, None)
 
 
 # -- forward passes --------------------------------------------------------------
@@ -725,27 +851,54 @@ def _dense(X):
     return X.toarray() if sp.issparse(X) else X
 
 
-def _tensor(part, entry):
+def _tensor(part, entry, dtype=None, keep_sparse=False):
+    """Rows of ``X`` as the module's input, in ``dtype`` (the module's if None).
+
+    Sparse rows become a torch sparse CSR tensor where ``keep_sparse`` (a
+    module that :func:`~sklears_neural.core.data.takes_sparse`), else dense.
+    """
+    dtype = entry.dtype if dtype is None else dtype
     if type(part) is np.ndarray and part.flags.c_contiguous and part.flags.writeable:
         # as_tensor without its warnings filter (for read-only input), which
         # costs as much as a small batch's forward pass.
         tensor = torch.from_numpy(part)
-        if tensor.dtype == entry.dtype and entry.on_cpu:
+        if tensor.dtype == dtype and entry.on_cpu:
             return tensor
-        return tensor.to(device=entry.device, dtype=entry.dtype)
-    return as_tensor(_dense(part), entry.dtype, entry.device)
+        return tensor.to(device=entry.device, dtype=dtype)
+    if sp.issparse(part):
+        if keep_sparse:
+            return sparse_tensor(part, dtype, entry.device)
+        return as_tensor(dense_array(part, dtype), dtype, entry.device)
+    return as_tensor(part, dtype, entry.device)
+
+
+def _sparse_chunking(module, X, itemsize):
+    """``(X as CSR, rows per chunk, keep_sparse)`` for a forward pass over sparse ``X``.
+
+    A module that takes sparse input gets chunks of :data:`PREDICT_CHUNK`
+    rows as sparse tensors; any other gets dense chunks of at most
+    :data:`~sklears_neural.core.data.DENSE_CHUNK_BYTES` (``itemsize``
+    bytes per value). CSC is converted once: its row slices copy columns.
+    Call in the mode the module runs in (:func:`takes_sparse` reads it).
+    """
+    X = X.tocsr()
+    if takes_sparse(module):
+        return X, PREDICT_CHUNK, True
+    return X, min(PREDICT_CHUNK, dense_chunk_rows(X.shape[1], itemsize)), False
 
 
 @contextlib.contextmanager
 def _evaluating(entry):
     """Evaluation mode for the forward pass, each layer's own mode after it.
 
-    A prediction from a callback in the middle of a fit must not leave the
-    rest of the epoch training in evaluation mode (dropout off, batch norm
-    on running statistics). Flags are set per layer: ``module.eval()``
-    walks every submodule (~40 us).
+    Outside a fit the module already rests in evaluation mode
+    (:mod:`~sklears_neural.core.modes`) and this changes nothing. A
+    prediction from a callback in the middle of its own thread's fit must
+    not leave the rest of the epoch training in evaluation mode (dropout
+    off, batch norm on running statistics): the flags go back afterwards.
+    Flags are set per layer: ``module.eval()`` walks every submodule (~40 us).
     """
-    training = [m for m in entry.modules if m.training]
+    training = entry.training_layers()
     for m in training:
         m.training = False
     try:
@@ -756,11 +909,13 @@ def _evaluating(entry):
 
 
 def _torch_outputs(module, entry, X):
-    step = PREDICT_CHUNK
+    step, keep_sparse = PREDICT_CHUNK, False
     chunks = []
     with _evaluating(entry), torch.inference_mode():
+        if type(X) is not np.ndarray and sp.issparse(X):
+            X, step, keep_sparse = _sparse_chunking(module, X, entry.dtype.itemsize)
         for start in range(0, X.shape[0], step):
-            out = module(_tensor(X[start:start + step], entry))
+            out = module(_tensor(X[start:start + step], entry, keep_sparse=keep_sparse))
             if out.dtype != torch.float64:
                 out = out.double()
             chunks.append((out if entry.on_cpu else out.cpu()).numpy())
@@ -775,8 +930,19 @@ def _float64_outputs(module, entry, X):
             for name, t in [*module.named_parameters(), *module.named_buffers()]
         }
     with _evaluating(entry), torch.inference_mode():
-        inputs = as_tensor(_dense(X), torch.float64, entry.device)
-        return functional_call(module, entry.state64, (inputs,)).cpu().numpy()
+        if type(X) is np.ndarray or not sp.issparse(X):
+            inputs = as_tensor(X, torch.float64, entry.device)
+            return functional_call(module, entry.state64, (inputs,)).cpu().numpy()
+        X, step, keep_sparse = _sparse_chunking(module, X, 8)
+        chunks = [
+            functional_call(
+                module,
+                entry.state64,
+                (_tensor(X[start:start + step], entry, torch.float64, keep_sparse),),
+            ).cpu().numpy()
+            for start in range(0, X.shape[0], step)
+        ]
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 def raw_outputs(estimator, X):
@@ -802,24 +968,66 @@ def raw_outputs(estimator, X):
     module = estimator.__dict__.get("module_")
     if module is None:
         check_is_fitted(estimator, "module_")
-    X = check_input(estimator, X)
     # An estimator pickled before the parameter existed has none: "torch".
     backend = estimator.__dict__.get("inference_backend", "torch")
     if backend != "torch":
         if backend == "onnxruntime":
+            # float32: the graph's input dtype.
+            X = check_input(estimator, X, torch.float32)
             return _onnxruntime_outputs(estimator, module, X)
         raise ValueError(
             f"Unknown inference_backend {backend!r}. Valid names are: "
             f"{', '.join(sorted(BACKENDS))}."
         )
     entry = _entry(module)
-    if entry.on_cpu:
-        plan = entry.plan(module)
-        if use_plan(X.shape[0], entry.macs):
-            if plan is None:
-                return _float64_outputs(module, entry, X)
-            return plan(X if type(X) is np.ndarray else _dense(X))
-    return _torch_outputs(module, entry, X)
+    X = check_input(estimator, X, entry.dtype)
+    with modes.predicting(module, entry.training_layers) as situation:
+        if situation == modes.OTHER_FIT:
+            return _outputs_beside_fit(module, X)
+        if entry.on_cpu:
+            plan = entry.plan(module)
+            if use_plan(X.shape[0], entry.macs):
+                if plan is None:
+                    return _float64_outputs(module, entry, X)
+                if type(X) is np.ndarray or not sp.issparse(X):
+                    return plan(X)
+                return plan.sparse(X)
+        outputs = _torch_outputs(module, entry, X)
+        if entry.dtype != torch.float64 and not np.isfinite(outputs).all():
+            # Overflow in the module's dtype (float32 tops out at 3.4e38) on
+            # finite input: compute in float64 as the plan does for small
+            # batches, so the answer does not depend on the batch size.
+            outputs = _float64_outputs(module, entry, X)
+        return outputs
+
+
+#: Rows per forward pass of a prediction made while another thread trains.
+_BESIDE_FIT_CHUNK = 1024
+
+
+def _outputs_beside_fit(module, X):
+    """Outputs of a module another thread is training, without disturbing it.
+
+    The fit owns the module's training flags (:mod:`~sklears_neural.core.modes`),
+    so the module itself is not run: the float64 plan of its current weights
+    is (a private copy in evaluation mode where the plan lacks a layer). The
+    weights may be read in the middle of an optimizer step; nothing is
+    cached, since they keep changing.
+    """
+    plan = compile_plan(module)
+    if plan is None:
+        copied = copy.deepcopy(module).eval().double()
+        device = next(copied.parameters(), torch.empty(0)).device
+    chunks = []
+    for start in range(0, X.shape[0], _BESIDE_FIT_CHUNK):
+        part = _dense(X[start:start + _BESIDE_FIT_CHUNK])
+        if plan is not None:
+            chunks.append(plan(part))
+            continue
+        with torch.inference_mode():
+            inputs = as_tensor(part, torch.float64, device)
+            chunks.append(copied(inputs).cpu().numpy())
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 # -- ONNX Runtime ----------------------------------------------------------------
@@ -891,9 +1099,16 @@ def _onnxruntime_outputs(estimator, module, X):
         onnxruntime = _onnxruntime()
         session = entry.session = _session(onnxruntime, onnx_model(estimator))
     step = PREDICT_CHUNK
+    if sp.issparse(X):
+        # The graph takes dense float32: a bounded number of rows at a time.
+        X = X.tocsr()
+        step = min(step, dense_chunk_rows(X.shape[1], 4))
     chunks = []
     for start in range(0, X.shape[0], step):
-        part = np.ascontiguousarray(_dense(X[start:start + step]), dtype=np.float32)
+        part = X[start:start + step]
+        if sp.issparse(part):
+            part = dense_array(part, torch.float32)
+        part = np.ascontiguousarray(part, dtype=np.float32)
         (out,) = session.run(["raw_output"], {"X": part})
         chunks.append(out.astype(np.float64))
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)

@@ -19,6 +19,7 @@ __all__ = [
     "Resolver",
     "ACTIVATIONS",
     "PRECISIONS",
+    "SUPPORTED_DEVICE_TYPES",
     "resolve_device",
 ]
 
@@ -293,6 +294,10 @@ PRECISIONS = Resolver(
 )
 
 
+#: Device types ``resolve_device`` accepts.
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device):
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` into a device.
 
@@ -323,6 +328,14 @@ def resolve_device(device):
                 f"Unknown device {device!r}. Use 'auto', 'cpu', 'cuda' or "
                 f"'cuda:<index>'."
             ) from exc
+    if resolved.type not in SUPPORTED_DEVICE_TYPES:
+        # torch.device accepts "meta" (tensors without data), "xla" and other
+        # backends this library does not train on: refuse before fit starts.
+        raise ValueError(
+            f"device={device!r} is not supported: sklears-neural trains on "
+            f"{', '.join(repr(t) for t in SUPPORTED_DEVICE_TYPES)} devices. Use "
+            "device='cpu', or device='auto' to pick CUDA when it is present."
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available on this "

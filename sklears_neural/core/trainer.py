@@ -14,6 +14,7 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sklears_neural.core.callbacks import Callback
+from sklears_neural.core.data import rows_independent, takes_sparse
 from sklears_neural.core.history import History
 from sklears_neural.exceptions import TrainingDivergedError
 
@@ -332,12 +333,55 @@ class Trainer:
         Returns
         -------
         result : scipy.optimize.OptimizeResult
+
+        Notes
+        -----
+        Sparse input is never made dense whole. A module that
+        :func:`~sklears_neural.core.data.takes_sparse` gets all rows as one
+        torch sparse tensor (its first ``Linear`` multiplies sparse by
+        dense). Any other module whose rows are independent
+        (:func:`~sklears_neural.core.data.rows_independent`) is evaluated
+        on dense row chunks of bounded size (:meth:`ArrayData.chunks`),
+        with a backward pass per chunk accumulating the gradient. That
+        relies on the objective's contract: with sample weights ``v``, it
+        is ``(sum(v * loss) + penalty) / sum(v)`` (scikit-learn's, see
+        ``BaseNeuralEstimator._objective``). With ``w_c`` the weights of
+        chunk ``c`` of ``k`` (ones when unweighted), ``W_c = sum(w_c)``
+        and ``S_c = sum(w_c * loss)``, the chunk is given the weights
+        ``k * w_c``, so its value is ``(k * S_c + penalty) / (k * W_c)``:
+        the penalty's share shrinks to ``1 / k`` while the loss's mean is
+        unchanged. Added up with the weights ``W_c / sum(W)``, the values
+        give ``(S + penalty) / sum(W)``, the full-batch objective, to float
+        rounding; the gradients likewise. A module with batch normalization
+        or another layer that couples rows in training gets all rows dense
+        in one pass, as dense input does.
         """
         module, objective = self.module, self.objective
         params = [p for p in module.parameters() if p.requires_grad]
-        X, y, w = data.all()
         module.train()
+        pieces = None
+        if data.sparse and not takes_sparse(module) and rows_independent(module):
+            pieces = self._lbfgs_pieces(data)
+        if pieces is None:
+            # One pass over all rows (sparse ones as a torch sparse tensor
+            # where the module takes it).
+            X, y, w = data.all(keep_sparse=data.sparse and takes_sparse(module))
         state = {"calls": 0, "last_finite": self.snapshot()}
+
+        def objective_and_backward():
+            if pieces is None:
+                loss = objective(module, X, y, w)
+                loss.backward()
+                return loss.item()
+            total = 0.0
+            for rows, weights, share in pieces:
+                # Only this chunk is dense, and autograd frees it with its
+                # graph after the backward pass.
+                X_rows, y_rows, _ = data.batch(rows)
+                loss = objective(module, X_rows, y_rows, weights)
+                (loss * share).backward()
+                total += share * loss.item()
+            return total
 
         def loss_and_grad(flat):
             vector_to_parameters(
@@ -346,11 +390,10 @@ class Trainer:
             )
             for p in params:
                 p.grad = None
-            loss = objective(module, X, y, w)
-            loss.backward()
+            loss = objective_and_backward()
             grad = parameters_to_vector([p.grad for p in params])
             state["calls"] += 1
-            return loss.item(), grad.detach().cpu().numpy().astype(np.float64)
+            return loss, grad.detach().cpu().numpy().astype(np.float64)
 
         def on_iteration(intermediate_result):
             iteration = len(self.history) + 1
@@ -387,3 +430,52 @@ class Trainer:
             )
         self._call("on_train_end")
         return result
+
+    @staticmethod
+    def _lbfgs_pieces(data):
+        """The row chunks of :meth:`fit_lbfgs`'s chunked objective, or None.
+
+        Parameters
+        ----------
+        data : ArrayData
+            Sparse.
+
+        Returns
+        -------
+        list of (slice, torch.Tensor, float) or None
+            ``(rows, weights, share)`` per chunk: the weights to pass to the
+            objective (``k * w_c``) and the chunk's share ``W_c / sum(W)``
+            of the total (see :meth:`fit_lbfgs`). Chunks whose weights are
+            all zero add nothing and are left out. None where one chunk
+            holds every row, or where weights of mixed signs sum to zero in
+            a chunk or overall (the objective divides by that sum): then
+            all rows go in one pass.
+        """
+        slices = data.chunks()
+        if len(slices) == 1:
+            return None
+        kept = []
+        for rows in slices:
+            if data.w is None:
+                kept.append((rows, None, float(rows.stop - rows.start)))
+                continue
+            weights = data.w[rows]
+            if not bool(weights.any()):
+                continue
+            total = weights.sum(dtype=torch.float64).item()
+            if total == 0.0:
+                return None
+            kept.append((rows, weights, total))
+        grand = math.fsum(total for _, _, total in kept)
+        if grand == 0.0:
+            return None
+        k = len(kept)
+        pieces = []
+        for rows, weights, total in kept:
+            if weights is None:
+                weights = torch.full((rows.stop - rows.start,), float(k),
+                                     dtype=data.dtype, device=data.device)
+            else:
+                weights = weights * k
+            pieces.append((rows, weights, total / grand))
+        return pieces
