@@ -118,6 +118,30 @@ def test_yaml_python_tags_are_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_yaml_alias_bombs_are_refused(tmp_path):
+    """Nine levels of nine aliases expand to 9**9 strings: refused unread."""
+    pytest.importorskip("yaml")
+    lines = ["a0: &a0 x"]
+    for level in range(1, 10):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    lines.append("class: MLPClassifier")
+    lines.append("params: {hidden_layer_sizes: *a9}")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"aliases \(\*name\) are not allowed"):
+        from_config(path)
+
+
+def test_oversized_config_files_are_refused(tmp_path, monkeypatch):
+    from sklears_neural.core import config
+
+    monkeypatch.setattr(config, "MAX_CONFIG_BYTES", 100)
+    path = tmp_path / "big.json"
+    path.write_text('{"class": "MLPClassifier", "params": {}}' + " " * 200)
+    with pytest.raises(ValueError, match="larger than a config may be"):
+        from_config(path)
+
+
 def test_bad_configs_say_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=(
         r"Unknown parameter\(s\) \['hiden_layer_sizes'\].*"

@@ -22,6 +22,7 @@ import re
 from sklears_neural.core import registry
 from sklears_neural.core.resolve import Resolver
 from sklears_neural.core.serialization import (
+    MAX_CONFIG_BYTES,
     ArchiveReader,
     decode_params,
     encode_params,
@@ -163,7 +164,21 @@ def _load_yaml(text, where):
     yaml = _yaml()
 
     class Loader(yaml.SafeLoader):
-        """PyYAML's safe loader (plain data, no Python tags), with YAML 1.2 floats."""
+        """PyYAML's safe loader (plain data, no Python tags), with YAML 1.2 floats.
+
+        Aliases (``*name``) are refused: nested ones expand exponentially
+        (a "billion laughs" file of a few hundred bytes), and a config has
+        no use for them.
+        """
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed in a config",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789.")
@@ -194,7 +209,13 @@ def _read_file(path):
             f"{', '.join(TEMPLATES.names)}."
         )
     with open(where, encoding="utf-8") as handle:
-        text = handle.read()
+        # Bounded as a saved model's config.json is.
+        text = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{where} is larger than a config may be ({MAX_CONFIG_BYTES} "
+            "characters); configs hold parameters, not data."
+        )
     if lower.endswith(".json"):
         try:
             return json.loads(text)
