@@ -10,11 +10,15 @@ import os
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 # Tests fit small models: a second intra-op thread only waits at barriers,
 # and on a busy two-core machine (or beside a second pytest-xdist worker)
 # made tiny fits 10-50x slower. One thread for the whole suite.
 torch.set_num_threads(1)
+# The same for NumPy's BLAS (SciPy's L-BFGS-B, the float64 plan): two BLAS
+# threads beside torch's made a small L-BFGS fit 60x slower on this machine.
+threadpool_limits(1)
 
 
 def _seeds():

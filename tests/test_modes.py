@@ -7,12 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 
 from sklears_neural import MLPClassifier, MLPRegressor
-from sklears_neural.core import modes
+from sklears_neural.core import inference, modes
 
 X, y = make_classification(n_samples=3000, n_features=20, n_informative=6, n_classes=3,
                            random_state=0)
@@ -178,3 +179,28 @@ def test_a_prediction_cut_short_by_ctrl_c_does_not_block_the_next_fit():
     worker.join(timeout=30)
     assert done.is_set()
     assert id(clf.module_) not in modes._READERS  # the fit cleared it
+
+
+class _Square(torch.nn.Module):
+    """A layer the float64 plan has no step for."""
+
+    def forward(self, x):
+        return x * x
+
+
+@pytest.mark.parametrize("plan", [True, False], ids=["plan", "no-plan"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_outputs_beside_a_fit_equal_the_float64_forward(plan, sparse):
+    clf = _fit(0, dropout=0.5)
+    if not plan:
+        clf.module_.layers[1] = _Square()
+    rows = X[:300].astype(np.float64)
+    reference = clf.module_.double().eval()
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(rows)).numpy()
+    clf.module_.float().train()  # as during a fit: the flags stay the fit's
+    got = inference._outputs_beside_fit(
+        clf.module_, sp.csr_matrix(rows) if sparse else rows
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert all(m.training for m in clf.module_.modules())

@@ -1001,10 +1001,6 @@ def raw_outputs(estimator, X):
         return outputs
 
 
-#: Rows per forward pass of a prediction made while another thread trains.
-_BESIDE_FIT_CHUNK = 1024
-
-
 def _outputs_beside_fit(module, X):
     """Outputs of a module another thread is training, without disturbing it.
 
@@ -1015,17 +1011,23 @@ def _outputs_beside_fit(module, X):
     cached, since they keep changing.
     """
     plan = compile_plan(module)
-    if plan is None:
+    sparse = sp.issparse(X)
+    if sparse:
+        X = X.tocsr()  # row slices of CSC copy columns
+    if plan is not None:
+        rows = PREDICT_CHUNK  # bounds the activations, as the torch path does
+    else:
         copied = copy.deepcopy(module).eval().double()
         device = next(copied.parameters(), torch.empty(0)).device
+        rows = dense_chunk_rows(X.shape[1], 8) if sparse else PREDICT_CHUNK
     chunks = []
-    for start in range(0, X.shape[0], _BESIDE_FIT_CHUNK):
-        part = _dense(X[start:start + _BESIDE_FIT_CHUNK])
+    for start in range(0, X.shape[0], rows):
+        part = X[start:start + rows]
         if plan is not None:
-            chunks.append(plan(part))
+            chunks.append(plan.sparse(part) if sparse else plan(part))
             continue
         with torch.inference_mode():
-            inputs = as_tensor(part, torch.float64, device)
+            inputs = as_tensor(_dense(part), torch.float64, device)
             chunks.append(copied(inputs).cpu().numpy())
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
