@@ -761,7 +761,11 @@ class Checkpoint(Callback):
     learning-rate schedule, early-stopping state, the generator (data order,
     dropout masks) and the epoch reached. Each write goes to a temporary
     file that then replaces ``path`` in one rename, so a process killed while
-    writing leaves the previous checkpoint intact.
+    writing leaves the previous checkpoint intact. The temporary file such a
+    kill leaves behind is removed by a later successful write once no one
+    has written to it for an hour
+    (:data:`~sklears_neural.core.serialization.STALE_TEMP_SECONDS`: a save
+    still running in another process is never disturbed).
 
     To resume, in a fresh process::
 
