@@ -386,6 +386,25 @@ def test_n_outputs_must_be_the_width_the_weights_give(tmp_path):
         sklears_neural.load(path)
 
 
+def test_a_network_without_its_input_width_is_refused(tmp_path):
+    path = _edited(tmp_path, lambda c: c["state"].pop("n_features_in_"))
+    with pytest.raises(ModelFileError, match=r"network \(module_\) but no n_features_in_"):
+        sklears_neural.load(path)
+
+
+def test_labels_must_agree_with_the_outputs(tmp_path):
+    def binary(config):
+        # Three classes, three outputs; the file now says the labels are binary.
+        binarizer = config["state"]["_label_binarizer"]["__object__"]["state"]
+        binarizer["y_type_"] = "binary"
+
+    path = _edited(tmp_path, binary)
+    with pytest.raises(ModelFileError, match=(
+        r"n_outputs_ is 3, but 3 binary classes need 1 outputs"
+    )):
+        sklears_neural.load(path)
+
+
 @pytest.mark.parametrize("key, value", [
     ("lr", "x"), ("betas", [0.9]), ("amsgrad", 1), ("foreach", "yes"),
     ("initial_lr", [1]),

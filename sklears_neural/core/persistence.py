@@ -447,6 +447,36 @@ def _check_counts(attrs, where):
             )
 
 
+def _check_fitted_together(attrs, where):
+    """Attributes ``fit`` sets together are all there, and agree.
+
+    A network needs the width ``predict`` checks ``X`` against, and a
+    classifier's labels must be those its outputs stand for: one output per
+    class (multiclass, multilabel) or one for both (binary).
+    """
+    if "module_" in attrs and "n_features_in_" not in attrs:
+        raise ModelFileError(
+            f"{where}: the fitted state has a network (module_) but no "
+            "n_features_in_. The file was edited."
+        )
+    binarizer, classes = attrs.get("_label_binarizer"), attrs.get("classes_")
+    if binarizer is None or classes is None:
+        return
+    if not np.array_equal(getattr(binarizer, "classes_", None), classes):
+        raise ModelFileError(
+            f"{where}: classes_ differs from the classes the labels are encoded "
+            "with (_label_binarizer.classes_). The file was edited."
+        )
+    n_outputs = attrs.get("n_outputs_")
+    expected = 1 if getattr(binarizer, "y_type_", None) == "binary" else len(classes)
+    if n_outputs is not None and n_outputs != expected:
+        raise ModelFileError(
+            f"{where}: n_outputs_ is {n_outputs}, but {len(classes)} "
+            f"{binarizer.y_type_} classes need {expected} outputs. The file was "
+            "edited."
+        )
+
+
 def _check_widths(meta, n_inputs, n_outputs, where):
     """The network takes rows of ``n_features_in_`` values, gives ``n_outputs_``.
 
@@ -651,6 +681,7 @@ def load(path):
                 # Dropout and noise masks draw from the fit's generator, as
                 # after fit and after unpickling.
                 set_generator(attrs[name], attrs["_generator"])
+    _check_fitted_together(attrs, where)  # after the widths, which say more
     for name, value in attrs.items():
         if isinstance(value, PendingOptimizer):
             attrs[name] = _build_optimizer(value, estimator, attrs, where)
