@@ -51,6 +51,16 @@ The check costs a few microseconds per call. An in-place edit through
 ``tensor.data`` (``w.data.mul_(2)``) is the one change none of these sees:
 call :func:`clear_cache` after one.
 
+Entries refer to the module's layers and tensors weakly, so a model that is
+deleted is freed with everything compiled for it.
+
+Threads
+-------
+Predictions change nothing any other prediction reads, so any number of
+threads may predict at once; :mod:`~sklears_neural.core.modes` says who may
+switch the training flags, and how a prediction beside a running fit is
+computed (:func:`_outputs_beside_fit`).
+
 The ONNX graph is the exception that is kept: with the onnxruntime backend,
 its bytes are stored on the estimator (``_onnx_model_``, with the SHA-256 of
 the weights and heads it was exported from), so a pickled or saved model
