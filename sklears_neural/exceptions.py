@@ -3,11 +3,12 @@
 Each one is also a type callers already catch: a scikit-learn exception or a
 builtin, so ``except ValueError`` around a scikit-learn call keeps working when
 the estimator comes from this library.
+
+It imports nothing from the library, so any module of it may import this one
+without pulling in others (the trainer once loaded the file format this way).
 """
 
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-
-from sklears_neural.core.serialization import ModelFileError, PersistenceWarning
 
 __all__ = [
     "ConvergenceWarning",
@@ -17,6 +18,19 @@ __all__ = [
     "PersistenceWarning",
     "TrainingDivergedError",
 ]
+
+
+class ModelFileError(ValueError):
+    """A saved model cannot be loaded: corrupt, edited, too new, or unknown classes.
+
+    Nothing is loaded when it is raised. The message says what is wrong and,
+    where there is one, what to do (upgrade sklears-neural, save the model
+    again).
+    """
+
+
+class PersistenceWarning(UserWarning):
+    """A value could not be saved as it is and was replaced (by ``null``)."""
 
 
 class TrainingDivergedError(ValueError, FloatingPointError):

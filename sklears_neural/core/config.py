@@ -8,7 +8,7 @@ It builds an unfitted estimator, the same one ``clone`` would give.
 saved model, and the named templates in :data:`TEMPLATES`.
 
 A parameter JSON cannot hold (callback objects, a ``RandomState``) is written
-as ``null`` with a :class:`~sklears_neural.core.serialization.PersistenceWarning`
+as ``null`` with a :class:`~sklears_neural.exceptions.PersistenceWarning`
 naming it, rather than refused: a config is the estimator's settings, and
 those objects are set again in code.
 """

@@ -53,12 +53,11 @@ import torch
 
 from sklears_neural._version import __version__
 from sklears_neural.core import registry
+from sklears_neural.exceptions import ModelFileError, PersistenceWarning
 
 __all__ = [
     "FORMAT_VERSION",
     "MIGRATIONS",
-    "ModelFileError",
-    "PersistenceWarning",
     "migrate",
     "encode_params",
     "decode_params",
@@ -90,19 +89,6 @@ _ATTRIBUTE_TAGS = frozenset({"__module__", "__optimizer__"})
 _NUMERIC_KINDS = "biuf"
 # numpy kinds written to JSON inside an "__ndarray__" tag.
 _JSON_KINDS = "biufUO"
-
-
-class ModelFileError(ValueError):
-    """A saved model cannot be loaded: corrupt, edited, too new, or unknown classes.
-
-    Nothing is loaded when it is raised. The message says what is wrong and,
-    where there is one, what to do (upgrade sklears-neural, save the model
-    again).
-    """
-
-
-class PersistenceWarning(UserWarning):
-    """A value could not be saved as it is and was replaced (by ``null``)."""
 
 
 class UnsupportedValue(Exception):
