@@ -253,8 +253,8 @@ def test_estimator_with_callback_fits_pickles_and_clones(cls, capsys):
         (lambda: ProgressBar(keys=["train_loss", 3]), r"'keys' parameter"),
         (lambda: ProgressBar(leave="yes"), r"'leave' parameter of ProgressBar"),
         (lambda: TerminateOnNaN(restore_weights=None),
-         r"'restore_weights' parameter of TerminateOnNaN must be an instance of "
-         r"'bool'"),
+         r"'restore_weights' parameter of TerminateOnNaN must be True or False\. "
+         r"Got None instead"),
         (lambda: GradientStats(update_ratio=1),
          r"'update_ratio' parameter of GradientStats"),
     ],
@@ -289,16 +289,19 @@ def test_repr_shows_options_that_differ_from_defaults():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"patience": -3}, r"patience must be an int >= 0 or math.inf, got -3"),
-        ({"patience": 2.5}, r"patience must be an int >= 0"),
-        ({"tol": -1.0}, r"tol must be a float >= 0"),
-        ({"restore_on": "never"}, r"restore_on must be 'end' or 'stop'"),
-        ({"lr_reduce_factor": 0.5}, r"lr_reduce_factor must be None or a float > 1"),
-        ({"monitor": 3}, r"monitor must be a history key"),
+        ({"patience": -3}, r"'patience' parameter of EarlyStopping must be an int >= 0\. "
+                           r"Got -3 instead"),
+        ({"patience": 2.5}, r"'patience' parameter of EarlyStopping must be an int"),
+        ({"tol": -1.0}, r"'tol' parameter of EarlyStopping must be a real number >= 0"),
+        ({"restore_on": "never"}, r"'restore_on' parameter of EarlyStopping must be a "
+                                  r"str among \['end', 'stop'\]"),
+        ({"lr_reduce_factor": 0.5}, r"'lr_reduce_factor' .* must be a real number > 1"),
+        ({"monitor": 3}, r"'monitor' parameter of EarlyStopping must be a history key"),
     ],
 )
 def test_early_stopping_refuses_bad_options_where_it_is_made(options, message):
-    with pytest.raises(ValueError, match=message):
+    # InvalidParameterError: a ValueError and a TypeError, as scikit-learn's.
+    with pytest.raises((ValueError, TypeError), match=message):
         EarlyStopping(**options)
 
 

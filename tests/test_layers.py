@@ -322,8 +322,10 @@ def test_noise_resolver():
         ("pink", "Valid names are: dropout, gaussian, multiplicative, salt_and_pepper, uniform"),
         (("gaussian", {"sigma": 1}), r"It takes: final, gamma, schedule, std, step_size"),
         (("gaussian", {"schedule": "warmup"}), "constant, cosine, exponential, linear, step"),
-        (("dropout", {"p": 1.5}), "'p' must be a real number >= 0.0 and <= 1.0"),
-        (("gaussian", {"std": -1}), "'std' must be a real number >= 0.0"),
+        (("dropout", {"p": 1.5}),
+         r"The 'p' parameter of Dropout must be a real number in \[0, 1"),
+        (("gaussian", {"std": -1}), "'std' parameter of GaussianNoise must be a "
+                                    "real number >= 0. Got -1"),
         (("salt_and_pepper", {"values": "extreme"}), "'binary', 'minmax'"),
         (("uniform", {"step_size": 0}), "step_size"),
     ],

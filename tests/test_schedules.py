@@ -273,17 +273,22 @@ def test_unknown_names_and_settings_list_the_choices():
 
 
 @pytest.mark.parametrize("option, match", [
-    (("step", {"step_size": 0}), "'step_size' must be an int >= 1"),
-    (("step", {"gamma": -0.5}), "'gamma' must be a real number > 0"),
+    (("step", {"step_size": 0}),
+     "The 'step_size' parameter of the 'step' schedule must be an int >= 1. Got 0"),
+    (("step", {"gamma": -0.5}), "'gamma' parameter of the 'step' schedule must be a "
+                                "real number > 0. Got -0.5"),
     (("cosine", {"T_0": 3, "T_max": 5}), "not both"),
     (("cosine", {"T_mult": 2}), "give T_0 too"),
     (("cosine", {"eta_min": -1.0}), "'eta_min'"),
-    (("cyclic", {"step_size_up": 1.5}), "'step_size_up' must be an int"),
-    (("one_cycle", {"pct_start": 1.0}), r"'pct_start' must be a real number in \(0"),
+    (("cyclic", {"step_size_up": 1.5}), "'step_size_up' parameter of the 'cyclic' "
+                                        "schedule must be an int"),
+    (("one_cycle", {"pct_start": 1.0}), r"'pct_start' parameter of the 'one_cycle' "
+                                        r"schedule must be a real number in \(0, 1.0\)"),
     (("one_cycle", {"anneal_strategy": "step"}), "'cos' or 'linear'"),
 ])
 def test_bad_settings_raise_value_error(option, match):
-    with pytest.raises(ValueError, match=match):
+    # InvalidParameterError: a ValueError and a TypeError, as scikit-learn's.
+    with pytest.raises((ValueError, TypeError), match=match):
         make_schedule(option, _optimizer(), learning_rate_init=LR, max_iter=5,
                       steps_per_epoch=2)
 

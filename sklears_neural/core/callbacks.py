@@ -14,14 +14,12 @@ the option, the callback, what is accepted and what came.
 import copy
 import inspect
 import math
-import numbers
 import sys
 import warnings
 
-import numpy as np
 import torch
 
-from sklears_neural.core._compat import InvalidParameterError
+from sklears_neural.core import checks
 from sklears_neural.exceptions import ConvergenceWarning
 
 __all__ = [
@@ -34,22 +32,6 @@ __all__ = [
     "ProgressBar",
     "TerminateOnNaN",
 ]
-
-
-def _check_bool(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {type(owner).__name__} must be an instance "
-            f"of 'bool'. Got {value!r} instead."
-        )
-
-
-def _check_options(owner, name, value, options):
-    if not isinstance(value, str) or value not in options:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {type(owner).__name__} must be a str among "
-            f"{sorted(options)}. Got {value!r} instead."
-        )
 
 
 class Callback:
@@ -191,30 +173,17 @@ class EarlyStopping(Callback):
     def _check_options(self):
         # Checked here rather than when training starts: the mistake shows
         # where the callback was written, not epochs into a fit.
-        problems = []
+        owner = type(self).__name__
         if not isinstance(self.monitor, str):
-            problems.append(f"monitor must be a history key (a str), got {self.monitor!r}")
-        if not (
-            isinstance(self.patience, numbers.Integral) and self.patience >= 0
-        ) and self.patience != math.inf:
-            problems.append(
-                f"patience must be an int >= 0 or math.inf, got {self.patience!r}"
-            )
-        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
-            problems.append(f"tol must be a float >= 0, got {self.tol!r}")
-        if self.restore_on not in ("end", "stop"):
-            problems.append(f"restore_on must be 'end' or 'stop', got {self.restore_on!r}")
-        if self.lr_reduce_factor is not None and not (
-            isinstance(self.lr_reduce_factor, numbers.Real) and self.lr_reduce_factor > 1
-        ):
-            problems.append(
-                f"lr_reduce_factor must be None or a float > 1, got "
-                f"{self.lr_reduce_factor!r}"
-            )
-        if not (isinstance(self.min_lr, numbers.Real) and self.min_lr >= 0):
-            problems.append(f"min_lr must be a float >= 0, got {self.min_lr!r}")
-        if problems:
-            raise ValueError("EarlyStopping: " + "; ".join(problems) + ".")
+            checks.fail(owner, "monitor", "a history key (a str)", self.monitor)
+        if self.patience != math.inf:
+            checks.check_int(owner, "patience", self.patience, low=0)
+        checks.check_real(owner, "tol", self.tol, low=0)
+        checks.check_options(owner, "restore_on", self.restore_on, {"end", "stop"})
+        if self.lr_reduce_factor is not None:
+            checks.check_real(owner, "lr_reduce_factor", self.lr_reduce_factor, low=1,
+                              low_open=True)
+        checks.check_real(owner, "min_lr", self.min_lr, low=0)
 
     def reset(self):
         """Forget everything seen so far (a new ``fit`` starts over)."""
@@ -398,16 +367,13 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, unit="epoch", *, keys=None, leave=True):
-        _check_options(self, "unit", unit, {"epoch", "batch"})
+        checks.check_options(type(self).__name__, "unit", unit, {"epoch", "batch"})
         if keys is not None and (
             isinstance(keys, str) or not all(isinstance(k, str) for k in keys)
         ):
-            raise InvalidParameterError(
-                f"The 'keys' parameter of {type(self).__name__} must be None or a "
-                f"sequence of str (record keys such as 'train_loss'). Got "
-                f"{keys!r} instead."
-            )
-        _check_bool(self, "leave", leave)
+            checks.fail(type(self).__name__, "keys", "None or a sequence of str "
+                        "(record keys such as 'train_loss')", keys)
+        checks.check_bool(type(self).__name__, "leave", leave)
         _import_tqdm()
         self.unit = unit
         self.keys = keys
@@ -528,7 +494,7 @@ class TerminateOnNaN(Callback):
     """
 
     def __init__(self, restore_weights=True):
-        _check_bool(self, "restore_weights", restore_weights)
+        checks.check_bool(type(self).__name__, "restore_weights", restore_weights)
         self.restore_weights = restore_weights
         self.stopped = False
         self.stopped_epoch = None
@@ -651,7 +617,7 @@ class GradientStats(Callback):
     """
 
     def __init__(self, update_ratio=True):
-        _check_bool(self, "update_ratio", update_ratio)
+        checks.check_bool(type(self).__name__, "update_ratio", update_ratio)
         self.update_ratio = update_ratio
         self._reset()
         self._epochs = self._backward_calls = 0
@@ -796,8 +762,7 @@ class Checkpoint(Callback):
                 f"Checkpoint path must end in '.zip' (one file replaced atomically), "
                 f"got {str(path)!r}."
             )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"Checkpoint every must be an int >= 1, got {every!r}.")
+        checks.check_int("Checkpoint", "every", every, low=1)
         self.path = path
         self.every = every
         self.n_written = 0

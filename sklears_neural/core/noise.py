@@ -35,6 +35,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
+from sklears_neural.core import checks
 from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.core.callbacks import Callback
 from sklears_neural.core.resolve import Resolver
@@ -56,16 +57,8 @@ __all__ = [
 SCHEDULES = ("constant", "linear", "exponential", "step", "cosine")
 
 
-def _check_real(layer, name, value, low=0.0, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        value >= low and (high is None or value <= high)
-    ):
-        upper = "" if high is None else f" and <= {high}"
-        raise ValueError(
-            f"{layer} setting {name!r} must be a real number >= {low}{upper}, "
-            f"got {value!r}."
-        )
-    return float(value)
+def _check_real(layer, name, value, low=0, high=None):
+    return checks.check_real(layer, name, value, low=low, high=high)
 
 
 def _draw(sample, shape, like, generator):

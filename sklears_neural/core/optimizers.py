@@ -12,39 +12,24 @@ buffers, moments, step counts) round-trips through ``state_dict()`` /
 ``load_state_dict()`` like torch's own optimizers.
 """
 
-from numbers import Real
 
 import torch
 from torch.optim import Optimizer
 
+from sklears_neural.core import checks
+
 __all__ = ["LARS", "LAMB"]
 
 
-def _check_real(owner, name, value, *, low=0.0, high=None, low_open=False,
+def _check_real(owner, name, value, *, low=0, high=None, low_open=False,
                 high_open=True):
-    """Raise ``ValueError`` unless ``low <= value (<) high`` (bounds as asked)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(
-            f"The {name!r} parameter of {owner} must be a real number. "
-            f"Got {value!r} instead."
-        )
-    too_low = value <= low if low_open else value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
-        raise ValueError(
-            f"The {name!r} parameter of {owner} must be in the range "
-            f"{left}{low}, {right}. Got {value!r} instead."
-        )
+    # Rates, decays, epsilons: >= 0 unless said otherwise, below an open high.
+    checks.check_real(owner, name, value, low=low, high=high, low_open=low_open,
+                      high_open=high_open)
 
 
 def _check_bool(owner, name, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"The {name!r} parameter of {owner} must be True or False. "
-            f"Got {value!r} instead."
-        )
+    checks.check_bool(owner, name, value)
 
 
 def _adapted(group, p):

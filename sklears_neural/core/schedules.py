@@ -60,11 +60,12 @@ schedule's clock after the warmup.
 import copy
 import inspect
 import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import NamedTuple
 
 from torch.optim import lr_scheduler
 
+from sklears_neural.core import checks
 from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.core.callbacks import Callback
 from sklears_neural.core.resolve import Resolver, split_option
@@ -88,39 +89,22 @@ class _Plan(NamedTuple):
 # -- checks --------------------------------------------------------------------
 
 
+def _owner(schedule):
+    return f"the {schedule!r} schedule"
+
+
 def _check_int(schedule, setting, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise ValueError(
-            f"The {schedule!r} schedule's setting {setting!r} must be an int >= {low}. "
-            f"Got {value!r} instead."
-        )
-    return int(value)
+    return checks.check_int(_owner(schedule), setting, value, low=low)
 
 
-def _check_real(schedule, setting, value, *, low=0.0, low_open=True, high=None):
-    ok = not isinstance(value, bool) and isinstance(value, Real)
-    if ok:
-        ok = value > low if low_open else value >= low
-        if high is not None:
-            ok = ok and value < high
-    if not ok:
-        bounds = f"in ({low}, {high})" if high is not None else (
-            f"{'>' if low_open else '>='} {low}"
-        )
-        raise ValueError(
-            f"The {schedule!r} schedule's setting {setting!r} must be a real number "
-            f"{bounds}. Got {value!r} instead."
-        )
-    return float(value)
+def _check_real(schedule, setting, value, *, low=0, low_open=True, high=None):
+    # Rates and factors: positive unless said otherwise, below an open high.
+    return checks.check_real(_owner(schedule), setting, value, low=low,
+                             low_open=low_open, high=high, high_open=True)
 
 
 def _check_bool(schedule, setting, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"The {schedule!r} schedule's setting {setting!r} must be True or False. "
-            f"Got {value!r} instead."
-        )
-    return value
+    return checks.check_bool(_owner(schedule), setting, value)
 
 
 def _needs(schedule, setting, value, what):
