@@ -50,7 +50,9 @@ def _expected_failed_checks(estimator):
             "check_methods_subset_invariance": "fails for the decision_function method",
             "check_methods_sample_order_invariance": "fails for the score_samples method",
         }
-    if getattr(estimator, "precision", None) == "float32":
+    if isinstance(estimator, MLPClassifier) and estimator.precision == "float32":
+        # Classifiers only: the regressors' float32 predictions pass the
+        # check's tolerance (they once were marked too, and passed).
         return {
             "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON,
             "check_sample_weight_equivalence_on_sparse_data": FLOAT32_REASON,
