@@ -16,6 +16,7 @@ from sklears_neural.core._compat import (
     ResolvableName,
     _fit_context,
 )
+from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import (
     BaseNeuralEstimator,
     NeuralClassifierMixin,
@@ -37,6 +38,54 @@ def _layer_sizes(hidden_layer_sizes):
     if isinstance(hidden_layer_sizes, Integral):
         return [int(hidden_layer_sizes)]
     return [int(n) for n in hidden_layer_sizes]
+
+
+#: numpydoc entries of the MLP architecture parameters, shared by both MLPs
+#: (see :mod:`sklears_neural.core.docstrings`).
+_ARCHITECTURE = {
+    "hidden_layer_sizes": """\
+hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
+    Width of each hidden layer.""",
+    "activation": """\
+activation : str or (str, dict), default="relu"
+    Hidden-layer activation: scikit-learn's "identity", "logistic",
+    "tanh", "relu", and "leaky_relu", "prelu" (learnable; settings
+    ``{"per_channel": True}``), "elu", "selu", "gelu", "silu" ("swish"),
+    "mish", "softplus".""",
+    "weight_init": """\
+weight_init : str or (str, dict), default="sklearn"
+    Initializer: "sklearn" (scikit-learn's Glorot-uniform scheme),
+    "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+    "lecun_uniform", "lecun_normal", "orthogonal", "truncated_normal",
+    or ("variance_scaling", {"scale", "mode", "distribution"}).""",
+    "dropout": """\
+dropout : float, default=0.0
+    Drop probability after each hidden activation (stochastic solvers).""",
+    "batch_norm": """\
+batch_norm : bool, default=False
+    Batch normalization between each hidden linear and its activation.""",
+    "layer_norm": """\
+layer_norm : bool, default=False
+    Layer normalization there instead (not both).""",
+    "residual": """\
+residual : {"add", "concat", "gated"} or None, default=None
+    Skip connection around each hidden layer; a projection matches
+    widths for "add" and "gated".""",
+    "noise": """\
+noise : str, (str, dict) or None, default=None
+    Noise injection on each hidden layer's input in training:
+    "gaussian", "uniform", "multiplicative", "salt_and_pepper",
+    "dropout", with settings such as ``("gaussian", {"std": 0.1,
+    "schedule": "linear"})`` (constant, linear, exponential, step or
+    cosine decay over ``max_iter`` epochs).""",
+    "spectral_norm": """\
+spectral_norm : bool, default=False
+    Spectral normalization of every linear layer.""",
+    "gradient_checkpointing": """\
+gradient_checkpointing : bool, default=False
+    Recompute hidden activations in the backward pass to save memory on
+    deep stacks; results are unchanged.""",
+}
 
 
 class _BaseMLP(BaseNeuralEstimator):
@@ -207,6 +256,7 @@ class _BaseMLP(BaseNeuralEstimator):
 
 
 @register_estimator
+@document_parameters(extra=_ARCHITECTURE)
 class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier on PyTorch, a drop-in for scikit-learn's.
 
@@ -217,134 +267,10 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
 
     Parameters
     ----------
-    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
-        Width of each hidden layer.
-    activation : str or (str, dict), default="relu"
-        Hidden-layer activation: scikit-learn's "identity", "logistic",
-        "tanh", "relu", and "leaky_relu", "prelu" (learnable; settings
-        ``{"per_channel": True}``), "elu", "selu", "gelu", "silu" ("swish"),
-        "mish", "softplus".
-    solver : str or (str, dict), default="adam"
-        ``"lbfgs"``: full-batch quasi-Newton (good for small data);
-        ``"sgd"``: SGD with momentum; ``"adam"``: Adam; also "adamw",
-        "nadam", "radam", "rmsprop" (decay ``beta_2``), "adagrad", and the
-        layer-wise "lars" and "lamb" for large batches (LARS wants
-        ``learning_rate_init`` near 1). Settings override the estimator's:
-        ``("lars", {"trust_coefficient": 0.01})``.
-    alpha : float, default=0.0001
-        L2 penalty on the weight matrices, divided by the batch's total
-        sample weight when added to the loss (scikit-learn's scaling).
-    batch_size : int or "auto", default="auto"
-        Mini-batch size for stochastic solvers; ``"auto"`` is
-        ``min(200, n_samples)``.
-    learning_rate : str or (str, dict), default="constant"
-        Step-size schedule. scikit-learn's, for ``solver="sgd"`` only:
-        "constant"; "invscaling", ``lr0 / (t+1)**power_t`` with ``t`` the
-        samples seen; "adaptive", divide by 5 whenever ``n_iter_no_change``
-        epochs pass without improving by ``tol``. For every stochastic
-        solver: "step", "exponential", "cosine" (optionally with warm
-        restarts), "cyclic", "one_cycle", with settings such as
-        ``("step", {"step_size": 10, "gamma": 0.5})``; see ``warmup_iters``.
-    learning_rate_init : float, default=0.001
-        Initial step size (stochastic solvers).
-    power_t : float, default=0.5
-        Exponent of ``"invscaling"``.
-    max_iter : int, default=200
-        Epochs for stochastic solvers, iterations for L-BFGS.
-    shuffle : bool, default=True
-        Shuffle samples every epoch (stochastic solvers).
-    random_state : int, RandomState instance or None, default=None
-        Seeds a local torch generator for initial weights, the validation
-        split and shuffling. The global RNGs are never reseeded.
-    tol : float, default=1e-4
-        Improvement below ``tol`` for more than ``n_iter_no_change`` epochs
-        in a row ends training (or, with ``"adaptive"``, lowers the rate).
-    verbose : bool or int, default=False
-        ``True``/1: print scikit-learn's line per epoch; 2 or more: a tqdm
-        progress bar (on stderr) instead.
-    warm_start : bool, default=False
-        Continue from the previous fit's weights **and optimizer state**.
-    momentum : float, default=0.9
-        Momentum of ``solver="sgd"``.
-    nesterovs_momentum : bool, default=True
-        Use Nesterov momentum with ``solver="sgd"``.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data, stop when its accuracy
-        stops improving, and keep the best weights. Also works with
-        :meth:`partial_fit` (see there).
-    validation_fraction : float, default=0.1
-        Held-out share for ``early_stopping``.
-    beta_1 : float, default=0.9
-        Adam's first-moment decay.
-    beta_2 : float, default=0.999
-        Adam's second-moment decay.
-    epsilon : float, default=1e-8
-        Adam's numerical-stability term.
-    n_iter_no_change : int, default=10
-        Patience, in epochs, of the ``tol`` rule.
-    max_fun : int, default=15000
-        Maximum loss evaluations of L-BFGS.
-    weight_init : str or (str, dict), default="sklearn"
-        Initializer: "sklearn" (scikit-learn's Glorot-uniform scheme),
-        "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
-        "lecun_uniform", "lecun_normal", "orthogonal", "truncated_normal",
-        or ("variance_scaling", {"scale", "mode", "distribution"}).
-    dropout : float, default=0.0
-        Drop probability after each hidden activation (stochastic solvers).
-    batch_norm : bool, default=False
-        Batch normalization between each hidden linear and its activation.
-    layer_norm : bool, default=False
-        Layer normalization there instead (not both).
-    residual : {"add", "concat", "gated"} or None, default=None
-        Skip connection around each hidden layer; a projection matches
-        widths for "add" and "gated".
-    noise : str, (str, dict) or None, default=None
-        Noise injection on each hidden layer's input in training:
-        "gaussian", "uniform", "multiplicative", "salt_and_pepper",
-        "dropout", with settings such as ``("gaussian", {"std": 0.1,
-        "schedule": "linear"})`` (constant, linear, exponential, step or
-        cosine decay over ``max_iter`` epochs).
-    spectral_norm : bool, default=False
-        Spectral normalization of every linear layer.
-    l1_ratio : float, default=0.0
-        Share of L1 in the penalty (elastic net, as scikit-learn's
-        ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
-        * ||W||^2)``; 0 is scikit-learn's MLP penalty.
-    weight_decay : float, default=0.0
-        Decoupled weight decay of the "adamw", "nadam", "radam", "lars" and
-        "lamb" solvers (``alpha`` stays the L2 term of the loss).
-    warmup_iters : int, default=0
-        Optimizer steps over which the learning rate ramps up linearly from
-        0 to its scheduled value.
-    clip_grad_norm : float or None, default=None
-        Rescale gradients to this global L2 norm at most (stochastic solvers).
-    clip_grad_value : float or None, default=None
-        Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
-    gradient_checkpointing : bool, default=False
-        Recompute hidden activations in the backward pass to save memory on
-        deep stacks; results are unchanged.
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into ``sample_weight``; ``"balanced"``
         uses ``n_samples / (n_classes * np.bincount(y))``.
-    device : {"cpu", "cuda", "auto"} or str, default="cpu"
-        Where to train and predict; ``"auto"`` picks CUDA when present.
-    precision : {"float32", "float64", "mixed"}, default="float32"
-        Compute dtype; ``"mixed"`` trains float32 weights under bfloat16
-        autocast on CPU, float16 with loss scaling on CUDA. Probabilities are
-        returned as float64 either way.
-    inference_backend : {"torch", "onnxruntime"}, default="torch"
-        What runs :meth:`predict` and :meth:`predict_proba`. ``"torch"``:
-        small CPU batches run a float64 NumPy translation of the network
-        (fast for a few rows, and a row's result does not depend on its
-        batch), large ones the network in its own dtype.
-        ``"onnxruntime"``: the graph of :meth:`to_onnx` in an ONNX Runtime
-        session, in float32; results agree with ``"torch"`` to about 1e-6.
-        The graph is exported on the first prediction (seconds) and kept by
-        pickling and :meth:`save`. Needs ``pip install sklears-neural[onnx]``.
-    callbacks : list of Callback or None, default=None
-        Extra :class:`~sklears_neural.callbacks.Callback` objects for the
-        training loop (stochastic solvers call every hook; L-BFGS calls the
-        train and epoch hooks).
+    <shared parameters>
 
     Attributes
     ----------
@@ -533,6 +459,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
 
 
 @register_estimator
+@document_parameters(extra=_ARCHITECTURE)
 class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor on PyTorch, a drop-in for scikit-learn's.
 
@@ -546,106 +473,7 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
     loss : {"squared_error", "poisson"}, default="squared_error"
         ``"poisson"`` needs ``y >= 0`` and predicts ``exp`` of the network's
         output.
-    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
-        Width of each hidden layer.
-    activation : str or (str, dict), default="relu"
-        Hidden-layer activation: scikit-learn's "identity", "logistic",
-        "tanh", "relu", and "leaky_relu", "prelu" (learnable; settings
-        ``{"per_channel": True}``), "elu", "selu", "gelu", "silu" ("swish"),
-        "mish", "softplus".
-    solver : {"lbfgs", "sgd", "adam"}, default="adam"
-        The optimizer; see :class:`MLPClassifier`.
-    alpha : float, default=0.0001
-        L2 penalty on the weight matrices, scaled by 1 / batch weight.
-    batch_size : int or "auto", default="auto"
-        ``"auto"`` is ``min(200, n_samples)``.
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
-        Step-size schedule for ``solver="sgd"``.
-    learning_rate_init : float, default=0.001
-        Initial step size.
-    power_t : float, default=0.5
-        Exponent of ``"invscaling"``.
-    max_iter : int, default=200
-        Epochs (stochastic solvers) or iterations (L-BFGS).
-    shuffle : bool, default=True
-        Shuffle samples every epoch.
-    random_state : int, RandomState instance or None, default=None
-        Seeds a local torch generator; global RNGs are never reseeded.
-    tol : float, default=1e-4
-        Tolerance of the convergence rule.
-    verbose : bool or int, default=False
-        ``True``/1: scikit-learn's line per epoch; 2 or more: a progress bar.
-    warm_start : bool, default=False
-        Continue from the previous fit's weights and optimizer state.
-    momentum : float, default=0.9
-        Momentum of ``solver="sgd"``.
-    nesterovs_momentum : bool, default=True
-        Nesterov momentum with ``solver="sgd"``.
-    early_stopping : bool, default=False
-        Stop when the held-out R^2 stops improving; keep the best weights.
-    validation_fraction : float, default=0.1
-        Held-out share for ``early_stopping``.
-    beta_1 : float, default=0.9
-        Adam's first-moment decay.
-    beta_2 : float, default=0.999
-        Adam's second-moment decay.
-    epsilon : float, default=1e-8
-        Adam's numerical-stability term.
-    n_iter_no_change : int, default=10
-        Patience of the ``tol`` rule.
-    max_fun : int, default=15000
-        Maximum loss evaluations of L-BFGS.
-    weight_init : str or (str, dict), default="sklearn"
-        Initializer: "sklearn" (scikit-learn's Glorot-uniform scheme),
-        "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
-        "lecun_uniform", "lecun_normal", "orthogonal", "truncated_normal",
-        or ("variance_scaling", {"scale", "mode", "distribution"}).
-    dropout : float, default=0.0
-        Drop probability after each hidden activation (stochastic solvers).
-    batch_norm : bool, default=False
-        Batch normalization between each hidden linear and its activation.
-    layer_norm : bool, default=False
-        Layer normalization there instead (not both).
-    residual : {"add", "concat", "gated"} or None, default=None
-        Skip connection around each hidden layer; a projection matches
-        widths for "add" and "gated".
-    noise : str, (str, dict) or None, default=None
-        Noise injection on each hidden layer's input in training:
-        "gaussian", "uniform", "multiplicative", "salt_and_pepper",
-        "dropout", with settings such as ``("gaussian", {"std": 0.1,
-        "schedule": "linear"})`` (constant, linear, exponential, step or
-        cosine decay over ``max_iter`` epochs).
-    spectral_norm : bool, default=False
-        Spectral normalization of every linear layer.
-    l1_ratio : float, default=0.0
-        Share of L1 in the penalty (elastic net, as scikit-learn's
-        ``SGDClassifier``): ``alpha * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2
-        * ||W||^2)``; 0 is scikit-learn's MLP penalty.
-    weight_decay : float, default=0.0
-        Decoupled weight decay of the "adamw", "nadam", "radam", "lars" and
-        "lamb" solvers (``alpha`` stays the L2 term of the loss).
-    warmup_iters : int, default=0
-        Optimizer steps over which the learning rate ramps up linearly from
-        0 to its scheduled value.
-    clip_grad_norm : float or None, default=None
-        Rescale gradients to this global L2 norm at most (stochastic solvers).
-    clip_grad_value : float or None, default=None
-        Clamp each gradient element to ``[-value, value]`` (stochastic solvers).
-    gradient_checkpointing : bool, default=False
-        Recompute hidden activations in the backward pass to save memory on
-        deep stacks; results are unchanged.
-    device : {"cpu", "cuda", "auto"} or str, default="cpu"
-        Where to train and predict.
-    precision : {"float32", "float64", "mixed"}, default="float32"
-        Compute dtype (see :class:`MLPClassifier`); predictions are float64
-        either way.
-    inference_backend : {"torch", "onnxruntime"}, default="torch"
-        What runs :meth:`predict`: the network through torch (a float64
-        NumPy translation for small CPU batches), or the graph of
-        :meth:`to_onnx` in ONNX Runtime, in float32. See
-        :class:`MLPClassifier`.
-    callbacks : list of Callback or None, default=None
-        Extra callbacks for the training loop.
+    <shared parameters>
 
     Attributes
     ----------
