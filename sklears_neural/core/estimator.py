@@ -4,9 +4,8 @@
 local generator, asks the family for its module (``_build_module``, which returns a
 :class:`~sklears_neural.core.layers.ModuleSpec`), and
 hands everything to the :class:`~sklears_neural.core.trainer.Trainer`. The
-task mixins (:class:`NeuralClassifierMixin`, :class:`NeuralRegressorMixin`)
-own targets: label encoding, the loss, and how raw outputs become
-predictions.
+task mixins of :mod:`sklears_neural.core.tasks` own targets: label encoding,
+the loss, and how raw outputs become predictions.
 
 A family only writes ``_build_module(n_features_in, n_outputs)`` and declares
 its architecture parameters.
@@ -22,21 +21,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import column_or_1d
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import validate_data
 
 from sklears_neural.core._compat import (
     INF,
-    _check_partial_fit_first_call,
-    _check_sample_weight,
     CallbackList,
     Interval,
     ResolvableName,
@@ -64,7 +54,7 @@ from sklears_neural.core.seeding import draw_seed, torch_generator
 from sklears_neural.core.trainer import Trainer
 from sklears_neural.exceptions import NetworkTooLargeError
 
-__all__ = ["BaseNeuralEstimator", "NeuralClassifierMixin", "NeuralRegressorMixin"]
+__all__ = ["BaseNeuralEstimator"]
 
 
 class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
@@ -751,279 +741,3 @@ def _too_large(spec, dtype, device):
         f"in {str(dtype).replace('torch.', '')}), more than {device} could "
         f"allocate. Its settings: {settings}. Choose smaller layer sizes."
     )
-
-
-class NeuralClassifierMixin:
-    """Targets of a classifier: labels, log-loss, probabilities.
-
-    Multiclass targets train a softmax over ``n_classes`` outputs;
-    binary and multilabel-indicator targets train one logistic output per
-    label, as scikit-learn's ``MLPClassifier`` does.
-    """
-
-    _parameter_constraints: dict = {
-        "class_weight": [dict, StrOptions({"balanced"}), None],
-    }
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        return tags
-
-    def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
-                                classes):
-        X, y = validate_data(
-            self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-            dtype=(np.float64, np.float32), reset=reset,
-        )
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        self._fit_labels(y, incremental=incremental, classes=classes)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
-        if self.class_weight is not None:
-            class_weights = compute_sample_weight(self.class_weight, y)
-            sample_weight = (
-                class_weights if sample_weight is None else sample_weight * class_weights
-            )
-        return X, self._encode(y), sample_weight
-
-    def _fit_labels(self, y, *, incremental, classes):
-        if incremental and _check_partial_fit_first_call(self, classes):
-            # The first partial_fit call learns the label set from `classes`.
-            self._label_binarizer = LabelBinarizer()
-            if type_of_target(y).startswith("multilabel"):
-                self._label_binarizer.fit(y)
-            else:
-                self._label_binarizer.fit(classes)
-        elif not incremental and (not hasattr(self, "classes_") or not self.warm_start):
-            self._label_binarizer = LabelBinarizer().fit(y)
-            self.classes_ = self._label_binarizer.classes_
-            return
-        labels = unique_labels(y)
-        if self.warm_start and not incremental:
-            if set(labels) != set(self.classes_):
-                raise ValueError(
-                    "warm_start can only be used where `y` has the same classes as "
-                    f"in the previous call to fit. Previously got {self.classes_}, "
-                    f"`y` has {labels}"
-                )
-        elif len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
-            raise ValueError(
-                f"`y` has classes not in `self.classes_`. `self.classes_` has "
-                f"{self.classes_}. 'y' has {labels}."
-            )
-
-    def _is_multiclass(self):
-        return self._label_binarizer.y_type_ == "multiclass"
-
-    def _encode(self, y):
-        if self._is_multiclass():
-            # Class indices: cross-entropy on indices is cheaper than one-hot.
-            return np.searchsorted(self.classes_, y).astype(np.int64, copy=False)
-        return self._label_binarizer.transform(y).astype(np.float64)
-
-    def _target_dtype(self, dtype):
-        return torch.long if self._is_multiclass() else dtype
-
-    def _n_outputs_for(self, targets):
-        if self._is_multiclass():
-            return len(self.classes_)
-        return targets.shape[1]
-
-    def _output_activation(self):
-        return "softmax" if self._is_multiclass() else "logistic"
-
-    def _stratify_validation(self, targets):
-        # Multilabel targets are not stratified, as in scikit-learn.
-        return targets.ndim == 1 or targets.shape[1] == 1
-
-    def _loss(self, output, target):
-        if target.ndim == 1:
-            return F.cross_entropy(output, target, reduction="none")
-        return F.binary_cross_entropy_with_logits(
-            output, target, reduction="none"
-        ).sum(dim=1)
-
-    def _fused_loss_kind(self):
-        if self._is_multiclass():
-            return "softmax_cross_entropy"
-        return "logistic_cross_entropy"
-
-    def _mean_loss(self, output, target):
-        if target.ndim == 1:
-            return F.cross_entropy(output, target)
-        # The mean over samples of a sum over labels.
-        return F.binary_cross_entropy_with_logits(output, target) * output.shape[1]
-
-    def _probabilities(self, outputs):
-        if self._is_multiclass():
-            outputs = outputs - outputs.max(axis=1, keepdims=True)
-            np.exp(outputs, out=outputs)
-            outputs /= outputs.sum(axis=1, keepdims=True)
-            return outputs
-        # Clipped like scikit-learn's log-loss: callers (and its checks)
-        # expect probabilities strictly inside (0, 1).
-        eps = np.finfo(np.float64).eps
-        return np.clip(1.0 / (1.0 + np.exp(-outputs)), eps, 1.0 - eps)
-
-    def _outputs_to_predictions(self, outputs):
-        # Straight from the logits where that is the same rule: a float64
-        # softmax costs as much as the rest of a one-row prediction.
-        labels = inference.labels_from_outputs(self._label_binarizer, outputs)
-        if labels is not None:
-            return labels
-        probabilities = self._probabilities(outputs)
-        if probabilities.shape[1] == 1:
-            probabilities = probabilities.ravel()
-        return inference.labels_from_probabilities(self._label_binarizer, probabilities)
-
-    def _score_predictions(self, targets, predictions, sample_weight):
-        if targets.ndim == 1 and self._is_multiclass():
-            targets = self.classes_[targets]
-        else:
-            targets = self._label_binarizer.inverse_transform(targets)
-        return accuracy_score(targets, predictions, sample_weight=sample_weight)
-
-    def predict(self, X):
-        """Predict class labels.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            Labels from ``classes_``; a 0/1 indicator matrix for multilabel
-            targets.
-        """
-        return self._outputs_to_predictions(self._raw_outputs(X))
-
-    def predict_proba(self, X):
-        """Probability estimates, as float64 whatever the compute precision.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Columns follow ``classes_``. For multilabel targets, column ``j``
-            is the probability of label ``j``.
-        """
-        probabilities = self._probabilities(self._raw_outputs(X))
-        if probabilities.shape[1] == 1:
-            p = probabilities.ravel()
-            return np.column_stack([1.0 - p, p])
-        return probabilities
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-        """
-        probabilities = self.predict_proba(X)
-        with np.errstate(divide="ignore"):
-            return np.log(probabilities, out=probabilities)
-
-
-class NeuralRegressorMixin:
-    """Targets of a regressor: floats, squared error or Poisson deviance."""
-
-    _parameter_constraints: dict = {
-        "loss": [StrOptions({"squared_error", "poisson"})],
-    }
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
-    def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
-                                classes):
-        X, y = validate_data(
-            self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-            y_numeric=True, dtype=(np.float64, np.float32), reset=reset,
-        )
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and np.any(y < 0):
-            raise ValueError(
-                "Some value(s) of y are negative which is not allowed for "
-                "loss='poisson'. Use loss='squared_error' or shift the targets."
-            )
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
-        targets = y.reshape(-1, 1) if y.ndim == 1 else y
-        if not reset and targets.shape[1] != self.n_outputs_:
-            raise ValueError(
-                f"y has {targets.shape[1]} outputs but this model was fitted with "
-                f"{self.n_outputs_}. Fit a new model (warm_start=False)."
-            )
-        return X, targets.astype(np.float64, copy=False), sample_weight
-
-    def _target_dtype(self, dtype):
-        return dtype
-
-    def _n_outputs_for(self, targets):
-        return targets.shape[1]
-
-    def _output_activation(self):
-        return "exp" if self.loss == "poisson" else "identity"
-
-    def _stratify_validation(self, targets):
-        return False
-
-    def _loss(self, output, target):
-        if self.out_activation_ == "exp":
-            # Half Poisson deviance with a log link: the module outputs log(mu).
-            # The xlogy(y, y) - y term is constant; keep it so loss_ matches
-            # scikit-learn's value.
-            return (
-                torch.exp(output) - target * output + torch.xlogy(target, target) - target
-            ).sum(dim=1)
-        return 0.5 * (output - target).pow(2).sum(dim=1)
-
-    def _fused_loss_kind(self):
-        return None if self.out_activation_ == "exp" else "squared_error"
-
-    def _mean_loss(self, output, target):
-        if self.out_activation_ == "exp":
-            return super()._mean_loss(output, target)
-        # Half the squared error summed over outputs, averaged over samples.
-        return F.mse_loss(output, target) * (0.5 * output.shape[1])
-
-    def _outputs_to_predictions(self, outputs):
-        if self.out_activation_ == "exp":
-            outputs = np.exp(outputs)
-        return outputs.ravel() if outputs.shape[1] == 1 else outputs
-
-    def _score_predictions(self, targets, predictions, sample_weight):
-        if targets.shape[1] == 1:
-            targets = targets.ravel()
-        if not np.isfinite(predictions).all():
-            return np.nan
-        return r2_score(targets, predictions, sample_weight=sample_weight)
-
-    def predict(self, X):
-        """Predict targets.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            float64 predictions.
-        """
-        return self._outputs_to_predictions(self._raw_outputs(X))

@@ -17,11 +17,8 @@ from sklears_neural.core._compat import (
     _fit_context,
 )
 from sklears_neural.core.docstrings import document_parameters
-from sklears_neural.core.estimator import (
-    BaseNeuralEstimator,
-    NeuralClassifierMixin,
-    NeuralRegressorMixin,
-)
+from sklears_neural.core.estimator import BaseNeuralEstimator
+from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
 from sklears_neural.core.history import History
 from sklears_neural.core.init import WEIGHT_INITS
 from sklears_neural.core.registry import register_estimator
