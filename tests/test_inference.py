@@ -27,7 +27,7 @@ from torch import nn
 
 import sklears_neural
 from sklears_neural import MLPClassifier, MLPRegressor
-from sklears_neural.core import inference
+from sklears_neural.core import inference, tasks
 from sklears_neural.callbacks import Callback
 from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.core.config import from_config
@@ -510,7 +510,7 @@ def test_labels_equal_label_binarizer(y):
     P[:5] = 0.5  # thresholds and argmax ties
     if width == 1:
         P = P.ravel()
-    got = inference.labels_from_probabilities(binarizer, P)
+    got = tasks.labels_from_probabilities(binarizer, P)
     expected = binarizer.inverse_transform(P)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
@@ -537,7 +537,7 @@ def test_labels_from_logits_equal_labels_from_probabilities(y):
     if n_outputs == 1:
         probabilities = probabilities.ravel()
     expected = clf._label_binarizer.inverse_transform(probabilities)
-    got = inference.labels_from_outputs(clf._label_binarizer, logits)
+    got = tasks.labels_from_outputs(clf._label_binarizer, logits)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
 
@@ -546,8 +546,8 @@ def test_labels_of_sparse_targets_stay_sparse():
     y = sp.csr_matrix(np.array([[0, 1, 1], [1, 0, 1], [0, 0, 1]]))
     binarizer = LabelBinarizer(sparse_output=True).fit(y)
     P = np.random.RandomState(0).rand(4, 3)
-    assert inference.labels_from_outputs(binarizer, P) is None  # sparse output
-    got = inference.labels_from_probabilities(binarizer, P)
+    assert tasks.labels_from_outputs(binarizer, P) is None  # sparse output
+    got = tasks.labels_from_probabilities(binarizer, P)
     assert sp.issparse(got)
     np.testing.assert_array_equal(
         got.toarray(), binarizer.inverse_transform(P).toarray()

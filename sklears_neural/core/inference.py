@@ -101,8 +101,6 @@ __all__ = [
     "check_representable",
     "clear_cache",
     "compile_plan",
-    "labels_from_outputs",
-    "labels_from_probabilities",
     "onnx_model",
     "raw_outputs",
     "unknown_layers",
@@ -239,79 +237,6 @@ def _all_finite(X):
     # sum only sends X to validate_data, which looks element by element.
     with np.errstate(over="ignore", invalid="ignore"):
         return bool(np.isfinite(np.add.reduce(X, axis=None)))
-
-
-def labels_from_probabilities(binarizer, probabilities):
-    """``binarizer.inverse_transform(probabilities)`` without its overhead.
-
-    ``LabelBinarizer.inverse_transform`` spends ~100 us on checks per call,
-    more than a one-row forward pass. This applies the same rules: the
-    first argmax for multiclass, ``p > threshold`` for binary and
-    multilabel targets (``threshold`` halfway between ``neg_label`` and
-    ``pos_label``), integer indicators for multilabel.
-
-    Parameters
-    ----------
-    binarizer : fitted LabelBinarizer
-    probabilities : ndarray of shape (n_samples,) or (n_samples, n_columns)
-
-    Returns
-    -------
-    ndarray
-        What ``inverse_transform`` returns; a binarizer fitted on sparse
-        targets (which returns a sparse matrix) goes through it.
-    """
-    if binarizer.sparse_input_ or not isinstance(probabilities, np.ndarray):
-        return binarizer.inverse_transform(probabilities)
-    classes = binarizer.classes_
-    kind = binarizer.y_type_
-    if kind == "multiclass":
-        return classes[np.argmax(probabilities, axis=1)]
-    threshold = (binarizer.pos_label + binarizer.neg_label) / 2.0
-    if kind == "multilabel-indicator":
-        return (probabilities > threshold).astype(np.intp)
-    if kind == "binary" and probabilities.ndim == 1:
-        if len(classes) == 1:
-            return np.repeat(classes[0], len(probabilities))
-        return classes[(probabilities > threshold).astype(np.intp)]
-    return binarizer.inverse_transform(probabilities)
-
-
-def labels_from_outputs(binarizer, outputs):
-    """Labels from raw outputs, skipping the probabilities where the rule allows.
-
-    Softmax and the logistic function are increasing: the first argmax of
-    the logits is the class of the first argmax of the probabilities, and
-    ``logit > 0`` is ``p > 0.5``, except where rounding ties two
-    probabilities whose logits differ by less than one unit in the last
-    place. ``predict`` then skips a float64 softmax (~2 ms per 10,000 rows
-    of 10 classes, ~12 us for one row).
-
-    Parameters
-    ----------
-    binarizer : fitted LabelBinarizer
-    outputs : ndarray of shape (n_samples, n_outputs)
-        Logits.
-
-    Returns
-    -------
-    ndarray or None
-        ``None`` when the rule needs the probabilities: labels fitted on
-        sparse targets, or a binarizer whose threshold is not 0.5.
-    """
-    if binarizer.sparse_input_ or (binarizer.neg_label, binarizer.pos_label) != (0, 1):
-        return None
-    classes = binarizer.classes_
-    kind = binarizer.y_type_
-    if kind == "multiclass":
-        return classes[np.argmax(outputs, axis=1)]
-    if kind == "multilabel-indicator":
-        return (outputs > 0).astype(np.intp)
-    if kind == "binary" and outputs.shape[1] == 1:
-        if len(classes) == 1:
-            return np.repeat(classes[0], len(outputs))
-        return classes[(outputs[:, 0] > 0).astype(np.intp)]
-    return None
 
 
 # -- the float64 plan ----------------------------------------------------------
