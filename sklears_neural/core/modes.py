@@ -27,9 +27,11 @@ import threading
 
 __all__ = ["predicting", "training"]
 
-# Keyed by id(module): an entry exists only while its module is in use (a
-# fit runs, or a prediction), so the module is alive and its id its own.
-# Plain dicts under one plain lock: a prediction pays ~1 us for this.
+# Keyed by id(module): an entry exists while its module is in use (a fit
+# runs, or a prediction), so the module is alive and its id its own. (The
+# exception: the ident a Ctrl-C may leave behind, below, stays until that
+# thread fits the module.) Plain dicts under one plain lock: a prediction
+# pays ~1 us for this.
 _LOCK = threading.Lock()
 # Signalled when the last prediction on a module ends, or a fit does.
 _CHANGED = threading.Condition(_LOCK)
