@@ -189,6 +189,35 @@ def test_an_unknown_layer_falls_back_to_float64_torch():
 # -- which path runs ------------------------------------------------------------------
 
 
+def test_a_model_the_plan_cannot_translate_runs_large_batches_in_torch_chunks(monkeypatch):
+    """A conv stack has no nn.Linear multiply-adds to count: it once took the
+    unchunked float64 path for any batch size."""
+    clf = _quiet_fit(MLPClassifier((8,), max_iter=2, random_state=0), X_digits, y_digits)
+    clf.module_ = nn.Sequential(  # no nn.Linear: zero counted multiply-adds
+        nn.Unflatten(1, (1, 64)), nn.Conv1d(1, 8, kernel_size=3, padding=1),
+        nn.ReLU(), nn.Conv1d(8, 4, kernel_size=64), nn.Flatten(),
+    )
+    assert inference.compile_plan(clf.module_) is None
+    X = np.resize(X_digits, (10_000, 64)).astype(np.float32)
+    float64_rows, chunks = [], []
+    real_float64, real_tensor = inference._float64_outputs, inference._tensor
+    monkeypatch.setattr(inference, "_float64_outputs", lambda module, entry, X: (
+        float64_rows.append(X.shape[0]) or real_float64(module, entry, X)))
+    monkeypatch.setattr(inference, "_tensor", lambda part, entry, **kwargs: (
+        chunks.append(part.shape[0]) or real_tensor(part, entry, **kwargs)))
+    monkeypatch.setattr(inference, "PREDICT_CHUNK", 4096)
+
+    out = clf._raw_outputs(X)
+    assert float64_rows == [] and chunks == [4096, 4096, 1808]
+    with torch.no_grad():
+        expected = clf.module_(torch.from_numpy(X)).double().numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    # The few rows of scikit-learn's invariance checks stay float64.
+    clf._raw_outputs(X[:20])
+    assert float64_rows == [20]
+
+
+
 def test_small_batches_are_float64_and_large_ones_the_module_dtype():
     reg = _quiet_fit(
         MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=5, random_state=0),

@@ -14,9 +14,10 @@ torch
     Larger batches, accelerators, and modules the plan cannot translate: the
     module itself, in its own dtype, under ``torch.inference_mode``, in
     chunks of :data:`PREDICT_CHUNK` rows. A module with a layer the plan does
-    not know runs its small batches through ``torch.func.functional_call``
-    with float64 copies of its state instead, so the invariance holds for it
-    too.
+    not know runs batches of at most :data:`PLAN_MIN_ROWS` rows through
+    ``torch.func.functional_call`` with float64 copies of its state instead,
+    so the invariance holds for it too; the multiply-add budget, which
+    counts ``nn.Linear`` layers only, is not applied to it.
 onnxruntime
     ``inference_backend="onnxruntime"``: the graph of ``to_onnx`` in an ONNX
     Runtime session (float32 input).
@@ -921,9 +922,15 @@ def raw_outputs(estimator, X):
             return _outputs_beside_fit(module, X)
         if entry.on_cpu:
             plan = entry.plan(module)
-            if use_plan(X.shape[0], entry.macs):
-                if plan is None:
+            if plan is None:
+                # No cost model for layers the plan does not know (the
+                # multiply-adds count only nn.Linear: a conv stack would
+                # count as free): float64 torch for the few rows of
+                # scikit-learn's invariance checks, the chunked module
+                # path for everything else.
+                if X.shape[0] <= PLAN_MIN_ROWS:
                     return _float64_outputs(module, entry, X)
+            elif use_plan(X.shape[0], entry.macs):
                 if type(X) is np.ndarray or not sp.issparse(X):
                     return plan(X)
                 return plan.sparse(X)
