@@ -184,6 +184,26 @@ def time_runners(runners, X, repeats, budget):
     return best
 
 
+def same_labels(ours, runners, X):
+    """Share of rows where each runner of our model gives the eager module's label.
+
+    The timed runners must compute the same thing: labels from their outputs
+    (the argmax of a module's logits) against the eager module's. The
+    scikit-learn runner is another model and is left out.
+    """
+    def labels(out):
+        if isinstance(out, torch.Tensor):
+            return ours.classes_[np.argmax(out.float().numpy(), axis=1)]
+        return np.asarray(out)
+
+    reference = labels(runners["eager"](X))
+    return {
+        name: float(np.mean(labels(fn(X)) == reference))
+        for name, fn in runners.items()
+        if fn is not None and name != "sklearn"
+    }
+
+
 def run(args, log=print):
     names = list(RUNNERS) + (list(VARIANTS) if args.variants else [])
     sk, ours = make_models()
@@ -200,7 +220,8 @@ def run(args, log=print):
         X = X_all[:rows]
         times = time_runners(runners, X, args.repeats, budget)
         path = "float64 plan" if inference.use_plan(rows, macs) else "torch float32"
-        results.append({"rows": rows, "times": times, "path": path})
+        results.append({"rows": rows, "times": times, "path": path,
+                        "agreement": same_labels(ours, runners, X)})
         log(
             f"  {rows:6d} rows ({path}): "
             + ", ".join(f"{name} {_us(t)}" for name, t in times.items())
