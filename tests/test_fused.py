@@ -90,15 +90,15 @@ def test_gradients_equal_autograd(activation, kind, weighted, alpha, l1_ratio):
 def test_autograd_runs_what_the_step_does_not_cover(options):
     est = _fit(MLPClassifier((8,), max_iter=1, random_state=0, **options),
                X_digits, y_digits)
-    assert est._fused_train_step(precision_policy(est.precision, torch.device("cpu"))) is None
+    assert est._train_step(precision_policy(est.precision, torch.device("cpu"))) is None
 
 
 def test_poisson_loss_runs_through_autograd():
     est = _fit(MLPRegressor(hidden_layer_sizes=(8,), loss="poisson", max_iter=1, random_state=0),
                X_reg, np.abs(y_reg))
-    assert est._fused_train_step(precision_policy("float32", torch.device("cpu"))) is None
+    assert est._train_step(precision_policy("float32", torch.device("cpu"))) is None
     plain = _fit(MLPRegressor(hidden_layer_sizes=(8,), max_iter=1, random_state=0), X_reg, y_reg)
-    assert plain._fused_train_step(precision_policy("float32", torch.device("cpu"))) is not None
+    assert plain._train_step(precision_policy("float32", torch.device("cpu"))) is not None
 
 
 def _both_ways(est, X, y):

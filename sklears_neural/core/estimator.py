@@ -41,7 +41,6 @@ from sklears_neural.core.callbacks import (
 )
 from sklears_neural.core import inference, modes
 from sklears_neural.core.data import ArrayData, takes_sparse
-from sklears_neural.core.fused import FusedMLPStep
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
 from sklears_neural.core.optim import SOLVERS, apply_hyperparameters, make_optimizer
@@ -326,19 +325,19 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
         return objective
 
-    #: Let plain MLPs train with the written-out backward pass of
-    #: ``core.fused`` instead of autograd (the same gradients, faster).
-    _use_fused_step = True
+    def _train_step(self, policy):
+        """A family's fast training step, or None: autograd on ``_objective``.
 
-    def _fused_train_step(self, policy):
-        """A :class:`~sklears_neural.core.fused.FusedMLPStep`, or None for autograd."""
-        if not self._use_fused_step or policy.autocast_dtype is not None:
-            return None
-        return FusedMLPStep.for_module(
-            self.module_, self._fused_loss_kind(),
-            penalized=penalized_parameters(self.module_),
-            alpha=self.alpha, l1_ratio=self.l1_ratio,
-        )
+        ``train_step(X, y, sample_weight) -> loss`` fills the parameters'
+        ``.grad`` itself (see :class:`~sklears_neural.core.trainer.Trainer`);
+        the MLP family returns its written-out backward pass here.
+
+        Parameters
+        ----------
+        policy : PrecisionPolicy
+            The fit's precision (a fast step may not cover autocast).
+        """
+        return None
 
     def _fused_loss_kind(self):
         """The ``core.fused.LOSS_KINDS`` entry equal to ``_loss``, or None.
@@ -500,7 +499,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             clip_grad_value=self.clip_grad_value,
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
-            train_step=self._fused_train_step(policy),
+            train_step=self._train_step(policy),
         )
         epochs_before = resume["epoch"] if resume else 0
         start = len(self.history_)

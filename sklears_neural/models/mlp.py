@@ -19,9 +19,11 @@ from sklears_neural.core._compat import (
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
+from sklears_neural.core.fused import FusedMLPStep
 from sklears_neural.core.history import History
 from sklears_neural.core.init import WEIGHT_INITS
 from sklears_neural.core.registry import register_estimator
+from sklears_neural.core.regularization import penalized_parameters
 from sklears_neural.core.layers import MLP, RESIDUALS, ModuleSpec
 from sklears_neural.core.noise import NOISES, set_generator
 from sklears_neural.core.precision import precision_policy
@@ -131,6 +133,24 @@ class _BaseMLP(BaseNeuralEstimator):
                 "spectral_norm": bool(self.spectral_norm),
                 "gradient_checkpointing": bool(self.gradient_checkpointing),
             },
+        )
+
+    #: Train plain MLPs with the written-out backward pass of ``core.fused``
+    #: instead of autograd (the same gradients, faster); tests turn it off.
+    _use_fused_step = True
+
+    def _train_step(self, policy):
+        """A :class:`~sklears_neural.core.fused.FusedMLPStep`, or None for autograd.
+
+        None where the step does not cover the network (dropout,
+        normalization, other activations, ...), the loss, or autocast.
+        """
+        if not self._use_fused_step or policy.autocast_dtype is not None:
+            return None
+        return FusedMLPStep.for_module(
+            self.module_, self._fused_loss_kind(),
+            penalized=penalized_parameters(self.module_),
+            alpha=self.alpha, l1_ratio=self.l1_ratio,
         )
 
     @property
