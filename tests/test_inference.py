@@ -203,8 +203,8 @@ def test_a_model_the_plan_cannot_translate_runs_large_batches_in_torch_chunks(mo
     real_float64, real_tensor = inference._float64_outputs, inference._tensor
     monkeypatch.setattr(inference, "_float64_outputs", lambda module, entry, X: (
         float64_rows.append(X.shape[0]) or real_float64(module, entry, X)))
-    monkeypatch.setattr(inference, "_tensor", lambda part, entry, **kwargs: (
-        chunks.append(part.shape[0]) or real_tensor(part, entry, **kwargs)))
+    monkeypatch.setattr(inference, "_tensor", lambda part, *args: (
+        chunks.append(part.shape[0]) or real_tensor(part, *args)))
     monkeypatch.setattr(inference, "PREDICT_CHUNK", 4096)
 
     out = clf._raw_outputs(X)

@@ -739,7 +739,8 @@ class _Entry:
         """The module's :class:`Plan` (``None`` if untranslatable), compiled once."""
         if not self._compiled:
             plan = compile_plan(module)
-            self.macs = plan.macs if plan is not None else _macs(module)
+            # Multiply-adds per row: the plan's cost model (no plan, no model).
+            self.macs = None if plan is None else plan.macs
             self._plan = plan
             self._compiled = True
         return self._plan
@@ -844,41 +845,42 @@ def _evaluating(entry):
             m.training = True
 
 
-def _torch_outputs(module, entry, X):
+def _forward_in_chunks(module, entry, X, dtype, forward):
+    """``forward`` over ``X`` in chunks, in evaluation mode, as float64 NumPy.
+
+    Dense chunks of :data:`PREDICT_CHUNK` rows; sparse ``X`` as
+    :func:`_sparse_chunking` says. ``forward`` takes a chunk as a tensor of
+    ``dtype`` on the module's device.
+    """
     step, keep_sparse = PREDICT_CHUNK, False
     chunks = []
     with _evaluating(entry), torch.inference_mode():
         if type(X) is not np.ndarray and sp.issparse(X):
-            X, step, keep_sparse = _sparse_chunking(module, X, entry.dtype.itemsize)
+            X, step, keep_sparse = _sparse_chunking(module, X, dtype.itemsize)
         for start in range(0, X.shape[0], step):
-            out = module(_tensor(X[start:start + step], entry, keep_sparse=keep_sparse))
+            out = forward(_tensor(X[start:start + step], entry, dtype, keep_sparse))
             if out.dtype != torch.float64:
                 out = out.double()
             chunks.append((out if entry.on_cpu else out.cpu()).numpy())
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
+def _torch_outputs(module, entry, X):
+    """The module itself, in its own dtype."""
+    return _forward_in_chunks(module, entry, X, entry.dtype, module)
+
+
 def _float64_outputs(module, entry, X):
-    """Small batches of a module the plan cannot translate: float64 torch."""
+    """A module the plan cannot translate, or float32 overflow: float64 torch."""
     if entry.state64 is None:
         entry.state64 = {
             name: t.detach().double() if t.is_floating_point() else t
             for name, t in [*module.named_parameters(), *module.named_buffers()]
         }
-    with _evaluating(entry), torch.inference_mode():
-        if type(X) is np.ndarray or not sp.issparse(X):
-            inputs = as_tensor(X, torch.float64, entry.device)
-            return functional_call(module, entry.state64, (inputs,)).cpu().numpy()
-        X, step, keep_sparse = _sparse_chunking(module, X, 8)
-        chunks = [
-            functional_call(
-                module,
-                entry.state64,
-                (_tensor(X[start:start + step], entry, torch.float64, keep_sparse),),
-            ).cpu().numpy()
-            for start in range(0, X.shape[0], step)
-        ]
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    return _forward_in_chunks(
+        module, entry, X, torch.float64,
+        lambda inputs: functional_call(module, entry.state64, (inputs,)),
+    )
 
 
 def raw_outputs(estimator, X):
