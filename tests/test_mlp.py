@@ -621,16 +621,16 @@ def test_refitting_the_same_instance_is_identical():
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_training_data_of_the_compute_dtype_is_not_copied(monkeypatch, precision, dtype,
                                                           solver):
-    import sklears_neural.core.estimator as estimator_module
+    import sklears_neural.core.inputs as inputs_module
 
     made = []
 
-    class RecordingArrayData(estimator_module.ArrayData):
+    class RecordingArrayData(inputs_module.ArrayData):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(estimator_module, "ArrayData", RecordingArrayData)
+    monkeypatch.setattr(inputs_module, "ArrayData", RecordingArrayData)
     X = np.ascontiguousarray(X_digits, dtype=dtype)
     _quiet_fit(MLPClassifier((8,), max_iter=2, precision=precision, solver=solver,
                              random_state=0), X, y_digits)

@@ -31,7 +31,9 @@ from sklears_neural.core.noise import NoiseLayer
 __all__ = [
     "DENSE_CHUNK_BYTES",
     "ArrayData",
+    "SequenceData",
     "as_tensor",
+    "call_module",
     "dense_array",
     "dense_chunk_rows",
     "rows_independent",
@@ -291,6 +293,86 @@ class ArrayData:
         rows = dense_chunk_rows(self.X.shape[1], self.dtype.itemsize, max_bytes)
         return [slice(start, min(start + rows, self.n_samples))
                 for start in range(0, max(self.n_samples, 1), rows)]
+
+
+class SequenceData:
+    """Padded sequences, their lengths, targets and sample weights of one fit.
+
+    The same protocol as :class:`ArrayData` (``n_samples``, ``batch``,
+    ``all``, ``chunks``); a batch's inputs are the pair ``(x, lengths)``,
+    ``x`` cut to the batch's longest sequence, so short batches do no work
+    on padding. The module is called as ``module(x, lengths)``.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_samples, max_length, n_features)
+        Zero-padded.
+    lengths : ndarray of shape (n_samples,), int
+    y : ndarray or None
+        Per-sequence targets ``(n_samples, ...)``, or per-step targets
+        ``(n_samples, max_length, ...)``, which are cut with ``x``.
+    sample_weight : ndarray of shape (n_samples,) or None
+    dtype, device, target_dtype
+        As for :class:`ArrayData`.
+    per_step : bool, default=False
+        Whether ``y`` holds a target per step (cut with ``x``).
+
+    Attributes
+    ----------
+    lengths : torch.Tensor
+        int64, on the CPU (``pack_padded_sequence`` reads them there).
+    """
+
+    sparse = False
+
+    def __init__(self, values, lengths, y, sample_weight, *, dtype, device,
+                 target_dtype=None, per_step=False):
+        self.device = device
+        self.dtype = dtype
+        self.n_samples = values.shape[0]
+        self.X = as_tensor(values, dtype, device)
+        self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64)
+        self._max_length = values.shape[1]
+        self.y = None if y is None else as_tensor(y, target_dtype or dtype, device)
+        self._per_step = per_step and self.y is not None
+        self.w = (
+            None if sample_weight is None else as_tensor(sample_weight, dtype, device)
+        )
+
+    def batch(self, index):
+        """Rows ``index`` as ``((x, lengths), y, w)``, cut to their longest sequence."""
+        if isinstance(index, torch.Tensor):
+            cpu_index = index.cpu()
+        else:
+            cpu_index = index
+        lengths = self.lengths[cpu_index]
+        longest = int(lengths.max()) if lengths.numel() else 0
+        x = self.X[index]
+        if longest < self._max_length:
+            x = x[:, :longest]
+        y = None if self.y is None else self.y[index]
+        if y is not None and self._per_step and longest < self._max_length:
+            y = y[:, :longest]
+        w = None if self.w is None else self.w[index]
+        return (x, lengths), y, w
+
+    def all(self, *, keep_sparse=False):
+        """All rows as one batch."""
+        return self.batch(slice(None))
+
+    def chunks(self, max_bytes=None):
+        """Row slices whose padded values take at most ``max_bytes`` each."""
+        per_row = self._max_length * max(1, self.X.shape[2]) if self.X.ndim == 3 else 1
+        rows = dense_chunk_rows(per_row, self.dtype.itemsize, max_bytes)
+        return [slice(start, min(start + rows, self.n_samples))
+                for start in range(0, max(self.n_samples, 1), rows)]
+
+
+def call_module(module, inputs):
+    """``module(inputs)``, or ``module(*inputs)`` for a tuple (sequences and lengths)."""
+    if type(inputs) is tuple:
+        return module(*inputs)
+    return module(inputs)
 
 
 def rows_independent(module):

@@ -32,6 +32,7 @@ from sklears_neural.core._compat import (
     ResolvableName,
     StrOptions,
     _check_optimize_result,
+    _fit_context,
 )
 from sklears_neural.core.callbacks import (
     EarlyStopping,
@@ -40,7 +41,8 @@ from sklears_neural.core.callbacks import (
     ProgressBar,
 )
 from sklears_neural.core import inference, modes
-from sklears_neural.core.data import ArrayData, takes_sparse
+from sklears_neural.core.data import call_module, takes_sparse
+from sklears_neural.core.inputs import TABULAR
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generator
 from sklears_neural.core.optim import SOLVERS, apply_hyperparameters, make_optimizer
@@ -121,12 +123,64 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         """
         raise NotImplementedError
 
+    def _input_kind(self):
+        """What X the family takes (:mod:`sklears_neural.core.inputs`).
+
+        Validation in fit and predict, the datasets that batch X, and the
+        input tags all come from it. Default: 2-D rows, dense or sparse.
+        """
+        return TABULAR
+
+    def _make_dataset(self, X, targets=None, sample_weight=None, *, dtype, device):
+        """The dataset that batches validated ``X`` (and targets) for training.
+
+        See :class:`~sklears_neural.core.data.ArrayData` for the protocol:
+        ``n_samples``, ``batch(index) -> (inputs, y, w)``, ``all()``,
+        ``chunks()``.
+        """
+        target_dtype = None if targets is None else self._target_dtype(dtype)
+        return self._input_kind().dataset(
+            X, targets, sample_weight, dtype=dtype, device=device,
+            target_dtype=target_dtype,
+        )
+
+    def _forward(self, module, inputs):
+        """How a batch's inputs reach the module: ``module(inputs)``.
+
+        A tuple of inputs (padded sequences and their lengths) is spread:
+        ``module(*inputs)``. A family whose module takes its batch another
+        way overrides this; training, validation and prediction all call it.
+        """
+        return call_module(module, inputs)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
+        return self._input_kind().tags(tags)
 
     # -- fit machinery ---------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the model to ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; families of other inputs (images, sequences)
+            say what they take in their ``X`` description.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classification) or real targets (regression);
+            ignored by estimators fitted on ``X`` alone.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights: each sample's loss is weighted and the mean
+            is taken over the total weight, as in scikit-learn.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
 
     def _is_stochastic(self):
         return SOLVERS.canonical(self.solver) != "lbfgs"
@@ -240,7 +294,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         dtype = policy.param_dtype
         inference.check_representable(X, dtype)
         if first_pass:
-            self._initialize(X.shape[1], targets, device, dtype)
+            self._initialize(self.n_features_in_, targets, device, dtype)
         else:
             self.module_.to(device=device, dtype=dtype)
             if self._optimizer is not None:
@@ -304,12 +358,13 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             The module whose weights are penalized; ``module_`` if None.
         """
         loss_fn, mean_loss_fn = self._loss, self._mean_loss
+        forward = self._forward
         alpha = float(self.alpha)
         l1_ratio = float(self.l1_ratio)
         penalized = penalized_parameters(self.module_ if module is None else module)
 
         def objective(module, X, y, w):
-            output = module(X)
+            output = forward(module, X)
             if output.dtype in (torch.float16, torch.bfloat16):
                 # Mixed precision: the loss itself is computed in float32.
                 output = output.float()
@@ -395,32 +450,56 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         return train, valid
 
     def _evaluator(self, X_val, y_val, w_val, device, dtype):
-        data = ArrayData(X_val, y_val, w_val, dtype=dtype, device=device,
-                         target_dtype=self._target_dtype(dtype))
-        loss_fn = self._loss
+        data = self._make_dataset(X_val, y_val, w_val, dtype=dtype, device=device)
+        loss_fn, forward = self._loss, self._forward
 
         def evaluate():
             module = self.module_
             with torch.inference_mode():
-                if data.sparse and not takes_sparse(module):
-                    # Wide sparse input is never made dense whole.
-                    output = torch.cat(
-                        [module(data.batch(rows)[0]) for rows in data.chunks()]
-                    )
-                    y, w = data.y, data.w
+                if data.sparse and takes_sparse(module):
+                    X, y, _ = data.all(keep_sparse=True)
+                    outputs = [forward(module, X)]
+                    losses = [loss_fn(outputs[0], y)]
                 else:
-                    X, y, w = data.all(keep_sparse=True)
-                    output = module(X)
-                per_sample = loss_fn(output, y)
-                if w is None:
+                    # Bounded chunks: wide sparse input is never made dense
+                    # whole, nor are long sequences padded all at once.
+                    outputs, losses = [], []
+                    for rows in data.chunks():
+                        X, y, _ = data.batch(rows)
+                        outputs.append(forward(module, X))
+                        losses.append(loss_fn(outputs[-1], y))
+                per_sample = torch.cat(losses)
+                if data.w is None:
                     valid_loss = per_sample.mean()
                 else:
-                    valid_loss = (per_sample * w).sum() / w.sum()
-            predictions = self._outputs_to_predictions(output.double().cpu().numpy())
-            score = self._score_predictions(y_val, predictions, w_val)
-            return {"valid_loss": valid_loss.item(), "valid_score": float(score)}
+                    valid_loss = (per_sample * data.w).sum() / data.w.sum()
+            valid_loss = valid_loss.item()
+            score = self._validation_score(
+                [out.double().cpu().numpy() for out in outputs], y_val, w_val, valid_loss
+            )
+            return {"valid_loss": valid_loss, "valid_score": float(score)}
 
         return evaluate
+
+    def _validation_score(self, outputs, targets, sample_weight, valid_loss):
+        """The score early stopping watches: the task's ``score`` on held-out rows.
+
+        Parameters
+        ----------
+        outputs : list of ndarray
+            Raw outputs (float64) of consecutive row chunks.
+        targets : ndarray or None
+            Encoded targets of the validation rows.
+        sample_weight : ndarray or None
+        valid_loss : float
+            Their mean loss: the score of a task without predictions
+            (density models) is minus it.
+        """
+        if targets is None:
+            return -valid_loss
+        outputs = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        predictions = self._outputs_to_predictions(outputs)
+        return self._score_predictions(targets, predictions, sample_weight)
 
     def _make_stopping(self, incremental):
         return EarlyStopping(
@@ -455,8 +534,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             evaluate = self._evaluator(X_v, y_v, w_v, device, dtype)
         else:
             evaluate = None
-        data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,
-                         target_dtype=self._target_dtype(dtype))
+        data = self._make_dataset(X, targets, sample_weight, dtype=dtype, device=device)
 
         solver = SOLVERS.canonical(self.solver)
         kept = self._optimizer is not None and self._optimizer_solver == solver
@@ -604,8 +682,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         return self.callbacks_
 
     def _fit_lbfgs(self, X, targets, sample_weight, device, dtype):
-        data = ArrayData(X, targets, sample_weight, dtype=dtype, device=device,
-                         target_dtype=self._target_dtype(dtype))
+        data = self._make_dataset(X, targets, sample_weight, dtype=dtype, device=device)
         self._optimizer = None
         self._optimizer_solver = self.solver
         callbacks = self._verbose_callbacks()
@@ -645,7 +722,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
     # -- prediction --------------------------------------------------------------
 
-    def _raw_outputs(self, X):
+    def _raw_outputs(self, X, forward=None):
         """Validated ``X`` through the module: raw outputs as float64 numpy.
 
         See :mod:`sklears_neural.core.inference`: a plain float ndarray is
@@ -656,7 +733,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         in its own dtype; ``inference_backend="onnxruntime"`` runs the graph
         of :meth:`to_onnx` in ONNX Runtime.
         """
-        return inference.raw_outputs(self, X)
+        return inference.raw_outputs(self, X, forward)
 
     def to_onnx(self, path=None):
         """Export the fitted estimator to ONNX: the network and its predictions.

@@ -90,6 +90,7 @@ from sklears_neural.core.data import (
     sparse_tensor,
     takes_sparse,
 )
+from sklears_neural.core.inputs import TABULAR
 from sklears_neural.core.layers import MLP, AddResidual, ConcatResidual, GatedResidual
 from sklears_neural.core.noise import NoiseLayer
 
@@ -214,7 +215,7 @@ def check_representable(X, dtype):
     ValueError
         If a value of ``X`` does not fit in ``dtype``.
     """
-    values = X.data if sp.issparse(X) else X
+    values = X.data if sp.issparse(X) else np.asarray(X)
     if values.size == 0 or values.dtype.itemsize <= dtype.itemsize:
         return
     limit = torch.finfo(dtype).max
@@ -705,6 +706,7 @@ class _Entry:
         self._compiled = False
         self.macs = None
         self.state64 = None
+        self._module64 = None
         self.session = None
         self.onnx = None  # (head signature, bytes)
 
@@ -734,6 +736,12 @@ class _Entry:
         """The module's layers that are in training mode."""
         layers = [ref() for ref in self.modules]
         return [m for m in layers if m is not None and m.training]
+
+    def module64(self, module):
+        """A float64 copy of ``module`` in evaluation mode, made once."""
+        if self._module64 is None:
+            self._module64 = copy.deepcopy(module).eval().double()
+        return self._module64
 
     def plan(self, module):
         """The module's :class:`Plan` (``None`` if untranslatable), compiled once."""
@@ -883,13 +891,17 @@ def _float64_outputs(module, entry, X):
     )
 
 
-def raw_outputs(estimator, X):
+def raw_outputs(estimator, X, forward=None):
     """The module's outputs for ``X`` as float64: ``_raw_outputs`` of the base.
 
     Parameters
     ----------
     estimator : BaseNeuralEstimator
     X : array-like or sparse matrix of shape (n_samples, n_features)
+        Or any input the family's ``_input_kind()`` takes.
+    forward : callable or None, default=None
+        ``forward(module, inputs)`` instead of the family's ``_forward``
+        (e.g. an autoencoder's encoder half for ``transform``).
 
     Returns
     -------
@@ -906,6 +918,8 @@ def raw_outputs(estimator, X):
     module = estimator.__dict__.get("module_")
     if module is None:
         check_is_fitted(estimator, "module_")
+    if forward is not None or estimator._input_kind() is not TABULAR:
+        return _dataset_outputs(estimator, module, X, forward)
     # An estimator pickled before the parameter existed has none: "torch".
     backend = estimator.__dict__.get("inference_backend", "torch")
     if backend != "torch":
@@ -943,6 +957,82 @@ def raw_outputs(estimator, X):
             # batches, so the answer does not depend on the batch size.
             outputs = _float64_outputs(module, entry, X)
         return outputs
+
+
+#: Values of input per chunk on the general path: conv and recurrent
+#: activations are many times the input, so chunks are smaller than
+#: :data:`PREDICT_CHUNK` rows of a table.
+DATASET_CHUNK_VALUES = 2**18
+
+
+def _dataset_outputs(estimator, module, X, forward=None):
+    """Outputs for any input kind: the family's dataset, chunked, in evaluation mode.
+
+    The path of every family that is not 2-D rows through its module (and
+    of custom ``forward`` calls): no NumPy plan. Batches of at most
+    :data:`PLAN_MIN_ROWS` rows on the CPU run a float64 copy of the module,
+    so a sample's output does not depend on its batch beyond float64
+    rounding (scikit-learn's invariance checks); larger ones run the module
+    in its own dtype, in chunks of :data:`DATASET_CHUNK_VALUES` input values.
+    """
+    backend = estimator.__dict__.get("inference_backend", "torch")
+    if backend != "torch":
+        raise ValueError(
+            f"inference_backend={backend!r} runs 2-D tabular models only; "
+            f"{type(estimator).__name__} predicts with inference_backend='torch'."
+        )
+    if forward is None:
+        forward = estimator._forward
+    kind = estimator._input_kind()
+    entry = _entry(module)
+    X = kind.validate(estimator, X, reset=False)
+    check_representable(X, entry.dtype)
+    with modes.predicting(module, entry.training_layers) as situation:
+        if situation == modes.OTHER_FIT:
+            # Another thread trains this module and owns its flags: a
+            # private float64 copy of the current weights.
+            copied = copy.deepcopy(module).eval().double()
+            return _chunked_dataset_outputs(copied, kind, X, torch.float64, forward,
+                                            entry.device)
+        if entry.on_cpu and len(X) <= PLAN_MIN_ROWS:
+            return _chunked_dataset_outputs(entry.module64(module), kind, X,
+                                            torch.float64, forward, entry.device)
+        with _evaluating(entry):
+            outputs = _chunked_dataset_outputs(module, kind, X, entry.dtype, forward,
+                                               entry.device)
+        if entry.dtype != torch.float64 and not np.isfinite(outputs).all():
+            outputs = _chunked_dataset_outputs(entry.module64(module), kind, X,
+                                               torch.float64, forward, entry.device)
+        return outputs
+
+
+def _chunked_dataset_outputs(module, kind, X, dtype, forward, device):
+    data = kind.dataset(X, dtype=dtype, device=device)
+    per_sample = max(1, int(np.prod(X.shape[1:])))
+    rows = max(1, min(PREDICT_CHUNK, DATASET_CHUNK_VALUES // per_sample))
+    if data.sparse:
+        rows = min(rows, data.chunks()[0].stop)
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, data.n_samples, rows):
+            inputs, _, _ = data.batch(slice(start, start + rows))
+            out = forward(module, inputs)
+            chunks.append(out.double().cpu().numpy())
+    return _concatenate(chunks)
+
+
+def _concatenate(chunks):
+    """Chunks of outputs in one array; per-step outputs padded to the longest."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if chunks[0].ndim >= 3:
+        longest = max(c.shape[1] for c in chunks)
+        chunks = [
+            c if c.shape[1] == longest
+            else np.pad(c, [(0, 0), (0, longest - c.shape[1])] + [(0, 0)] * (c.ndim - 2))
+            for c in chunks
+        ]
+    return np.concatenate(chunks)
 
 
 def _outputs_beside_fit(module, X):

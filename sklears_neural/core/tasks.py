@@ -17,20 +17,34 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import validate_data
+from sklearn.utils.metaestimators import available_if
 
 from sklears_neural.core._compat import (
     StrOptions,
     _check_partial_fit_first_call,
     _check_sample_weight,
+    _fit_context,
 )
 
 __all__ = [
     "NeuralClassifierMixin",
     "NeuralRegressorMixin",
+    "NeuralUnsupervisedMixin",
     "labels_from_outputs",
     "labels_from_probabilities",
 ]
+
+
+def _validate_with_targets(estimator, X, y, *, reset, y_numeric=False):
+    """X through the family's input kind, y checked alongside it."""
+    if y is None:
+        raise ValueError(
+            f"This {type(estimator).__name__} estimator requires y to be passed, "
+            "but the target y is None."
+        )
+    return estimator._input_kind().validate_with_targets(
+        estimator, X, y, reset=reset, y_numeric=y_numeric
+    )
 
 
 def labels_from_probabilities(binarizer, probabilities):
@@ -125,10 +139,7 @@ class NeuralClassifierMixin:
 
     def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
                                 classes):
-        X, y = validate_data(
-            self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-            dtype=(np.float64, np.float32), reset=reset,
-        )
+        X, y = _validate_with_targets(self, X, y, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -141,6 +152,32 @@ class NeuralClassifierMixin:
                 class_weights if sample_weight is None else sample_weight * class_weights
             )
         return X, self._encode(y), sample_weight
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Run one epoch over ``X, y``, continuing weights and optimizer state.
+
+        With ``early_stopping=True``, each call holds out
+        ``validation_fraction`` of its data, records the held-out score, and
+        keeps the best weights; once ``n_iter_no_change`` calls pass without
+        improvement, the best weights are restored and ``converged_`` becomes
+        True.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Or the input the family takes (see ``fit``).
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the stream; required on the first call.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _fit_labels(self, y, *, incremental, classes):
         if incremental and _check_partial_fit_first_call(self, classes):
@@ -303,10 +340,7 @@ class NeuralRegressorMixin:
 
     def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
                                 classes):
-        X, y = validate_data(
-            self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-            y_numeric=True, dtype=(np.float64, np.float32), reset=reset,
-        )
+        X, y = _validate_with_targets(self, X, y, reset=reset, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and np.any(y < 0):
@@ -323,6 +357,27 @@ class NeuralRegressorMixin:
                 f"{self.n_outputs_}. Fit a new model (warm_start=False)."
             )
         return X, targets.astype(np.float64, copy=False), sample_weight
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Run one epoch over ``X, y``, continuing weights and optimizer state.
+
+        With ``early_stopping=True``, see
+        :meth:`NeuralClassifierMixin.partial_fit`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Or the input the family takes (see ``fit``).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def _target_dtype(self, dtype):
         return dtype
@@ -380,3 +435,102 @@ class NeuralRegressorMixin:
             float64 predictions.
         """
         return self._outputs_to_predictions(self._raw_outputs(X))
+
+
+class NeuralUnsupervisedMixin:
+    """Estimators fitted on X alone: ``fit(X)``, then ``transform`` or ``score_samples``.
+
+    The targets of training are the inputs themselves (an autoencoder
+    reconstructs them; a density model's loss reads only its output), so
+    every toolbox feature (solvers, schedules, early stopping on held-out
+    rows, ``partial_fit``, resume, save/load) applies unchanged. A family
+    sets the per-sample ``_loss(output, X)`` (default: half the squared
+    reconstruction error) and adds ``transform``/``score_samples`` on
+    :meth:`~sklears_neural.core.estimator.BaseNeuralEstimator._raw_outputs`
+    with its own ``forward``. Early stopping watches minus the held-out
+    loss; ``score(X)`` is minus the mean loss, so greater is better, as
+    scikit-learn's model selection expects.
+    """
+
+    def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
+                                classes):
+        X = self._input_kind().validate(self, X, reset=reset)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        return X, X, sample_weight
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Run one epoch over ``X``, continuing weights and optimizer state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Or the input the family takes (see ``fit``).
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, None, sample_weight, incremental=True)
+
+    def _target_dtype(self, dtype):
+        return dtype
+
+    def _n_outputs_for(self, targets):
+        return self.n_features_in_
+
+    def _output_activation(self):
+        return "identity"
+
+    def _stratify_validation(self, targets):
+        return False
+
+    def _loss(self, output, target):
+        return 0.5 * (output - target).pow(2).flatten(1).sum(dim=1)
+
+    def _validation_score(self, outputs, targets, sample_weight, valid_loss):
+        return -valid_loss
+
+    def score_samples(self, X):
+        """Minus each sample's loss (its reconstruction error, or negative log-likelihood).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Greater is better.
+        """
+        return -self._sample_losses(X)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Minus the mean per-sample loss on ``X`` (weighted by ``sample_weight``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.average(self.score_samples(X), weights=sample_weight))
+
+    def _sample_losses(self, X):
+        loss = self._loss
+
+        def forward(module, inputs):
+            # The loss per sample, in the dtype the module computes.
+            return loss(self._forward(module, inputs), inputs)[:, None]
+
+        return self._raw_outputs(X, forward=forward)[:, 0]

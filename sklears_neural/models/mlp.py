@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils.metaestimators import available_if
 
 from numbers import Real
 
@@ -14,7 +13,6 @@ from sklears_neural.core._compat import (
     Interval,
     PositiveIntSequence,
     ResolvableName,
-    _fit_context,
 )
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
@@ -250,27 +248,6 @@ class _BaseMLP(BaseNeuralEstimator):
     def _adopt_sklearn_state(self, fitted):
         """Task-specific fitted state (labels) from a scikit-learn estimator."""
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data matrix X and targets y.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Class labels (classification) or real targets (regression).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Per-sample weights: each sample's loss is weighted and the mean
-            is taken over the total weight, as in scikit-learn.
-
-        Returns
-        -------
-        self : object
-            The fitted estimator.
-        """
-        return self._fit(X, y, sample_weight, incremental=False)
-
 
 @register_estimator
 @document_parameters(extra=_ARCHITECTURE)
@@ -441,31 +418,6 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
-
-    @available_if(lambda est: est._check_solver())
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """Run one epoch over ``X, y``, continuing weights and optimizer state.
-
-        With ``early_stopping=True``, each call holds out
-        ``validation_fraction`` of its data, records the held-out score, and
-        keeps the best weights; once ``n_iter_no_change`` calls pass without
-        improvement, the best weights are restored and ``converged_`` becomes
-        True.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,) or (n_samples, n_classes)
-        sample_weight : array-like of shape (n_samples,), default=None
-        classes : array-like of shape (n_classes,), default=None
-            Every class of the stream; required on the first call.
-
-        Returns
-        -------
-        self : object
-        """
-        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _adopt_sklearn_state(self, fitted):
         self.classes_ = fitted.classes_
@@ -639,22 +591,3 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
-
-    @available_if(lambda est: est._check_solver())
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None):
-        """Run one epoch over ``X, y``, continuing weights and optimizer state.
-
-        With ``early_stopping=True``, see :meth:`MLPClassifier.partial_fit`.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        self : object
-        """
-        return self._fit(X, y, sample_weight, incremental=True)
