@@ -566,6 +566,8 @@ def test_names_ignore_case_dashes_and_underscores():
     (("flip", {"axis": 1}), InvalidParameterError,
      "The 'axis' parameter of the 'flip' augmentation must be a spatial axis: -1, -2, "
      "-3 (from the end) or 2, 3, 4. Got 1 instead."),
+    (("flip", {"axis": True}), InvalidParameterError, "Got True instead."),
+    (("flip", {"axis": -4}), InvalidParameterError, "Got -4 instead."),
     (("crop", {"scale": (0.9, 0.8)}), InvalidParameterError,
      "The 'scale' parameter of the 'crop' augmentation must be a pair (low, high) of "
      "real numbers with 0 < low <= high <= 1. Got (0.9, 0.8) instead."),
@@ -605,6 +607,7 @@ def test_unknown_layout_is_refused():
     ("tabular", torch.zeros(4, 3, 2), ValueError, "Tabular inputs must have 2"),
     ("image", torch.zeros(4, 3), ValueError, "Image inputs must have 3 to 5"),
     ("tabular", torch.zeros(4, 3, dtype=torch.int64), TypeError, "floating-point"),
+    ("tabular", torch.eye(3).to_sparse(), TypeError, "needs dense tensors"),
     ("sequence", torch.zeros(4, 3, 2), TypeError, "(x, lengths) pairs"),
     ("sequence", (torch.zeros(4, 3, 2), torch.tensor([3, 3, 3])), ValueError,
      "lengths must be an integer tensor of shape (4,)"),

@@ -22,30 +22,33 @@ defaults; a setting out of range raises scikit-learn's
 ``InvalidParameterError``, an unknown one a ``ValueError`` that lists the
 settings the augmentation takes):
 
-===================== ======================== ===========================================
+===================== ======================== =========================================
 name                  layouts                  settings and effect
-===================== ======================== ===========================================
-``gaussian_noise``    tabular, image, sequence ``std=0.1``: add ``N(0, std**2)`` to every
-                                               value.
-``uniform_noise``     tabular, image, sequence ``scale=0.1``: add ``U(-scale, scale)`` to
+===================== ======================== =========================================
+``gaussian_noise``    tabular, image, sequence ``std=0.1``: add ``N(0, std**2)`` to
                                                every value.
+``uniform_noise``     tabular, image, sequence ``scale=0.1``: add ``U(-scale, scale)``
+                                               to every value.
 ``feature_dropout``   tabular, image, sequence ``p=0.1``, ``rescale=False``: zero each
-                                               whole feature (tabular), channel (image) or
-                                               input series (sequence, every time step)
-                                               with probability ``p``; ``rescale=True``
-                                               multiplies the kept ones by ``1 / (1 - p)``.
+                                               whole feature (tabular), channel (image)
+                                               or input series (sequence, every time
+                                               step) with probability ``p``;
+                                               ``rescale=True`` multiplies the kept ones
+                                               by ``1 / (1 - p)``.
 ``scaling``           tabular, image, sequence ``std=0.1``: multiply each sample by one
                                                factor ``1 + std * N(0, 1)``.
-``magnitude_scaling`` tabular, image, sequence ``std=0.1``: multiply each channel of each
-                                               sample (each feature, for tabular rows) by
-                                               its own factor ``1 + std * N(0, 1)``.
+``magnitude_scaling`` tabular, image, sequence ``std=0.1``: multiply each channel of
+                                               each sample (each feature, for tabular
+                                               rows) by its own factor
+                                               ``1 + std * N(0, 1)``.
 ``permutation``       tabular, sequence        sequence: ``n_segments=4``: cut the valid
                                                part of each sequence into ``n_segments``
-                                               equal pieces and put them back in a random
-                                               order (Um et al., 2017). tabular: ``p=0.1``:
-                                               "swap noise", replace each value with
-                                               probability ``p`` by the same feature's
-                                               value in another row of the batch.
+                                               equal pieces and put them back in a
+                                               random order (Um et al., 2017). tabular:
+                                               ``p=0.1``: "swap noise", replace each
+                                               value with probability ``p`` by the same
+                                               feature's value in another row of the
+                                               batch.
 ``random_shift``      image                    ``max_shift=2``: shift each image by a
                                                random whole number of pixels in
                                                ``[-max_shift, max_shift]`` along every
@@ -53,24 +56,25 @@ name                  layouts                  settings and effect
 ``flip``              image                    ``axis=-1``, ``p=0.5``: mirror each image
                                                along spatial ``axis`` with probability
                                                ``p``.
-``crop``              image                    ``scale=(0.8, 1.0)``: crop a random window
-                                               whose sides are a fraction in ``scale`` of
-                                               the image's (the same fraction on every
-                                               axis, rounded to whole pixels) and resize
-                                               it back to the input size (bilinear,
-                                               corners aligned).
-``jitter``            sequence                 ``std=0.03``: add ``N(0, std**2)`` to every
-                                               valid time step.
-``time_warp``         sequence                 ``n_knots=4``, ``sigma=0.2``: resample each
-                                               sequence along a smooth random monotone
-                                               time warp whose speed is drawn at
-                                               ``n_knots + 2`` evenly spaced knots from
-                                               ``N(1, sigma**2)`` (Um et al., 2017).
+``crop``              image                    ``scale=(0.8, 1.0)``: crop a random
+                                               window whose sides are a fraction in
+                                               ``scale`` of the image's (the same
+                                               fraction on every axis, rounded to whole
+                                               pixels) and resize it back to the input
+                                               size (bilinear, corners aligned).
+``jitter``            sequence                 ``std=0.03``: add ``N(0, std**2)`` to
+                                               every valid time step.
+``time_warp``         sequence                 ``n_knots=4``, ``sigma=0.2``: resample
+                                               each sequence along a smooth random
+                                               monotone time warp whose speed is drawn
+                                               at ``n_knots + 2`` evenly spaced knots
+                                               from ``N(1, sigma**2)`` (Um et al.,
+                                               2017).
 ``window_slice``      sequence                 ``fraction=0.9``: take a random window of
                                                ``fraction`` of each sequence's valid
                                                length and stretch it back to that length
                                                (Le Guennec et al., 2016).
-===================== ======================== ===========================================
+===================== ======================== =========================================
 
 Sequence augmentations see only each sequence's valid part: padded steps
 (``t >= length``) are zero in the output, and warps, windows and segments are
@@ -106,7 +110,7 @@ workshop AALTD.
 
 import abc
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -239,7 +243,7 @@ class _Draws:
 
 
 def _per_sample(values, x):
-    """``(batch,)`` -> ``(batch, 1, ..., 1)`` broadcasting against ``x``, in x's dtype."""
+    """``(batch,)`` -> ``(batch, 1, ..., 1)``, in x's dtype, to broadcast against x."""
     return values.to(x.dtype).reshape(x.shape[0], *([1] * (x.dim() - 1)))
 
 
@@ -532,20 +536,17 @@ class Permutation(Augmentation):
         # (batch, n + 1): segment boundaries on each sequence's own length.
         bounds = (k.unsqueeze(0) * lengths.unsqueeze(1)) // n
         starts, sizes = bounds[:, :-1], bounds[:, 1:] - bounds[:, :-1]
-        order = torch.argsort(draws.uniform((n,)), dim=1)  # (batch, n)
+        # (batch, n); stable, so that rare ties break alike on every device.
+        order = torch.argsort(draws.uniform((n,)), dim=1, stable=True)
         placed_sizes = sizes.gather(1, order)
         placed_starts = torch.cumsum(placed_sizes, dim=1) - placed_sizes
         t = torch.arange(n_steps, device=device).unsqueeze(0).expand(x.shape[0], -1)
         # Output step t falls in the last placed segment starting at or before t.
-        j = torch.searchsorted(placed_starts.contiguous(), t.contiguous(), right=True) - 1
-        j = j.clamp(0, n - 1)
+        j = torch.searchsorted(placed_starts.contiguous(), t.contiguous(), right=True)
+        j = (j - 1).clamp(0, n - 1)
         source = starts.gather(1, order.gather(1, j)) + (t - placed_starts.gather(1, j))
         source = source.clamp(0, max(n_steps - 1, 0))
         return x.gather(1, source.unsqueeze(-1).expand(-1, -1, n_features))
-
-
-def _spatial_axes(x):
-    return list(range(2, x.dim()))
 
 
 class RandomShift(Augmentation):
@@ -573,7 +574,8 @@ class RandomShift(Augmentation):
         batch, channels = x.shape[0], x.shape[1]
         spatial = x.shape[2:]
         shifts = draws.integers(-m, m, (len(spatial),))  # (batch, n_axes)
-        flat = torch.zeros((batch,) + (1,) * len(spatial), dtype=torch.int64, device=x.device)
+        flat = torch.zeros((batch,) + (1,) * len(spatial), dtype=torch.int64,
+                           device=x.device)
         valid = torch.ones_like(flat, dtype=torch.bool)
         stride = 1
         for axis in reversed(range(len(spatial))):
@@ -581,7 +583,8 @@ class RandomShift(Augmentation):
             view = [batch] + [1] * len(spatial)
             view[1 + axis] = size
             # (batch, size): where output pixel i takes its value from.
-            source = torch.arange(size, device=x.device).unsqueeze(0) - shifts[:, axis:axis + 1]
+            pixels = torch.arange(size, device=x.device).unsqueeze(0)
+            source = pixels - shifts[:, axis:axis + 1]
             inside = (source >= 0) & (source < size)
             flat = flat + source.clamp(0, size - 1).reshape(view) * stride
             valid = valid & inside.reshape(view)
@@ -589,7 +592,8 @@ class RandomShift(Augmentation):
         flat = flat.expand(batch, *spatial).reshape(batch, 1, -1)
         moved = x.reshape(batch, channels, -1).gather(2, flat.expand(-1, channels, -1))
         moved = moved.reshape(x.shape)
-        return torch.where(valid.unsqueeze(1), moved, torch.zeros((), dtype=x.dtype, device=x.device))
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(valid.unsqueeze(1), moved, zero)
 
 
 class Flip(Augmentation):
@@ -608,11 +612,16 @@ class Flip(Augmentation):
     layouts = ("image",)
 
     def __init__(self, axis=-1, p=0.5):
-        axis = checks.check_int(self._owner, "axis", axis, low=-3, high=4)
-        if axis in (0, 1):
+        if (
+            isinstance(axis, bool)
+            or not isinstance(axis, Integral)
+            or axis not in (-3, -2, -1, 2, 3, 4)
+        ):
             checks.fail(self._owner, "axis",
                         "a spatial axis: -1, -2, -3 (from the end) or 2, 3, 4", axis)
-        super().__init__(axis=axis, p=checks.check_real(self._owner, "p", p, low=0, high=1))
+        axis = int(axis)
+        p = checks.check_real(self._owner, "p", p, low=0, high=1)
+        super().__init__(axis=axis, p=p)
 
     def apply(self, x, draws, layout, lengths):
         axis = self.settings["axis"]
@@ -668,7 +677,8 @@ class Crop(Augmentation):
         coords = []
         for axis, size in enumerate(spatial):
             width = torch.round(fraction * size).clamp(1, size)
-            offset = torch.floor(offsets_u[:, axis] * (size - width + 1)).clamp(max=size - width)
+            offset = torch.floor(offsets_u[:, axis] * (size - width + 1))
+            offset = torch.minimum(offset, size - width)
             i = torch.arange(size, device=x.device, dtype=dtype)
             step = (width - 1) / max(size - 1, 1)
             # (batch, size): the source pixel of output pixel i.
@@ -740,11 +750,13 @@ class TimeWarp(Augmentation):
         left = speeds.gather(1, k0)
         # left + (right - left) * frac: exactly 1 when every speed is 1 (sigma=0).
         speed = left + (speeds.gather(1, k0 + 1) - left) * frac
-        speed = torch.where(t < last, speed, torch.zeros((), dtype=dtype, device=x.device))
+        zero = torch.zeros((), dtype=dtype, device=x.device)
+        speed = torch.where(t < last, speed, zero)
         # (batch, time): exclusive cumulative sum, warped time of step t.
         warped = torch.cumsum(speed, dim=1) - speed
         total = speed.sum(dim=1, keepdim=True)
-        ratio = torch.where(total > 0, last / total.clamp(min=1e-30), torch.zeros_like(total))
+        # Sequences of 0 or 1 steps have no step to warp: ratio 0, position 0.
+        ratio = torch.where(total > 0, last / total.clamp(min=1e-30), zero)
         return _resample(x, warped * ratio, lengths)
 
 
@@ -963,6 +975,11 @@ class Augmenter:
             x, lengths = inputs, None
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"Augmenter needs a torch tensor; got {type(x).__name__}.")
+        if x.layout != torch.strided:
+            raise TypeError(
+                f"Augmentation needs dense tensors; got layout {x.layout}. Densify "
+                "the batch first (x.to_dense()) or leave augment=None."
+            )
         if not x.is_floating_point():
             raise TypeError(
                 f"Augmentation needs floating-point inputs; got dtype {x.dtype}."
@@ -1017,7 +1034,8 @@ class Augmenter:
         return [step.to_json() for step in self.steps]
 
     def __repr__(self):
-        return f"Augmenter([{', '.join(map(repr, self.steps))}], layout={self.layout!r})"
+        steps = ", ".join(map(repr, self.steps))
+        return f"Augmenter([{steps}], layout={self.layout!r})"
 
 
 def make_augmenter(option, *, layout):
