@@ -153,6 +153,16 @@ callbacks : list of Callback or None, default=None
     Extra :class:`~sklears_neural.callbacks.Callback` objects for the
     training loop (stochastic solvers call every hook; L-BFGS calls the
     train and epoch hooks).""",
+    "augment": """\
+augment : str, (str, dict), list of them, or None, default=None
+    Random transformations of each training batch, applied in order:
+    "gaussian_noise", "uniform_noise", "feature_dropout", "scaling",
+    "magnitude_scaling", "permutation"; images: "random_shift", "flip",
+    "crop"; sequences: "jitter", "time_warp", "window_slice" (see
+    :mod:`sklears_neural.core.augment` for settings). Drawn from the
+    estimator's generator (``random_state`` fixes them, resume is exact);
+    never applied to validation data or predictions. Stochastic solvers
+    only.""",
 }
 
 _ENTRY = re.compile(r"^(\w+) :", re.M)

@@ -41,6 +41,7 @@ from sklears_neural.core.callbacks import (
     ProgressBar,
 )
 from sklears_neural.core import inference, modes
+from sklears_neural.core.augment import AugmentOption, make_augmenter
 from sklears_neural.core.data import call_module, takes_sparse
 from sklears_neural.core.inputs import TABULAR
 from sklears_neural.core.history import History
@@ -97,6 +98,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         "precision": [ResolvableName(PRECISIONS)],
         "inference_backend": [StrOptions(set(inference.BACKENDS))],
         "callbacks": [None, CallbackList()],
+        "augment": [AugmentOption()],
     }
 
     # -- hooks for families and task mixins ----------------------------------
@@ -578,6 +580,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
             train_step=self._train_step(policy),
+            augment=make_augmenter(self.augment, layout=self._input_kind().layout),
         )
         epochs_before = resume["epoch"] if resume else 0
         start = len(self.history_)
@@ -682,6 +685,12 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         return self.callbacks_
 
     def _fit_lbfgs(self, X, targets, sample_weight, device, dtype):
+        if self.augment is not None:
+            raise ValueError(
+                "solver='lbfgs' needs a deterministic objective, but augment="
+                f"{self.augment!r} transforms every batch at random. Use "
+                "solver='adam' or 'sgd', or augment=None."
+            )
         data = self._make_dataset(X, targets, sample_weight, dtype=dtype, device=device)
         self._optimizer = None
         self._optimizer_solver = self.solver

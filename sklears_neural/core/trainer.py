@@ -75,6 +75,10 @@ class Trainer:
         parameters' ``.grad`` itself (see :mod:`~sklears_neural.core.fused`),
         used instead of ``objective`` + ``backward`` where given. Not with
         autocast or a grad scaler.
+    augment : callable or None, default=None
+        ``augment(inputs, generator) -> inputs`` applied to each training
+        batch's inputs before the step (see :mod:`~sklears_neural.core.augment`);
+        draws from ``generator``, so a seeded fit and its resume repeat it.
 
     Attributes
     ----------
@@ -103,6 +107,7 @@ class Trainer:
         autocast_dtype=None,
         grad_scaler=None,
         train_step=None,
+        augment=None,
     ):
         self.module = module
         self.objective = objective
@@ -123,6 +128,7 @@ class Trainer:
         if train_step is not None and (autocast_dtype is not None or grad_scaler is not None):
             raise ValueError("train_step computes its own gradients: not with autocast.")
         self.train_step = train_step
+        self.augment = augment
         self._batch_callbacks = [
             cb for cb in self.callbacks if _overrides(cb, "on_batch_end")
         ]
@@ -237,6 +243,8 @@ class Trainer:
             stop = min(start + batch_size, n)
             index = order[start:stop] if shuffle else slice(start, stop)
             X, y, w = data.batch(index)
+            if self.augment is not None:
+                X = self.augment(X, self.generator)
             # optimizer.zero_grad(set_to_none=True) without its profiler
             # record and hooks, which cost a small batch's step 3%.
             for p in params:

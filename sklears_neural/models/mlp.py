@@ -376,6 +376,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         precision="float32",
         inference_backend="torch",
         callbacks=None,
+        augment=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -418,6 +419,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
+        self.augment = augment
 
     def _adopt_sklearn_state(self, fitted):
         self.classes_ = fitted.classes_
@@ -549,6 +551,7 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         precision="float32",
         inference_backend="torch",
         callbacks=None,
+        augment=None,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -591,3 +594,4 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
+        self.augment = augment
