@@ -434,11 +434,56 @@ def test_verbose_prints_sklearn_lines(capsys):
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
-def test_verbose_2_shows_a_progress_bar_instead_of_lines(capsys, solver):
-    _quiet_fit(MLPClassifier(solver=solver, max_iter=3, verbose=2, random_state=0),
-               X_digits, y_digits)
+@pytest.mark.parametrize("verbose", [2, 10])
+def test_verbose_above_1_prints_sklearn_lines_and_a_progress_bar(capsys, solver, verbose):
+    # scikit-learn prints its lines for any verbose > 0; users grep for them.
+    _quiet_fit(MLPClassifier(solver=solver, max_iter=3, verbose=verbose,
+                             random_state=0), X_digits, y_digits)
     out, err = capsys.readouterr()
-    assert "Iteration" not in out and "/3" in err and "train_loss=" in err
+    lines = [line for line in out.splitlines() if line.startswith("Iteration ")]
+    assert [line.split(",")[0] for line in lines] == [
+        "Iteration 1", "Iteration 2", "Iteration 3"
+    ]
+    assert "/3" in err and "train_loss=" in err
+
+
+def test_sgd_divergence_with_early_stopping_ends_training_on_the_best_weights():
+    # scikit-learn returns a fitted model here; so do we, with a warning.
+    X, y = load_iris(return_X_y=True)
+    with pytest.warns(ConvergenceWarning, match="NaN or infinite in epoch"):
+        reg = MLPRegressor(solver="sgd", learning_rate_init=10, early_stopping=True,
+                           random_state=0).fit(X, y)
+    assert np.isfinite(reg.predict(X)).all()
+    assert reg.n_iter_ == len(reg.validation_scores_) >= 1
+    assert all(np.isfinite(reg.loss_curve_))
+
+
+def test_sgd_divergence_without_early_stopping_raises_with_sklearn_words():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(TrainingDivergedError,
+                       match="^Solver produced non-finite parameter weights"):
+        MLPRegressor(solver="sgd", learning_rate_init=10, random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_unit_sample_weights_give_the_unweighted_model_exactly(Estimator):
+    y = y_digits if Estimator is MLPClassifier else X_digits[:, 20]
+    settings = dict(hidden_layer_sizes=(16,), max_iter=8, early_stopping=True,
+                    random_state=0)
+    plain = _quiet_fit(Estimator(**settings), X_digits, y)
+    weighted = Estimator(**settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted.fit(X_digits, y, sample_weight=np.ones(len(y)))
+    assert np.array_equal(plain.predict(X_digits), weighted.predict(X_digits))
+    assert plain.validation_scores_ == weighted.validation_scores_
+
+
+def test_early_stopping_split_error_names_the_original_labels():
+    X = np.random.RandomState(0).randn(20, 3)
+    y = np.array(["False"] * 19 + ["True"])
+    with pytest.raises(ValueError, match=r"too few members are: \['True'\]"):
+        MLPClassifier(early_stopping=True).fit(X, y)
 
 
 def test_convergence_warning_when_max_iter_reached():

@@ -291,6 +291,10 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         X, targets, sample_weight = self._validate_training_data(
             X, y, sample_weight, reset=first_pass, incremental=incremental, classes=classes
         )
+        if sample_weight is not None and bool(np.all(sample_weight == 1.0)):
+            # Unit weights are no weights: the same model as without them,
+            # to the bit, not to the rounding of a weighted mean.
+            sample_weight = None
         device = resolve_device(self.device)
         policy = precision_policy(self.precision, device)
         dtype = policy.param_dtype
@@ -429,11 +433,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
                 "validation_fraction=0 sets no samples aside. Set "
                 "validation_fraction in (0, 1) (e.g. 0.1), or early_stopping=False."
             )
-        stratify = (
-            targets.reshape(targets.shape[0], -1)[:, 0]
-            if self._stratify_validation(targets)
-            else None
-        )
+        stratify = self._stratify_labels(targets)
         arrays = [X, targets] + ([sample_weight] if sample_weight is not None else [])
         parts = train_test_split(
             *arrays,
@@ -581,6 +581,9 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             grad_scaler=self._grad_scaler(policy, device, incremental),
             train_step=self._train_step(policy),
             augment=make_augmenter(self.augment, layout=self._input_kind().layout),
+            # As scikit-learn: with a validation set to pick the best epoch,
+            # a diverging one ends training instead of failing the fit.
+            stop_on_divergence=bool(self.early_stopping),
         )
         epochs_before = resume["epoch"] if resume else 0
         start = len(self.history_)
@@ -668,10 +671,12 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             )
 
     def _verbose_callbacks(self):
-        # scikit-learn's lines for verbose=True/1; a progress bar from 2 on.
-        if self.verbose >= 2:
-            return [ProgressBar()]
-        return [EpochLogger()] if self.verbose else []
+        # scikit-learn's "Iteration N, loss = ..." lines on stdout for any
+        # verbose level, as scikit-learn prints them; from 2 on, a progress
+        # bar on stderr as well.
+        if not self.verbose:
+            return []
+        return [EpochLogger()] + ([ProgressBar()] if self.verbose >= 2 else [])
 
     def _user_callbacks(self, incremental):
         """Copies of ``callbacks`` for this fit, kept as ``callbacks_``.

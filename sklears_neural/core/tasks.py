@@ -225,9 +225,16 @@ class NeuralClassifierMixin:
     def _output_activation(self):
         return "softmax" if self._is_multiclass() else "logistic"
 
-    def _stratify_validation(self, targets):
+    def _stratify_labels(self, targets):
+        # The labels themselves, so that an error names them ("Classes with
+        # too few members are: ['True']"); the split is the one the encoded
+        # values give, as the encoding keeps the sorted order of classes_.
         # Multilabel targets are not stratified, as in scikit-learn.
-        return targets.ndim == 1 or targets.shape[1] == 1
+        if targets.ndim == 1:
+            return self.classes_[targets]
+        if targets.shape[1] == 1:
+            return self.classes_[targets[:, 0].astype(np.intp)]
+        return None
 
     def _loss(self, output, target):
         if target.ndim == 1:
@@ -388,8 +395,8 @@ class NeuralRegressorMixin:
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
 
-    def _stratify_validation(self, targets):
-        return False
+    def _stratify_labels(self, targets):
+        return None
 
     def _loss(self, output, target):
         if self.out_activation_ == "exp":
@@ -487,8 +494,8 @@ class NeuralUnsupervisedMixin:
     def _output_activation(self):
         return "identity"
 
-    def _stratify_validation(self, targets):
-        return False
+    def _stratify_labels(self, targets):
+        return None
 
     def _loss(self, output, target):
         return 0.5 * (output - target).pow(2).flatten(1).sum(dim=1)

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import scipy.optimize
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sklears_neural.core.callbacks import Callback
@@ -79,6 +80,11 @@ class Trainer:
         ``augment(inputs, generator) -> inputs`` applied to each training
         batch's inputs before the step (see :mod:`~sklears_neural.core.augment`);
         draws from ``generator``, so a seeded fit and its resume repeat it.
+    stop_on_divergence : bool, default=False
+        An epoch whose loss is not finite ends training, with a
+        ``ConvergenceWarning``, on the weights of the last finite epoch
+        (callbacks such as EarlyStopping then restore their best), instead
+        of raising :class:`~sklears_neural.exceptions.TrainingDivergedError`.
 
     Attributes
     ----------
@@ -108,6 +114,7 @@ class Trainer:
         grad_scaler=None,
         train_step=None,
         augment=None,
+        stop_on_divergence=False,
     ):
         self.module = module
         self.objective = objective
@@ -129,6 +136,7 @@ class Trainer:
             raise ValueError("train_step computes its own gradients: not with autocast.")
         self.train_step = train_step
         self.augment = augment
+        self.stop_on_divergence = stop_on_divergence
         self._batch_callbacks = [
             cb for cb in self.callbacks if _overrides(cb, "on_batch_end")
         ]
@@ -178,8 +186,10 @@ class Trainer:
         else:
             payload = None
         raise TrainingDivergedError(
-            f"The training loss became NaN or infinite in epoch {epoch}. "
-            + _DIVERGED_HINT,
+            # scikit-learn's words first: code that matches them keeps working.
+            "Solver produced non-finite parameter weights. The input data may "
+            f"contain large values and need to be preprocessed. The training loss "
+            f"became NaN or infinite in epoch {epoch}. " + _DIVERGED_HINT,
             epoch=epoch,
             last_finite_state=payload,
         )
@@ -269,7 +279,17 @@ class Trainer:
                 return last_finite
         train_loss = _weighted_mean(losses, sizes)
         if not math.isfinite(train_loss):
-            self._diverged(epoch, last_finite)
+            if not self.stop_on_divergence:
+                self._diverged(epoch, last_finite)
+            self.restore(last_finite)
+            warnings.warn(
+                f"The training loss became NaN or infinite in epoch {epoch}: "
+                "training stopped on the weights of the last finite epoch (and "
+                "early stopping's best ones). " + _DIVERGED_HINT,
+                ConvergenceWarning,
+            )
+            self.should_stop = True
+            return last_finite
         self.samples_seen += n
         record = {"epoch": epoch, "train_loss": train_loss}
         if self.grad_scaler is not None:
