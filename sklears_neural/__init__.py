@@ -6,6 +6,7 @@ from sklears_neural.core.persistence import load
 from sklears_neural.core.gradcheck import check_gradients
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
 from sklears_neural.models.rbm import BernoulliRBM
+from sklears_neural import nn  # noqa: F401  (registers the family networks)
 
 __all__ = [
     "BernoulliRBM",

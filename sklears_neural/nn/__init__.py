@@ -6,3 +6,7 @@ Each module takes only JSON-able constructor arguments, so that a
 :func:`~sklears_neural.core.registry.register_module`. The estimators in
 :mod:`sklears_neural.models` build them; users may train them by hand too.
 """
+
+# Imported for their registration: ``load`` finds a saved network's class by
+# name only among registered ones.
+from sklears_neural.nn import attention, recurrent, transformer  # noqa: E402,F401
