@@ -254,7 +254,36 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         )
         return False
 
+    #: The fitted networks, declared once: pickling, ``save``/``load``, the
+    #: rollback of a failed fit and checkpoints (exact resume) keep each one,
+    #: with its optimizer's state. ``{attribute: entry}``; an entry names the
+    #: attribute holding the network's ModuleSpec (``"spec"``, required), the
+    #: one holding the optimizer that steps it (``"optimizer"``, None for a
+    #: target copy or a teacher), the one holding the ``solver`` option that
+    #: optimizer was built with (``"solver"``, None: the ``solver``
+    #: parameter), and whether ``_forward`` runs it on X (``"takes_input"``:
+    #: load checks its widths). A family with more networks adds entries:
+    #: ``{**BaseNeuralEstimator._networks, "target_": {"spec": "_module_spec_"}}``.
+    #: See :func:`sklears_neural.core.persistence.declared_networks`.
+    _networks = {
+        "module_": {
+            "spec": "_module_spec_",
+            "optimizer": "_optimizer",
+            "solver": "_optimizer_solver",
+            "takes_input": True,
+        },
+    }
+
     def _save_for_rollback(self, first_pass):
+        """What :meth:`_rollback` needs to put the estimator back as it is now.
+
+        The attributes, plus what training changes in place: the generator,
+        stopping, schedule and callback state, and (unless this fit builds
+        new networks) the weights of every network in ``_networks`` and the
+        state of every optimizer it declares.
+        """
+        from sklears_neural.core.persistence import declared_networks
+
         attributes = dict(self.__dict__)
         # What training changes in place, beyond the attributes it reassigns.
         in_place = {
@@ -266,15 +295,27 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             "_schedule": copy.deepcopy(attributes.get("_schedule")),
             "callbacks_": copy.deepcopy(attributes.get("callbacks_")),
         }
-        if first_pass or "module_" not in attributes:
-            return attributes, in_place, None, None
-        weights = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
-        opt = self._optimizer
-        opt_state = None if opt is None else copy.deepcopy(opt.state_dict())
-        return attributes, in_place, weights, opt_state
+        weights, optimizer_states = {}, {}
+        if first_pass:
+            # A first pass trains networks and optimizers it builds anew; the
+            # fitted ones stay untouched in ``attributes``.
+            return attributes, in_place, weights, optimizer_states
+        for name, entry in declared_networks(self).items():
+            network = attributes.get(name)
+            if isinstance(network, torch.nn.Module):
+                weights[name] = {
+                    k: v.detach().clone() for k, v in network.state_dict().items()
+                }
+            optimizer = attributes.get(entry["optimizer"]) if entry["optimizer"] else None
+            if optimizer is not None:
+                optimizer_states[entry["optimizer"]] = copy.deepcopy(
+                    optimizer.state_dict()
+                )
+        return attributes, in_place, weights, optimizer_states
 
     def _rollback(self, saved):
-        attributes, in_place, weights, opt_state = saved
+        """Put back what :meth:`_save_for_rollback` saved, in place."""
+        attributes, in_place, weights, optimizer_states = saved
         self.__dict__.clear()
         self.__dict__.update(attributes)
         if in_place["_generator"] is not None:
@@ -282,10 +323,10 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         for name in ("_stopping", "_schedule", "callbacks_"):
             if name in attributes:
                 setattr(self, name, in_place[name])
-        if weights is not None:
-            self.module_.load_state_dict(weights)
-        if opt_state is not None:
-            self._optimizer.load_state_dict(opt_state)
+        for name, state in weights.items():
+            getattr(self, name).load_state_dict(state)
+        for name, state in optimizer_states.items():
+            getattr(self, name).load_state_dict(state)
 
     def _fit_unsafe(self, X, y, sample_weight, incremental, first_pass, classes):
         X, targets, sample_weight = self._validate_training_data(

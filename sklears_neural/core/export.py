@@ -18,7 +18,25 @@ regressor                 ``prediction`` (N,) or (N, n_outputs); ``exp`` of the
                           network's output for ``loss="poisson"``
 ========================= =====================================================
 
-The input is ``X``, float32, of shape (N, n_features_in_). ``raw_output`` is
+The inputs follow the estimator's input kind (``_input_kind().layout``,
+see :mod:`sklears_neural.core.inputs`), and the graph runs the network
+through the family's ``_forward``, as prediction does:
+
+========== ==============================================================
+layout     graph inputs
+========== ==============================================================
+tabular    ``X``, float32, (N, n_features_in_)
+image      ``X``, float32, (N, *input_shape_)
+sequence   ``X``, float32, (N, T, n_features_in_), zero-padded, and
+           ``lengths``, int64, (N,); N and T dynamic
+========== ==============================================================
+
+A sequence network that packs its sequences (``pack_padded_sequence``)
+cannot be traced into one graph for every length: :func:`to_onnx` raises a
+``ValueError`` naming the family and saying to predict with
+``inference_backend="torch"``, as it does for networks whose outputs are per
+step or per pixel (the heads take one row per sample). :func:`graph_feed`
+turns validated X into the graph's inputs. ``raw_output`` is
 the network's own output (logits, or the regression link's input); the
 onnxruntime backend reads it. Labels are the values of ``classes_``: int64
 for integer classes, double for float classes, strings for string classes
@@ -45,11 +63,13 @@ import torch
 from torch.nn.utils import parametrize
 
 from sklears_neural._version import __version__
+from sklears_neural.core.data import call_module
 
 __all__ = [
     "OPSET",
     "export_network",
     "fingerprint",
+    "graph_feed",
     "head_signature",
     "rbm_to_onnx",
     "to_onnx",
@@ -95,15 +115,71 @@ def _quiet_exporter():
 
 
 class _Float32Input(torch.nn.Module):
-    """The frozen network behind a float32 input: cast to its dtype, then run."""
+    """The frozen network behind float32 input: cast to its dtype, then run it.
 
-    def __init__(self, network, dtype):
+    ``forward`` is the family's ``_forward(module, inputs)`` (by default
+    ``module(X)``, or ``module(X, lengths)`` for sequences), so the graph
+    computes what prediction computes.
+    """
+
+    def __init__(self, network, dtype, forward=None):
         super().__init__()
         self.network = network
         self.dtype = dtype
+        self.call = call_module if forward is None else forward
 
-    def forward(self, X):
-        return self.network(X.to(self.dtype))
+    def forward(self, X, lengths=None):
+        X = X.to(self.dtype)
+        return self.call(self.network, X if lengths is None else (X, lengths))
+
+
+class _GraphInputs:
+    """The graph's inputs for one input layout, and examples of them.
+
+    ``"tabular"``: ``X`` (N, n_features); ``"image"``: ``X`` (N,
+    *input_shape); ``"sequence"``: ``X`` (N, T, n_features) and ``lengths``
+    (N,) int64, zero-padded beyond each length.
+    """
+
+    def __init__(self, layout, n_features, input_shape=None):
+        if layout not in ("tabular", "image", "sequence"):
+            raise ValueError(
+                f"to_onnx exports tabular, image and sequence inputs, not {layout!r}."
+            )
+        self.layout = layout
+        if layout == "image":
+            self.sample_shape = tuple(int(d) for d in input_shape)
+        else:
+            self.sample_shape = (int(n_features),)
+        self.names = ["X", "lengths"] if layout == "sequence" else ["X"]
+
+    def example(self):
+        # Two rows, three steps: torch.export specializes a dimension whose
+        # example size is 1.
+        if self.layout == "sequence":
+            return (torch.zeros(2, 3, *self.sample_shape),
+                    torch.full((2,), 3, dtype=torch.int64))
+        return (torch.zeros(2, *self.sample_shape),)
+
+    def dynamic_shapes(self):
+        batch = torch.export.Dim("batch")
+        if self.layout == "sequence":
+            return ({0: batch, 1: torch.export.Dim("steps")}, {0: batch})
+        return ({0: batch},)
+
+    def dynamic_axes(self):
+        """Per graph input, the axes that must stay symbolic."""
+        return [(0, 1), (0,)] if self.layout == "sequence" else [(0,)]
+
+    def check_example(self):
+        """Three new samples (and steps) for the check: a feed of float32 and int64."""
+        rng = np.random.RandomState(0)
+        if self.layout == "sequence":
+            lengths = np.array([4, 2, 3], dtype=np.int64)
+            X = rng.randn(3, 4, *self.sample_shape).astype(np.float32)
+            X[np.arange(4)[None, :] >= lengths[:, None]] = 0.0
+            return {"X": X, "lengths": lengths}
+        return {"X": rng.randn(3, *self.sample_shape).astype(np.float32)}
 
 
 def _frozen_copy(module):
@@ -133,14 +209,31 @@ def _frozen_copy(module):
     return frozen
 
 
-def export_network(module, n_features):
-    """``module`` as an ONNX model: input ``X`` (float32), output ``raw_output``.
+def _module_dtype(module):
+    param = next(module.parameters(), None)
+    return torch.float32 if param is None else param.dtype
+
+
+def export_network(module, n_features, *, layout="tabular", input_shape=None,
+                   forward=None, owner=None):
+    """``module`` as an ONNX model: inputs ``X`` (float32) [and ``lengths``], output ``raw_output``.
 
     Parameters
     ----------
     module : torch.nn.Module
-        Taking ``(batch, n_features)``.
     n_features : int
+        Values per row (tabular) or features per step (sequence).
+    layout : {"tabular", "image", "sequence"}, default="tabular"
+        The input kind's ``layout``: the graph takes ``X`` (N, n_features),
+        ``X`` (N, *input_shape), or ``X`` (N, T, n_features) with
+        ``lengths`` (N,) int64.
+    input_shape : tuple of int, default=None
+        One sample's shape, for images.
+    forward : callable, default=None
+        ``forward(module, inputs)``: the family's ``_forward``; None calls
+        the module with the inputs.
+    owner : str, default=None
+        The estimator's class name, for the messages.
 
     Returns
     -------
@@ -149,26 +242,27 @@ def export_network(module, n_features):
     Raises
     ------
     ValueError
-        If ``torch.onnx.export`` fails; the message names the layers this
-        library does not know, where there are any.
+        If ``torch.onnx.export`` fails, or the graph does not compute what
+        the module computes on new inputs; the message names the layers
+        this library does not know, where there are any. For sequences it
+        names the family and says to predict with
+        ``inference_backend="torch"``.
     """
     _require_onnx()
+    inputs = _GraphInputs(layout, n_features, input_shape)
     frozen = _frozen_copy(module)
-    param = next(frozen.parameters(), None)
-    dtype = torch.float32 if param is None else param.dtype
-    wrapper = _Float32Input(frozen, dtype).eval()
-    # Two rows: torch.export specializes a dimension whose example size is 1.
-    example = torch.zeros(2, int(n_features), dtype=torch.float32)
+    dtype = _module_dtype(frozen)
+    wrapper = _Float32Input(frozen, dtype, forward).eval()
     try:
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 wrapper,
-                (example,),
-                input_names=["X"],
+                inputs.example(),
+                input_names=inputs.names,
                 output_names=["raw_output"],
                 opset_version=OPSET,
                 dynamo=True,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamic_shapes=inputs.dynamic_shapes(),
                 verbose=False,
             )
     except Exception as exc:  # the exporter raises many kinds; all mean the same here
@@ -177,15 +271,26 @@ def export_network(module, n_features):
             root = root.__cause__
         lines = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip().splitlines()
         reason = f"{type(root).__name__}: {lines[0][:300] if lines else ''}"
-        raise _unexportable(module, f"torch.onnx.export failed ({reason})") from exc
+        raise _unexportable(
+            module, f"torch.onnx.export failed ({reason})", inputs, owner
+        ) from exc
     model = program.model_proto
-    _verify(model, frozen, int(n_features))
+    _verify(model, wrapper, inputs, owner)
     return model
 
 
-def _unexportable(module, what):
+def _unexportable(module, what, inputs=None, owner=None):
     from sklears_neural.core.inference import unknown_layers
 
+    if inputs is not None and inputs.layout == "sequence":
+        return ValueError(
+            f"Cannot export {owner or 'the estimator'} to ONNX: its "
+            f"{type(module).__name__} does not export for sequences of any length "
+            f"(graph inputs X (N, T, F) and lengths (N,)): {what}. A network that "
+            "packs its sequences (pack_padded_sequence) or reads the lengths as "
+            "Python numbers cannot be traced into one graph. Predict with "
+            "inference_backend='torch'."
+        )
     unknown = unknown_layers(module)
     which = (
         f" It holds layers sklears-neural does not know: {', '.join(unknown)}."
@@ -200,38 +305,49 @@ def _unexportable(module, what):
     )
 
 
-def _verify(model, frozen, n_features):
-    """The graph takes any batch size and computes what the module computes.
+def _verify(model, wrapper, inputs, owner=None):
+    """The graph takes any batch size (and length) and computes what the module does.
 
     torch.export specializes what it cannot follow (a Python loop over rows,
     a branch on a value) to the example input, without an error; onnx's
-    reference evaluator on three other rows catches that, in milliseconds.
+    reference evaluator on three other samples (of other lengths) catches
+    that, in milliseconds.
     """
     from onnx.reference import ReferenceEvaluator
 
-    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
-    if not batch.dim_param:
-        raise _unexportable(
-            frozen,
-            f"the graph fixes the batch size to {batch.dim_value}, "
-            "so a layer depends on it",
-        )
-    X = np.random.RandomState(0).randn(3, n_features).astype(np.float32)
-    (got,) = ReferenceEvaluator(model).run(None, {"X": X})
-    param = next(frozen.parameters(), None)
-    dtype = torch.float32 if param is None else param.dtype
+    frozen = wrapper.network
+    for graph_input, axes in zip(model.graph.input, inputs.dynamic_axes()):
+        dims = graph_input.type.tensor_type.shape.dim
+        for axis in axes:
+            if not dims[axis].dim_param:
+                what = "batch size" if axis == 0 else "sequence length"
+                raise _unexportable(
+                    frozen,
+                    f"the graph fixes the {what} to {dims[axis].dim_value}, "
+                    "so a layer depends on it",
+                    inputs,
+                    owner,
+                )
+    feed = inputs.check_example()
+    try:
+        (got,) = ReferenceEvaluator(model).run(None, feed)
+    except Exception as exc:  # a graph specialized to the example's shapes
+        got = exc
     with torch.no_grad():
-        expected = frozen(torch.from_numpy(X).to(dtype)).double().numpy()
+        tensors = [torch.from_numpy(feed[name]) for name in inputs.names]
+        expected = wrapper(*tensors).double().numpy()
     scale = max(1.0, float(np.abs(expected).max()))
-    if got.shape != expected.shape or not np.allclose(
+    if isinstance(got, Exception) or got.shape != expected.shape or not np.allclose(
         got, expected, rtol=1e-4, atol=1e-5 * scale
     ):
         raise _unexportable(
             frozen,
             "the graph does not compute what the module computes "
-            "on new rows, so a layer's forward depends on its input "
+            "on new inputs, so a layer's forward depends on its input "
             "values in a way torch.export followed for the example "
-            "rows only",
+            "inputs only",
+            inputs,
+            owner,
         )
 
 
@@ -255,11 +371,22 @@ def _task(estimator):
     )
 
 
+def _layout(estimator):
+    kind = estimator._input_kind()
+    return getattr(kind, "layout", None)
+
+
 def head_signature(estimator):
-    """What the heads depend on, as plain data (part of the fingerprint)."""
+    """What the graph's inputs and heads depend on, as plain data (part of the fingerprint)."""
     task = _task(estimator)
     classes = getattr(estimator, "classes_", None)
-    return (
+    layout = _layout(estimator)
+    # Tabular graphs keep the signature they always had (stored graphs stay
+    # valid); other inputs add their layout and sample shape.
+    inputs = () if layout == "tabular" else (
+        (layout, tuple(getattr(estimator, "input_shape_", None) or ())),
+    )
+    return inputs + (
         _LAYOUT,
         OPSET,
         type(estimator).__name__,
@@ -440,9 +567,73 @@ def to_onnx(estimator, path=None):
     -------
     bytes
     """
-    model = export_network(estimator.module_, estimator.n_features_in_)
+    layout = _layout(estimator)
+    owner = type(estimator).__name__
+    _check_one_output_row(estimator, layout, owner)
+    model = export_network(
+        estimator.module_,
+        estimator.n_features_in_,
+        layout=layout,
+        input_shape=getattr(estimator, "input_shape_", None),
+        forward=estimator._forward,
+        owner=owner,
+    )
     _append_heads(model, estimator)
     return _finish(model, estimator, path)
+
+
+def _check_one_output_row(estimator, layout, owner):
+    """The heads take one row of outputs per sample: refuse per-step outputs early."""
+    from sklears_neural.core.persistence import example_inputs
+
+    if layout == "tabular":
+        return
+    module = estimator.module_
+    flags = [(m, m.training) for m in module.modules()]
+    device = next((t.device for t in module.state_dict().values()), None)
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = estimator._forward(
+                module,
+                example_inputs(estimator, n_samples=2, n_steps=3,
+                               dtype=_module_dtype(module), device=device),
+            )
+    finally:
+        for m, training in flags:
+            m.training = training
+    if isinstance(out, torch.Tensor) and out.ndim != 2:
+        raise ValueError(
+            f"Cannot export {owner} to ONNX: its network gives outputs of shape "
+            f"(N, {', '.join(str(d) for d in out.shape[1:])}) per batch, and the "
+            "exported heads take one row of outputs per sample (per-step and "
+            "per-pixel outputs are not exported). Predict with "
+            "inference_backend='torch'."
+        )
+
+
+def graph_feed(estimator, X):
+    """The inputs of ``estimator``'s graph for validated ``X``, as ONNX Runtime takes them.
+
+    Parameters
+    ----------
+    estimator : fitted BaseNeuralEstimator
+    X : ndarray or PaddedSequences
+        ``X`` as the estimator's input kind validates it
+        (``estimator._input_kind().validate(estimator, X, reset=False)``):
+        dense rows, ``(n, *input_shape_)`` arrays, or padded sequences.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``{"X": float32}``, plus ``"lengths"`` (int64) for sequences.
+    """
+    if _layout(estimator) == "sequence":
+        return {
+            "X": np.ascontiguousarray(X.values, dtype=np.float32),
+            "lengths": np.ascontiguousarray(X.lengths, dtype=np.int64),
+        }
+    return {"X": np.ascontiguousarray(X, dtype=np.float32)}
 
 
 def rbm_to_onnx(rbm, path=None):

@@ -1,9 +1,9 @@
 """Two ways to persist an estimator: pickle, and ``save``/``load``.
 
 Pickle (and joblib) for scikit-learn users: a pickled estimator holds numpy
-arrays, never torch tensors or devices. The module is stored as its
+arrays, never torch tensors or devices. Each network is stored as its
 :class:`~sklears_neural.core.layers.ModuleSpec` plus a ``state_dict`` of
-arrays, the optimizer as its state of arrays, the generator as its byte
+arrays, each optimizer as its state of arrays, the generator as its byte
 state. Loading rebuilds them on the estimator's device when this machine has
 it, else on the CPU, so a model fitted on a GPU loads on a CPU-only machine.
 
@@ -16,6 +16,35 @@ read, and what it builds is checked against the weights first.
 The loaded estimator predicts exactly as the saved one and continues
 ``partial_fit`` / ``warm_start`` with its optimizer state, early-stopping
 state and random generator.
+
+Networks
+--------
+Which attributes hold networks, and which optimizer steps each, a family
+declares once, in the class attribute ``_networks`` (see
+:func:`declared_networks`); pickling, ``save``/``load``, the rollback of a
+failed fit and checkpoints (exact resume) all read it. The base class
+declares the one network every family has::
+
+    _networks = {
+        "module_": {"spec": "_module_spec_", "optimizer": "_optimizer",
+                    "solver": "_optimizer_solver", "takes_input": True},
+    }
+
+and a family with more adds entries, e.g. a target network updated by a
+callback and a critic with an optimizer of its own::
+
+    _networks = {
+        **BaseNeuralEstimator._networks,
+        "target_": {"spec": "_module_spec_"},
+        "critic_": {"spec": "_critic_spec_", "optimizer": "_critic_optimizer"},
+    }
+
+A network that ``_forward`` runs on X (``"takes_input": True``) is checked at
+load against the input kind's sample shape (:func:`example_inputs`): rows of
+``n_features_in_`` values, images of ``input_shape_``, sequences of steps of
+``n_features_in_`` features. A torch module or optimizer in an attribute the
+declaration does not name cannot be saved, and a file that holds one is
+refused.
 """
 
 import datetime
@@ -42,6 +71,9 @@ from sklears_neural.core.serialization import (
 __all__ = [
     "PicklableStateMixin",
     "SaveLoadMixin",
+    "declared_networks",
+    "declared_optimizers",
+    "example_inputs",
     "load",
     "read_info",
     "save_estimator",
@@ -79,16 +111,215 @@ def _loading_device(device_param):
         return torch.device("cpu")
 
 
+# -- the networks a family declares ---------------------------------------------
+
+#: What a ``_networks`` entry may say, and the value of each key it leaves out.
+_NETWORK_DEFAULTS = {"optimizer": None, "solver": None, "takes_input": False}
+
+
+def _declaration_error(owner, message):
+    return TypeError(
+        f"{owner}._networks is malformed: {message}. Declare each network as "
+        '{"attribute_": {"spec": "_attribute_spec_", "optimizer": "_optimizer_attr" '
+        'or None, "solver": "_solver_attr" or None, "takes_input": bool}} '
+        '(only "spec" is required).'
+    )
+
+
+def declared_networks(estimator):
+    """The networks an estimator class declares in ``_networks``, checked.
+
+    ``_networks`` maps each attribute that holds a fitted network to a dict
+    of plain values:
+
+    ``"spec"`` : str, required
+        The attribute holding the network's
+        :class:`~sklears_neural.core.layers.ModuleSpec`, from which pickling
+        and loading rebuild it. Networks of the same architecture may share
+        one (a target copy of ``module_`` names ``"_module_spec_"``).
+    ``"optimizer"`` : str or None, default=None
+        The attribute holding the ``torch.optim.Optimizer`` that steps this
+        network's parameters (all those with ``requires_grad``, in
+        ``parameters()`` order, as :func:`~sklears_neural.core.optim.make_optimizer`
+        takes them). None for a network not trained by gradient steps: a
+        target copy, an EMA, a frozen teacher. Its state is kept by pickling,
+        ``save``, rollback and checkpoints.
+    ``"solver"`` : str or None, default=None
+        The attribute holding the ``solver`` option that optimizer was built
+        with, from which it is rebuilt; None (or the attribute unset): the
+        ``solver`` parameter.
+    ``"takes_input"`` : bool, default=False
+        ``_forward`` runs this network on batches of X, and it gives
+        ``n_outputs_`` outputs per sample: loading checks both with an
+        example batch (:func:`example_inputs`) and refuses a file whose
+        ``n_features_in_`` / ``input_shape_`` / ``n_outputs_`` the weights
+        do not fit.
+
+    Parameters
+    ----------
+    estimator : estimator or estimator class
+        A class without ``_networks`` declares none (``BernoulliRBM``).
+
+    Returns
+    -------
+    dict of str to dict
+        ``{attribute: entry}`` with every key of the entry filled in.
+
+    Raises
+    ------
+    TypeError
+        If the declaration is malformed (the message names the entry), or
+        two networks name the same optimizer.
+    """
+    cls = estimator if isinstance(estimator, type) else type(estimator)
+    declared = getattr(cls, "_networks", None) or {}
+    owner = cls.__name__
+    if not isinstance(declared, dict):
+        raise _declaration_error(owner, f"it is a {type(declared).__name__}, not a dict")
+    networks, stepped_by = {}, {}
+    for name, entry in declared.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise _declaration_error(owner, f"the network attribute {name!r} is not a name")
+        if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str):
+            raise _declaration_error(owner, f"the entry of {name!r} has no 'spec' name")
+        unknown = sorted(set(entry) - {"spec", *_NETWORK_DEFAULTS})
+        if unknown:
+            raise _declaration_error(owner, f"the entry of {name!r} has unknown keys {unknown}")
+        entry = {**_NETWORK_DEFAULTS, **entry}
+        for key in ("optimizer", "solver"):
+            if entry[key] is not None and not isinstance(entry[key], str):
+                raise _declaration_error(
+                    owner, f"the {key!r} of {name!r} is {entry[key]!r}, not a name or None"
+                )
+        if not isinstance(entry["takes_input"], bool):
+            raise _declaration_error(owner, f"the 'takes_input' of {name!r} is not a bool")
+        optimizer = entry["optimizer"]
+        if optimizer is not None:
+            if optimizer in declared:
+                raise _declaration_error(
+                    owner, f"the optimizer {optimizer!r} of {name!r} is also a network"
+                )
+            if optimizer in stepped_by:
+                raise _declaration_error(
+                    owner, f"{name!r} and {stepped_by[optimizer]!r} name the same "
+                    f"optimizer {optimizer!r}; each optimizer steps one network"
+                )
+            stepped_by[optimizer] = name
+        networks[name] = entry
+    return networks
+
+
+def declared_optimizers(estimator):
+    """``{optimizer attribute: (network attribute, solver attribute or None)}``.
+
+    Read from ``_networks`` (see :func:`declared_networks`).
+    """
+    return {
+        entry["optimizer"]: (name, entry["solver"])
+        for name, entry in declared_networks(estimator).items()
+        if entry["optimizer"] is not None
+    }
+
+
+def _input_layout(estimator):
+    kind = estimator._input_kind() if hasattr(estimator, "_input_kind") else None
+    return kind, getattr(kind, "layout", None)
+
+
+def example_inputs(estimator, *, n_samples=1, n_steps=1, dtype=torch.float32,
+                   device="cpu"):
+    """A batch of zeros shaped as the family's ``_forward`` receives one.
+
+    Built from the fitted input attributes alone, for the input kind of
+    :mod:`sklears_neural.core.inputs` (``estimator._input_kind()``): a kind
+    with an ``example_inputs(estimator, *, n_samples, n_steps, dtype,
+    device)`` method is asked; otherwise its ``layout`` says:
+
+    ``"tabular"``
+        ``X`` of shape (n_samples, n_features_in_).
+    ``"image"``
+        ``X`` of shape (n_samples, *input_shape_).
+    ``"sequence"``
+        ``(X, lengths)``: X of shape (n_samples, n_steps, n_features_in_)
+        and ``lengths`` int64 on the CPU, all ``n_steps``, as
+        :class:`~sklears_neural.core.data.SequenceData` batches them.
+
+    On the meta device it costs no memory: loading probes networks with it.
+
+    Parameters
+    ----------
+    estimator : fitted BaseNeuralEstimator
+        Or one whose ``n_features_in_`` (and ``input_shape_``) are set.
+    n_samples : int, default=1
+    n_steps : int, default=1
+        Steps per sequence (sequence inputs only).
+    dtype : torch.dtype, default=torch.float32
+    device : str or torch.device, default="cpu"
+
+    Returns
+    -------
+    torch.Tensor or tuple of torch.Tensor, or None
+        None for an input kind this function does not know.
+
+    Raises
+    ------
+    ValueError
+        If ``n_features_in_`` or ``input_shape_`` is missing or malformed.
+    """
+    kind, layout = _input_layout(estimator)
+    own = getattr(kind, "example_inputs", None)
+    if own is not None:
+        return own(estimator, n_samples=n_samples, n_steps=n_steps, dtype=dtype,
+                   device=device)
+    if layout not in ("tabular", "image", "sequence"):
+        return None
+    state = vars(estimator)
+    n_features = state.get("n_features_in_")
+    if type(n_features) is not int or n_features < 1:
+        raise ValueError(f"n_features_in_ is {n_features!r:.50}, not an int >= 1.")
+    if layout == "tabular":
+        return torch.zeros(n_samples, n_features, dtype=dtype, device=device)
+    if layout == "sequence":
+        return (
+            torch.zeros(n_samples, n_steps, n_features, dtype=dtype, device=device),
+            torch.full((n_samples,), n_steps, dtype=torch.int64),
+        )
+    shape = state.get("input_shape_")
+    if (
+        not isinstance(shape, (tuple, list))
+        or not shape
+        or not all(type(d) is int and d >= 1 for d in shape)
+        or int(np.prod(shape)) != n_features
+    ):
+        raise ValueError(
+            f"input_shape_ is {shape!r:.80}, not the shape of one sample holding "
+            f"n_features_in_={n_features} values."
+        )
+    return torch.zeros(n_samples, *shape, dtype=dtype, device=device)
+
+
+# -- pickle ------------------------------------------------------------------------
+
+
 class PicklableStateMixin:
-    """``__getstate__``/``__setstate__`` that turn torch state into numpy."""
+    """``__getstate__``/``__setstate__`` that turn torch state into numpy.
+
+    Every network the class declares in ``_networks`` is pickled as the
+    arrays of its ``state_dict`` and rebuilt from its spec; every declared
+    optimizer as the arrays of its state, rebuilt around its network. A
+    network whose spec attribute is None is pickled as the module object.
+    """
 
     def __getstate__(self):
         # object.__getstate__ returns the live __dict__: copy before editing.
         state = dict(super().__getstate__())
-        if "module_" in state:
-            state["module_"] = to_numpy_tree(self.module_.state_dict())
-        if state.get("_optimizer") is not None:
-            state["_optimizer"] = to_numpy_tree(self._optimizer.state_dict())
+        for name, entry in declared_networks(self).items():
+            module = state.get(name)
+            if isinstance(module, torch.nn.Module) and state.get(entry["spec"]) is not None:
+                state[name] = to_numpy_tree(module.state_dict())
+            optimizer = state.get(entry["optimizer"]) if entry["optimizer"] else None
+            if isinstance(optimizer, torch.optim.Optimizer):
+                state[entry["optimizer"]] = to_numpy_tree(optimizer.state_dict())
         if state.get("_generator") is not None:
             state["_generator"] = self._generator.get_state().numpy()
         if state.get("_scaler") is not None:
@@ -103,9 +334,15 @@ class PicklableStateMixin:
         return state
 
     def __setstate__(self, state):
-        module_state = state.pop("module_", None)
-        had_optimizer = "_optimizer" in state
-        optimizer_state = state.pop("_optimizer", None)
+        networks = declared_networks(self)
+        # Arrays (a dict) where __getstate__ replaced a module or an optimizer.
+        module_states = {
+            name: state.pop(name) for name in networks if isinstance(state.get(name), dict)
+        }
+        optimizer_states = {
+            name: state.pop(name) for name in declared_optimizers(self)
+            if isinstance(state.get(name), dict)
+        }
         generator_state = state.pop("_generator", None)
         super().__setstate__(state)
         if generator_state is not None:
@@ -113,35 +350,40 @@ class PicklableStateMixin:
             self._generator.set_state(torch.from_numpy(generator_state))
         if self.__dict__.get("_stopping") is not None and self._stopping.best_state:
             self._stopping.best_state = to_torch_tree(self._stopping.best_state)
-        if module_state is None:
+        if not module_states and not optimizer_states:
             return
-        module = self._module_spec_.build()
-        # assign=True keeps the saved dtype (float32 or float64 training).
-        module.load_state_dict(to_torch_tree(module_state), assign=True)
-        self.module_ = module.to(_loading_device(self.device))
         from sklears_neural.core.noise import set_generator
+        from sklears_neural.core.optim import make_optimizer
 
-        set_generator(self.module_, self.__dict__.get("_generator"))
-        if had_optimizer:
-            self._optimizer = None
-        if optimizer_state is not None:
-            from sklears_neural.core.optim import make_optimizer
-
-            optimizer = make_optimizer(self.module_, _SolverView(state))
+        device = _loading_device(self.device)
+        for name, module_state in module_states.items():
+            module = getattr(self, networks[name]["spec"]).build()
+            # assign=True keeps the saved dtype (float32 or float64 training).
+            module.load_state_dict(to_torch_tree(module_state), assign=True)
+            module = module.to(device)
+            set_generator(module, self.__dict__.get("_generator"))
+            setattr(self, name, module)
+        for name, optimizer_state in optimizer_states.items():
+            network, solver = declared_optimizers(self)[name]
+            optimizer = make_optimizer(
+                getattr(self, network), _SolverView(self.__dict__, solver)
+            )
             optimizer.load_state_dict(to_torch_tree(optimizer_state))
-            self._optimizer = optimizer
+            setattr(self, name, optimizer)
 
 
 class _SolverView:
     """The estimator settings an optimizer was built from, read from a state dict.
 
-    The optimizer is rebuilt with the solver it was trained with, which may
-    differ from the current ``solver`` parameter after ``set_params``.
+    The optimizer is rebuilt with the solver it was trained with (the value
+    of the attribute ``solver_attribute``), which may differ from the
+    current ``solver`` parameter after ``set_params``.
     """
 
-    def __init__(self, state):
+    def __init__(self, state, solver_attribute="_optimizer_solver"):
         self.__dict__.update(state)
-        self.solver = state.get("_optimizer_solver", state["solver"])
+        solver = state.get(solver_attribute) if solver_attribute else None
+        self.solver = state["solver"] if solver is None else solver
 
 
 # -- save / load (JSON + safetensors) ------------------------------------------
@@ -190,21 +432,36 @@ def _holds_only_callbacks(value):
 
 
 def _module_root(name):
-    # module_ -> "module.<key>"; another module attribute keeps its own prefix.
+    # module_ -> "module.<key>"; another network keeps its own name as prefix.
     return "module" if name == "module_" else name.strip("_")
 
 
 def _encode_attribute(estimator, name, value, encoder):
+    owner = type(estimator).__name__
     if isinstance(value, torch.nn.Module):
-        spec_name = "_module_spec_" if name == "module_" else f"_{name}spec_"
+        networks = declared_networks(estimator)
+        if name not in networks:
+            raise TypeError(
+                f"Cannot save {owner}: its attribute {name!r} holds a torch module "
+                f"that {owner}._networks does not declare. Declare it there (with "
+                "the attribute holding its ModuleSpec), so that loading can rebuild it."
+            )
+        spec_name = networks[name]["spec"]
         spec = getattr(estimator, spec_name, None)
         if spec is None:
             raise TypeError(
-                f"Cannot save {type(estimator).__name__}: its module {name!r} has no "
+                f"Cannot save {owner}: its module {name!r} has no "
                 f"ModuleSpec in {spec_name!r}, so it could not be rebuilt."
             )
         return encoder.encode_module(value, spec, (_module_root(name),))
     if isinstance(value, torch.optim.Optimizer):
+        if name not in declared_optimizers(estimator):
+            raise TypeError(
+                f"Cannot save {owner}: its attribute {name!r} holds a torch optimizer "
+                f"that {owner}._networks does not declare as the optimizer of a "
+                "network. Declare it there, so that loading can rebuild it around "
+                "that network."
+            )
         root = "optimizer" if name == "_optimizer" else name.strip("_")
         return encoder.encode(value, (root,))
     return encoder.encode(value, ("attrs", name))
@@ -447,18 +704,23 @@ def _check_counts(attrs, where):
             )
 
 
-def _check_fitted_together(attrs, where):
+def _check_fitted_together(estimator, attrs, where):
     """Attributes ``fit`` sets together are all there, and agree.
 
-    A network needs the width ``predict`` checks ``X`` against, and a
-    classifier's labels must be those its outputs stand for: one output per
-    class (multiclass, multilabel) or one for both (binary).
+    A network that takes X needs the width ``predict`` checks ``X`` against,
+    and a classifier's labels must be those its outputs stand for: one
+    output per class (multiclass, multilabel) or one for both (binary).
     """
-    if "module_" in attrs and "n_features_in_" not in attrs:
-        raise ModelFileError(
-            f"{where}: the fitted state has a network (module_) but no "
-            "n_features_in_. The file was edited."
-        )
+    for name, entry in declared_networks(estimator).items():
+        if (
+            entry["takes_input"]
+            and isinstance(attrs.get(name), torch.nn.Module)
+            and "n_features_in_" not in attrs
+        ):
+            raise ModelFileError(
+                f"{where}: the fitted state has a network ({name}) but no "
+                "n_features_in_. The file was edited."
+            )
     binarizer, classes = attrs.get("_label_binarizer"), attrs.get("classes_")
     if binarizer is None or classes is None:
         return
@@ -477,37 +739,128 @@ def _check_fitted_together(attrs, where):
         )
 
 
-def _check_widths(meta, n_inputs, n_outputs, where):
-    """The network takes rows of ``n_features_in_`` values, gives ``n_outputs_``.
+#: Most values of the example batch that the widths check runs through the
+#: loaded network itself, where the meta device cannot run it (a layer that
+#: reads its input's values, as packing sequences reads their lengths); or
+#: as many as the saved weights hold, if more: an honest network holds at
+#: least one weight per input feature, or takes any size (convolutions,
+#: which run on the meta device).
+_PROBE_VALUES = 2**20
 
-    ``predict`` checks ``X`` against ``n_features_in_``: a value the weights
-    do not take would load and fail there. One row through the network on
-    the meta device tells, for any module, with no memory and no arithmetic.
-    """
-    name = type(meta).__name__
-    try:
-        with torch.no_grad():
-            out = meta.eval()(torch.empty(1, n_inputs, device="meta"))
-    except Exception as exc:  # whatever the layer says: the widths disagree
+
+def _numel(inputs):
+    if isinstance(inputs, torch.Tensor):
+        return inputs.numel()
+    return sum(_numel(part) for part in inputs)
+
+
+def _expected_inputs(estimator, layout):
+    """What the fitted input attributes say the network takes, in words."""
+    state = vars(estimator)
+    n = state.get("n_features_in_")
+    if layout == "image":
+        shape = state.get("input_shape_")
+        return f"input_shape_ is {shape}", f"samples of shape {shape}"
+    if layout == "sequence":
+        return f"n_features_in_ is {n}", f"sequences of {n} features per step"
+    if layout == "tabular":
+        return f"n_features_in_ is {n}", f"rows of {n} values"
+    return f"n_features_in_ is {n}", "the inputs its input kind describes"
+
+
+def _check_outputs(out, n_outputs, net, where):
+    if n_outputs is None or not isinstance(out, torch.Tensor):
+        return
+    shape = tuple(out.shape)
+    if len(shape) == 2:
+        fits = shape == (1, n_outputs)
+    elif len(shape) < 2:
+        fits = shape == (1,) and n_outputs == 1
+    else:
+        # Per-step or per-pixel outputs: n_outputs_ along one axis, or in all.
+        fits = shape[0] == 1 and n_outputs in (
+            shape[1], shape[-1], int(np.prod(shape[1:]))
+        )
+    if not fits:
         raise ModelFileError(
-            f"{where}: n_features_in_ is {n_inputs}, but the saved {name} does not "
-            f"take rows of {n_inputs} values ({exc}). The file was edited."
-        ) from None
-    if n_outputs is not None and tuple(out.shape) != (1, n_outputs):
-        raise ModelFileError(
-            f"{where}: n_outputs_ is {n_outputs}, but the saved {name} gives rows of "
-            f"{tuple(out.shape)[1:]} values. The file was edited."
+            f"{where}: n_outputs_ is {n_outputs}, but the saved {net} gives rows of "
+            f"{shape[1:]} values. The file was edited."
         )
 
 
-def _build_module(pending, device, where, *, n_inputs=None, n_outputs=None):
+def _check_widths(estimator, meta, module, n_saved_values, where):
+    """The network takes what ``predict`` will give it, and gives ``n_outputs_``.
+
+    ``predict`` checks ``X`` against ``n_features_in_`` (images against
+    ``input_shape_``): a value the weights do not take would load and fail
+    there. One sample of zeros (:func:`example_inputs`) through the family's
+    ``_forward`` on the meta device tells, for most modules, with no memory
+    and no arithmetic. A module the meta device cannot run (packed
+    sequences) runs the zeros for real instead, in evaluation mode, its
+    training flags restored afterwards.
+
+    Parameters
+    ----------
+    estimator : estimator
+        With the file's fitted attributes set.
+    meta : torch.nn.Module
+        The network built on the meta device.
+    module : torch.nn.Module
+        The same network, loaded.
+    n_saved_values : int
+        Values the saved weights hold.
+    where : str
+    """
+    _, layout = _input_layout(estimator)
+    net = type(meta).__name__
+    dtype = next(
+        (t.dtype for t in meta.state_dict().values() if t.is_floating_point()),
+        torch.float32,
+    )
+    try:
+        example = example_inputs(estimator, dtype=dtype, device="meta")
+    except ValueError as exc:
+        raise ModelFileError(f"{where}: {exc} The file was edited.") from None
+    if example is None:
+        return
+    attribute, takes = _expected_inputs(estimator, layout)
+
+    def mismatch(exc):
+        return ModelFileError(
+            f"{where}: {attribute}, but the saved {net} does not take {takes} "
+            f"({exc}). The file was edited."
+        )
+
+    try:
+        with torch.no_grad():
+            out = estimator._forward(meta.eval(), example)
+    except Exception as meta_exc:  # whatever the layer says: the widths may disagree
+        if _numel(example) > max(_PROBE_VALUES, n_saved_values):
+            raise mismatch(meta_exc) from None
+        device = next(
+            (t.device for t in module.state_dict().values()), torch.device("cpu")
+        )
+        example = example_inputs(estimator, dtype=dtype, device=device)
+        flags = [(m, m.training) for m in module.modules()]
+        try:
+            module.eval()
+            with torch.no_grad():
+                out = estimator._forward(module, example)
+        except Exception as exc:  # the real layer refuses the widths
+            raise mismatch(exc) from None
+        finally:
+            for m, training in flags:
+                m.training = training
+    _check_outputs(out, vars(estimator).get("n_outputs_"), net, where)
+
+
+def _build_module(pending, device, where):
+    """``(meta, module)``: the network checked on the meta device, then built."""
     meta = _check_module_tensors(pending.spec, pending.state, where)
-    if n_inputs is not None:
-        _check_widths(meta, n_inputs, n_outputs, where)
     module = pending.spec.build()
     # assign=True keeps the saved dtype (float32 or float64 training).
     module.load_state_dict(pending.state, assign=True)
-    return module.to(device)
+    return meta, module.to(device)
 
 
 def _same_kind(saved, reference):
@@ -551,14 +904,19 @@ def _check_hyperparameters(groups, optimizer, where):
                 )
 
 
-def _build_optimizer(pending, estimator, attrs, where):
+def _build_optimizer(pending, estimator, attrs, network, solver, where):
+    """The optimizer of ``attrs[network]``, rebuilt with its solver, state checked."""
     from sklears_neural.core.optim import make_optimizer
 
-    module = attrs.get("module_")
+    module = attrs.get(network)
     if not isinstance(module, torch.nn.Module):
-        raise ModelFileError(f"{where}: optimizer state without a module.")
+        raise ModelFileError(
+            f"{where}: optimizer state without its network ({network})."
+        )
     try:
-        optimizer = make_optimizer(module, _SolverView({**vars(estimator), **attrs}))
+        optimizer = make_optimizer(
+            module, _SolverView({**vars(estimator), **attrs}, solver)
+        )
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{where}: cannot rebuild the optimizer: {exc}") from None
     if optimizer is None or type(optimizer).__name__ != pending.class_name:
@@ -666,27 +1024,65 @@ def load(path):
         attrs[name] = decoder.decode_attribute(value)
     decoder.check_all_used()
     _check_counts(attrs, where)
+    networks = declared_networks(estimator)
+    optimizers = declared_optimizers(estimator)
+    _check_declared(type(estimator), attrs, networks, optimizers, where)
     device = _loading_device(getattr(estimator, "device", "cpu"))
+    built = {}
     for name, value in attrs.items():
         if isinstance(value, PendingModule):
-            # module_ is the network predict feeds X to.
-            widths = {} if name != "module_" else {
-                "n_inputs": attrs.get("n_features_in_"),
-                "n_outputs": attrs.get("n_outputs_"),
-            }
-            attrs[name] = _build_module(value, device, where, **widths)
+            meta, attrs[name] = _build_module(value, device, where)
+            spec_name = networks[name]["spec"]
+            if attrs.get(spec_name) != value.spec:
+                # Fit, warm_start and pickling read the spec attribute: it must
+                # describe the network the weights were saved with.
+                raise ModelFileError(
+                    f"{where}: the network {name} was saved with another "
+                    f"architecture than {spec_name} describes. The file was edited."
+                )
+            built[name] = (meta, sum(t.numel() for t in value.state.values()))
             if isinstance(attrs.get("_generator"), torch.Generator):
                 from sklears_neural.core.noise import set_generator
 
                 # Dropout and noise masks draw from the fit's generator, as
                 # after fit and after unpickling.
                 set_generator(attrs[name], attrs["_generator"])
-    _check_fitted_together(attrs, where)  # after the widths, which say more
+    # Nothing half-loaded is returned: the estimator is dropped on any error.
+    estimator.__dict__.update(attrs)
+    for name, (meta, n_values) in built.items():
+        if networks[name]["takes_input"] and "n_features_in_" in attrs:
+            _check_widths(estimator, meta, attrs[name], n_values, where)
+    _check_fitted_together(estimator, attrs, where)  # after the widths, which say more
     for name, value in attrs.items():
         if isinstance(value, PendingOptimizer):
-            attrs[name] = _build_optimizer(value, estimator, attrs, where)
+            network, solver = optimizers[name]
+            attrs[name] = _build_optimizer(value, estimator, attrs, network, solver, where)
     estimator.__dict__.update(attrs)
     return estimator
+
+
+def _check_declared(cls, attrs, networks, optimizers, where):
+    """Networks and optimizers sit where the class declares them, nowhere else."""
+    owner = cls.__name__
+    for name, value in attrs.items():
+        if isinstance(value, PendingModule):
+            if name not in networks:
+                raise ModelFileError(
+                    f"{where}: the fitted state holds a network in {name!r}, which "
+                    f"{owner} does not declare in _networks. The file was edited."
+                )
+        elif isinstance(value, PendingOptimizer):
+            if name not in optimizers:
+                raise ModelFileError(
+                    f"{where}: the fitted state holds an optimizer in {name!r}, which "
+                    f"{owner} does not declare in _networks. The file was edited."
+                )
+        elif value is not None and (name in networks or name in optimizers):
+            what = "network" if name in networks else "optimizer"
+            raise ModelFileError(
+                f"{where}: {name} is {type(value).__name__}, where {owner} keeps a "
+                f"{what} (or None). The file was edited."
+            )
 
 
 class SaveLoadMixin:
