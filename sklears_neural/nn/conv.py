@@ -28,9 +28,10 @@ A string item is a *head* (a layer type and an optional number) followed by
     "dense128" / "dense64-bn"   fully connected layer (flattens first if needed)
     "relu", "gelu", ...         a standalone activation, any name of ``ACTIVATIONS``
 
-Heads and option letters ignore case, ``-``/``_`` inside a type name
-("batch_norm" is "bn"), and take aliases: "separable" (sep), "depthwise" (dw),
-"residual" (res), "batchnorm" (bn), "act" (activation). Options:
+Strings ignore case; a type name ignores ``_`` ("max_pool2", "batch_norm")
+and takes aliases: "separable" (sep), "depthwise" (dw), "residual" (res),
+"batchnorm" (bn), "act" (activation). ``-`` only separates options, so
+activations are written with ``_`` ("conv32-leaky_relu"). Options:
 
 ====== ============================ ===================================
 option field                         layers
@@ -47,8 +48,14 @@ nobn   ``batch_norm=False``         conv, sep, dw, res, dense
 ====== ============================ ===================================
 
 ``<n>`` is an int, or one int per spatial dimension joined by ``x``
-("k3x5"). A dict item names the same fields, with ``"type"`` first; its
-activation may carry settings::
+("k3x5"). Padding "same" keeps the size (stride 1 only); a kernel of even
+(dilated) width pads one more at the end than at the start, as torch does.
+Without a padding, convolutions pad "same" at stride 1 and half the dilated
+kernel otherwise ("conv32-s2" halves the size); pooling pads 0, and its
+stride defaults to its kernel.
+
+A dict item names the same fields, with ``"type"`` first; its activation
+may carry settings::
 
     {"type": "conv", "channels": 32, "kernel_size": 3, "stride": 1,
      "padding": "same", "dilation": 1, "groups": 1}
@@ -82,8 +89,8 @@ Residual blocks
 with "same"-style padding (the kernel must be odd) and a shortcut that is
 the identity when the input has ``C`` channels and ``s == 1``, else a 1x1
 conv with stride ``s`` (and batch norm). With a zero body (its last batch
-norm's weight and bias, or its last conv, at zero) the block is ``act(x)``:
-the identity on the output of a ReLU.
+norm's weight and bias at zero; without batch norm, its last conv's) the
+block is ``act(x)``: the identity on the output of a ReLU.
 
 Shapes are traced when a :class:`ConvNet` is built (analytically, no forward
 pass): a group count that does not divide the channels, or a convolution or
