@@ -101,17 +101,24 @@ def _require_onnx(exporter=True):
 @contextlib.contextmanager
 def _quiet_exporter():
     """Silence the exporter's chatter: deprecation notes from its own internals,
-    and log lines about optional packages (torchvision) it looks for."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    log lines about optional packages (torchvision) it looks for, and the
+    traced graph torch.export logs (a hundred lines) when it meets a value
+    it cannot follow, which the raised error says in one."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+_CHATTY_LOGGERS = ("torch.onnx", "torch.fx.experimental.symbolic_shapes")
 
 
 class _Float32Input(torch.nn.Module):

@@ -230,10 +230,11 @@ def example_inputs(estimator, *, n_samples=1, n_steps=1, dtype=torch.float32,
                    device="cpu"):
     """A batch of zeros shaped as the family's ``_forward`` receives one.
 
-    Built from the fitted input attributes alone, for the input kind of
-    :mod:`sklears_neural.core.inputs` (``estimator._input_kind()``): a kind
-    with an ``example_inputs(estimator, *, n_samples, n_steps, dtype,
-    device)`` method is asked; otherwise its ``layout`` says:
+    Built from the fitted input attributes alone, for the input kind
+    ``estimator._input_kind()``: a kind with an ``example_inputs(estimator,
+    *, n_samples, n_steps, dtype, device)`` method is asked; otherwise the
+    kinds of :mod:`sklears_neural.core.inputs` (and their subclasses) get,
+    by their ``layout``:
 
     ``"tabular"``
         ``X`` of shape (n_samples, n_features_in_).
@@ -259,19 +260,24 @@ def example_inputs(estimator, *, n_samples=1, n_steps=1, dtype=torch.float32,
     Returns
     -------
     torch.Tensor or tuple of torch.Tensor, or None
-        None for an input kind this function does not know.
+        None for another kind without ``example_inputs`` (its networks are
+        then not probed at load).
 
     Raises
     ------
     ValueError
         If ``n_features_in_`` or ``input_shape_`` is missing or malformed.
     """
+    from sklears_neural.core.inputs import ArrayInput, SequenceInput, TabularInput
+
     kind, layout = _input_layout(estimator)
     own = getattr(kind, "example_inputs", None)
     if own is not None:
         return own(estimator, n_samples=n_samples, n_steps=n_steps, dtype=dtype,
                    device=device)
-    if layout not in ("tabular", "image", "sequence"):
+    # A family's own kind may share a layout name (for augmentation) and batch
+    # other inputs (tokens): only the core's kinds are known to batch these.
+    if not isinstance(kind, (TabularInput, ArrayInput, SequenceInput)):
         return None
     state = vars(estimator)
     n_features = state.get("n_features_in_")
@@ -962,11 +968,14 @@ def load(path):
     at most the size it records, no zip entry inflating more than
     :data:`~sklears_neural.core.serialization.MAX_INFLATION` times), format
     version, the SHA-256 of the weights, class names (from the registry only,
-    never an import path), parameter values, every tensor's shape and dtype
-    against the rebuilt module, the optimizer's state and settings against the
-    rebuilt optimizer, and the fitted state: counts (``n_*_``,
-    ``t_``) are ints >= 0, the network takes ``n_features_in_`` inputs and
-    gives ``n_outputs_`` outputs. Nothing half-loaded is returned.
+    never an import path), parameter values, networks and optimizers only in
+    the attributes the class declares (``_networks``, see
+    :func:`declared_networks`), every tensor's shape and dtype against the
+    rebuilt network and its spec attribute, each optimizer's state and
+    settings against the rebuilt optimizer, and the fitted state: counts
+    (``n_*_``, ``t_``) are ints >= 0, a network that takes X takes samples
+    of what ``n_features_in_`` (and ``input_shape_``) say and gives
+    ``n_outputs_`` outputs. Nothing half-loaded is returned.
 
     Parameters
     ----------
@@ -978,8 +987,9 @@ def load(path):
     estimator
         A new estimator, fitted if the saved one was: it predicts exactly
         as the saved one and continues ``partial_fit``/``warm_start`` with
-        its optimizer state and random generator. The module goes to the
-        estimator's ``device`` when this machine has it, else to the CPU.
+        the state of every optimizer and its random generator. The networks
+        go to the estimator's ``device`` when this machine has it, else to
+        the CPU.
 
     Raises
     ------
@@ -1093,7 +1103,8 @@ class SaveLoadMixin:
 
         Writes ``config.json`` (class, parameters, fitted attributes,
         versions, creation time, ``metadata``, the name, size and SHA-256 of
-        the weights) and a safetensors file (module weights, optimizer state,
+        the weights) and a safetensors file (the weights of every network
+        the class declares in ``_networks``, the state of their optimizers,
         numeric fitted arrays): ``model.safetensors`` in a zip,
         ``model-<hash>.safetensors`` in a directory. Read it back with
         :func:`sklears_neural.load`, which runs no code from the file: safe
@@ -1114,8 +1125,9 @@ class SaveLoadMixin:
         Raises
         ------
         TypeError
-            If the class is not registered, ``metadata`` is not JSON data, or a
-            fitted attribute has a type the format cannot hold.
+            If the class is not registered, ``metadata`` is not JSON data, a
+            fitted attribute has a type the format cannot hold, or holds a
+            torch module or optimizer that ``_networks`` does not declare.
 
         Warns
         -----

@@ -6,8 +6,10 @@ A saved model is a directory, or a ``.zip`` file, holding two entries:
   state as tagged JSON (below), versions, the creation time, the user's
   metadata, and the weights file's name, size and SHA-256;
 - the weights, a safetensors file: every numeric array and tensor of the
-  fitted state (module weights under ``module.``, optimizer state under
-  ``optimizer.``, other arrays under ``attrs.``). In a zip it is
+  fitted state (the weights of each network the class declares in
+  ``_networks`` under its attribute's name, ``module.`` for ``module_``;
+  each optimizer's state likewise, ``optimizer.`` for ``_optimizer``; other
+  arrays under ``attrs.``). In a zip it is
   ``model.safetensors``; in a directory ``model-<hash>.safetensors``, named
   by the first 16 hex digits of its SHA-256, so that overwriting a saved
   model switches from the old files to the new ones with one rename (see
