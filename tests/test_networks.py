@@ -21,7 +21,6 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from sklearn.datasets import load_digits
-from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -622,3 +621,25 @@ def test_packed_sequence_model_loads_and_its_widths_are_checked(tmp_path):
         r"sequences of 4 features per step"
     )):
         sklears_neural.load(path)
+
+
+class _PerStep(nn.Module):
+    """One output row per step, as a per-step family's network gives."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.out = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x, lengths):
+        return self.out(x)
+
+
+def test_per_step_outputs_are_refused_before_exporting():
+    pytest.importorskip("onnxscript")
+    est = NetworksTestMaskedRegressor(max_iter=1, random_state=0).fit(X_SEQ, Y_SEQ)
+    est.module_ = _PerStep(3, 1)
+    with pytest.raises(ValueError, match=(
+        r"Cannot export NetworksTestMaskedRegressor to ONNX: its network gives "
+        r"outputs of shape \(N, 3, 1\).*inference_backend='torch'"
+    )):
+        est.to_onnx()

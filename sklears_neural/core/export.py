@@ -223,7 +223,9 @@ def _module_dtype(module):
 
 def export_network(module, n_features, *, layout="tabular", input_shape=None,
                    forward=None, owner=None):
-    """``module`` as an ONNX model: inputs ``X`` (float32) [and ``lengths``], output ``raw_output``.
+    """``module`` as an ONNX model: input ``X`` (float32), output ``raw_output``.
+
+    Sequences add the input ``lengths`` (int64).
 
     Parameters
     ----------
