@@ -4,7 +4,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,7 +86,9 @@ class NetTestSequential(nn.Sequential):
     """A plain Sequential stack, the aliases ``input_dim``/``output_dim``."""
 
     def __init__(self, input_dim, output_dim, hidden=8):
-        super().__init__(nn.Linear(input_dim, hidden), nn.Tanh(), nn.Linear(hidden, output_dim))
+        super().__init__(
+            nn.Linear(input_dim, hidden), nn.Tanh(), nn.Linear(hidden, output_dim)
+        )
 
 
 @register_module
@@ -121,6 +122,17 @@ class NetTestTensorArgument(nn.Module):
 
     def forward(self, x):
         return self.linear(x * self.scale)
+
+
+class NetTestSqueezed(nn.Module):
+    """Squeezes its output to 1-D, as regression code often does."""
+
+    def __init__(self, n_features_in):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, 1)
+
+    def forward(self, x):
+        return self.linear(x).squeeze(-1)
 
 
 class NetTestOwnReset(nn.Module):
@@ -197,7 +209,7 @@ def test_module_params_follow_get_params_set_params_clone_repr(Estimator):
         copy.set_params(hidden=3)
 
 
-# -- the module and its arguments ---------------------------------------------------------
+# -- the module and its arguments -------------------------------------------------
 
 
 def test_widths_come_from_the_data(global_random_seed):
@@ -220,7 +232,8 @@ def test_widths_come_from_the_data(global_random_seed):
     # What the user gives wins; the data fills the rest.
     given = _fit(NeuralNetClassifier(NetTestMLP, module__hidden=3, max_iter=1,
                                      random_state=rs), X_iris, y_iris)
-    assert given._module_spec_.kwargs == {"hidden": 3, "n_features_in": 4, "n_outputs": 3}
+    expected = {"hidden": 3, "n_features_in": 4, "n_outputs": 3}
+    assert given._module_spec_.kwargs == expected
 
 
 def test_module_instance_is_refused_with_the_fix():
@@ -266,7 +279,13 @@ def test_a_module_that_cannot_take_the_data_names_itself_and_the_shape():
     with pytest.raises(ValueError, match=r"needs a tensor of shape \(150, 1\): one "
                                          r"logit, of class True \(binary targets\)"):
         NeuralNetClassifier(NetTestMLP, module__n_outputs=2).fit(X_iris, y_iris == 1)
-    with pytest.raises(ValueError, match=r"images|channel|shape \(150, 4\)"):
+    with pytest.raises(ValueError, match=r"returned an output of shape \(200,\).*"
+                                         r"needs a tensor of shape \(200, 1\).*do "
+                                         r"not squeeze"):
+        NeuralNetRegressor(NetTestSqueezed).fit(X_reg, y_reg[:, 0])
+    with pytest.raises(ValueError, match=r"NetTestCNN failed on a batch of shape "
+                                         r"\(150, 1, 2, 2\).*samples of shape "
+                                         r"\(1, 2, 2\)"):
         NeuralNetClassifier(NetTestCNN, input_shape=(1, 2, 2)).fit(X_iris, y_iris)
     # A failed first fit leaves the estimator unfitted.
     est = NeuralNetClassifier(NetTestMLP, module__n_outputs=5)
@@ -287,7 +306,7 @@ def test_a_module_with_its_own_reset_parameters(global_random_seed):
     assert reg.score(X_reg, y_reg) > 0.95
 
 
-# -- training ---------------------------------------------------------------------------------
+# -- training ------------------------------------------------------------------------
 
 
 def _reference(task, X, y, epochs, lr):
@@ -344,8 +363,8 @@ def test_learns_digits_mlp_and_cnn(global_random_seed):
                               max_iter=40, random_state=global_random_seed)
     _fit(mlp, X_digits, y_digits)
     assert mlp.score(X_test, y_test) > 0.88
-    cnn = NeuralNetClassifier(NetTestCNN, input_shape=(1, 8, 8), learning_rate_init=0.01,
-                              max_iter=15, random_state=global_random_seed)
+    cnn = NeuralNetClassifier(NetTestCNN, input_shape=(1, 8, 8), max_iter=15,
+                              learning_rate_init=0.01, random_state=global_random_seed)
     _fit(cnn, X_digits, y_digits)
     assert cnn.input_shape_ == (1, 8, 8) and cnn.n_features_in_ == 64
     assert cnn.module_.body[0].in_channels == 1
@@ -359,7 +378,8 @@ def test_image_input_flat_with_input_shape_or_nd(global_random_seed):
     images = X_digits.reshape(-1, 1, 8, 8)
     nd = _fit(NeuralNetClassifier(NetTestCNN, **settings), images, y_digits)
     assert nd.input_shape_ == (1, 8, 8)
-    np.testing.assert_array_equal(flat.predict_proba(X_digits), nd.predict_proba(images))
+    np.testing.assert_array_equal(flat.predict_proba(X_digits),
+                                  nd.predict_proba(images))
     # Flat rows predict through the fitted sample shape too.
     np.testing.assert_array_equal(nd.predict_proba(X_digits), nd.predict_proba(images))
     # Three channels: in_channels follows the data.
@@ -405,14 +425,16 @@ def test_random_state_fixes_dropout_and_leaves_the_global_stream(global_random_s
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)
         before = torch.get_rng_state()
-        fits.append(_fit(NeuralNetClassifier(NetTestMLP, random_state=global_random_seed,
-                                             **settings), X_iris, y_iris))
+        est = NeuralNetClassifier(NetTestMLP, random_state=global_random_seed,
+                                  **settings)
+        fits.append(_fit(est, X_iris, y_iris))
         assert torch.equal(torch.get_rng_state(), before)
     np.testing.assert_array_equal(fits[0].predict_proba(X_iris),
                                   fits[1].predict_proba(X_iris))
     other = _fit(NeuralNetClassifier(NetTestMLP, random_state=global_random_seed + 1,
                                      **settings), X_iris, y_iris)
-    assert not np.array_equal(fits[0].predict_proba(X_iris), other.predict_proba(X_iris))
+    assert not np.array_equal(fits[0].predict_proba(X_iris),
+                              other.predict_proba(X_iris))
 
 
 def test_partial_fit_warm_start_and_architecture_changes(global_random_seed):
@@ -424,7 +446,8 @@ def test_partial_fit_warm_start_and_architecture_changes(global_random_seed):
     assert est.t_ == 4 * len(X_iris) and len(est.loss_curve_) == 4
     assert est.loss_curve_[-1] < est.loss_curve_[0]
     est.set_params(module__hidden=9)
-    with pytest.raises(ValueError, match=r"architecture parameters changed.*hidden: 8 -> 9"):
+    with pytest.raises(ValueError,
+                       match=r"architecture parameters changed.*hidden: 8 -> 9"):
         est.partial_fit(X_iris, y_iris)
 
     warm = NeuralNetClassifier(NetTestMLP, warm_start=True, max_iter=5,
@@ -464,8 +487,9 @@ def test_callbacks_and_augmentation(global_random_seed):
                X_reg, y_reg)
     assert est.callbacks_[0].epochs == 4
     plain = _fit(NeuralNetRegressor(NetTestMLP, **settings), X_reg, y_reg)
-    noisy = [_fit(NeuralNetRegressor(NetTestMLP, augment=("gaussian_noise", {"std": 0.5}),
-                                     **settings), X_reg, y_reg) for _ in range(2)]
+    augment = ("gaussian_noise", {"std": 0.5})
+    noisy = [_fit(NeuralNetRegressor(NetTestMLP, augment=augment, **settings),
+                  X_reg, y_reg) for _ in range(2)]
     np.testing.assert_array_equal(noisy[0].predict(X_reg), noisy[1].predict(X_reg))
     assert np.abs(noisy[0].predict(X_reg) - plain.predict(X_reg)).max() > 1e-4
 
@@ -490,11 +514,12 @@ def test_pickle_round_trip_is_exact(global_random_seed):
     np.testing.assert_array_equal(copy.predict_proba(X_iris), est.predict_proba(X_iris))
     assert copy.module__hidden == 6
     # A tensor argument cannot be saved as JSON, but trains and pickles.
-    tensor = _fit(NeuralNetClassifier(NetTestTensorArgument, module__scale=torch.ones(4),
-                                      max_iter=2, random_state=global_random_seed),
-                  X_iris, y_iris)
+    tensor = NeuralNetClassifier(NetTestTensorArgument, module__scale=torch.ones(4),
+                                 max_iter=2, random_state=global_random_seed)
+    _fit(tensor, X_iris, y_iris)
     copy = pickle.loads(pickle.dumps(tensor))
-    np.testing.assert_array_equal(copy.predict_proba(X_iris), tensor.predict_proba(X_iris))
+    np.testing.assert_array_equal(copy.predict_proba(X_iris),
+                                  tensor.predict_proba(X_iris))
 
 
 @pytest.mark.parametrize("Estimator", [NeuralNetClassifier, NeuralNetRegressor])
@@ -572,12 +597,14 @@ def test_save_refuses_what_no_process_could_load(tmp_path):
             return self.linear(x)
 
     est = _fit(NeuralNetClassifier(Local, max_iter=1, random_state=0), X_iris, y_iris)
-    with pytest.raises(TypeError, match=r"Local is defined inside a function.*decorate "
-                                        r"it with @register_module \(from sklears_neural"
-                                        r"\.core\.registry import register_module\)"):
+    with pytest.raises(TypeError, match=r"Local is defined inside a function.*"
+                                        r"decorate it with @register_module \(from "
+                                        r"sklears_neural\.core\.registry import "
+                                        r"register_module\)"):
         est.save(tmp_path / "local.zip")
-    tensor = _fit(NeuralNetClassifier(NetTestTensorArgument, module__scale=torch.ones(4),
-                                      max_iter=1, random_state=0), X_iris, y_iris)
+    tensor = NeuralNetClassifier(NetTestTensorArgument, module__scale=torch.ones(4),
+                                 max_iter=1, random_state=0)
+    _fit(tensor, X_iris, y_iris)
     with pytest.raises(TypeError, match=r"module__scale holds a torch\.Tensor.*pickle "
                                         r"the estimator instead"):
         tensor.save(tmp_path / "tensor.zip")
@@ -622,8 +649,8 @@ def test_load_in_a_fresh_process_needs_the_module_imported(tmp_path, monkeypatch
     """)
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin",
            "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "refused:" in done.stdout
     assert "Got 'FreshProcessNet' instead" in done.stdout
@@ -632,7 +659,7 @@ def test_load_in_a_fresh_process_needs_the_module_imported(tmp_path, monkeypatch
                                   est.predict_proba(X_iris))
 
 
-# -- ONNX -----------------------------------------------------------------------------------
+# -- ONNX ----------------------------------------------------------------------------
 
 
 def test_to_onnx_of_a_sequential_module(global_random_seed):

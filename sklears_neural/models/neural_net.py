@@ -43,17 +43,17 @@ from torch import nn
 
 from sklears_neural.core import registry
 from sklears_neural.core._compat import InvalidParameterError, Options
+from sklears_neural.core.config import estimator_config
 from sklears_neural.core.data import call_module
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.inputs import TABULAR, ArrayInput
 from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.persistence import save_estimator
-from sklears_neural.core.config import estimator_config
+from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import resolve_device
 from sklears_neural.core.seeding import draw_seed
 from sklears_neural.core.serialization import StateEncoder, UnsupportedValue
-from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
 from sklears_neural.exceptions import PersistenceWarning
 
@@ -283,7 +283,9 @@ class _BaseNeuralNet(BaseNeuralEstimator):
         -------
         self : estimator instance
         """
-        module_params = {k: params.pop(k) for k in list(params) if k.startswith(_PREFIX)}
+        module_params = {
+            key: params.pop(key) for key in list(params) if key.startswith(_PREFIX)
+        }
         self._set_module_params(module_params)
         return super().set_params(**params)
 
@@ -351,7 +353,8 @@ class _BaseNeuralNet(BaseNeuralEstimator):
 
     def _built_as(self, module):
         spec = self.__dict__.get("_module_spec_")
-        arguments = ", ".join(f"{k}={v!r:.40}" for k, v in (spec.kwargs if spec else {}).items())
+        kwargs = spec.kwargs if spec is not None else {}
+        arguments = ", ".join(f"{k}={v!r:.40}" for k, v in kwargs.items())
         return f"{type(module).__name__}({arguments})"
 
     def _failure(self, module, inputs, exc):
@@ -378,17 +381,27 @@ class _BaseNeuralNet(BaseNeuralEstimator):
 
     def _wrong_output(self, module, inputs, output):
         x = inputs[0] if type(inputs) is tuple else inputs
-        got = (
-            f"an output of shape {tuple(output.shape)}"
-            if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
-        )
+        n_rows = x.shape[0]
+        if not isinstance(output, torch.Tensor):
+            got, fix = f"a {type(output).__name__}", "Return one tensor from forward."
+        else:
+            got = f"an output of shape {tuple(output.shape)}"
+            if output.ndim != 2:
+                fix = ("Return a 2-D tensor, one row per sample (do not squeeze the "
+                       "last axis).")
+            elif output.shape[0] != n_rows:
+                fix = "Return one row per sample of the batch."
+            else:
+                fix = (
+                    f"It was built as {self._built_as(module)}. Declare one of "
+                    f"{', '.join(OUTPUT_ARGUMENTS)} in its __init__ to receive the "
+                    f"width, or pass module__<name>={self.n_outputs_}."
+                    + self._overridden(OUTPUT_ARGUMENTS)
+                )
         return (
             f"{type(module).__name__} returned {got} for a batch of shape "
             f"{tuple(x.shape)}; {type(self).__name__} needs a tensor of shape "
-            f"({x.shape[0]}, {self.n_outputs_}): {self._outputs_meaning()}. It was "
-            f"built as {self._built_as(module)}. Declare one of "
-            f"{', '.join(OUTPUT_ARGUMENTS)} in its __init__ to receive the width, "
-            f"or pass module__<name>={self.n_outputs_}." + self._overridden(OUTPUT_ARGUMENTS)
+            f"({n_rows}, {self.n_outputs_}): {self._outputs_meaning()}. {fix}"
         )
 
     # -- input -------------------------------------------------------------------
@@ -448,12 +461,20 @@ class _BaseNeuralNet(BaseNeuralEstimator):
 
         A shallow view: the same fitted state, only the ``module`` parameter
         differs, so ``save`` and ``get_config`` write a name that ``load``
-        and ``from_config`` look up in the registry.
+        and ``from_config`` look up in the registry. ``save`` refuses what
+        it cannot write; ``get_config`` leaves that to the core, which
+        records such a parameter as null with a warning.
         """
-        if self.module is None or isinstance(self.module, str):
+        if action == "save":
+            _check_json(self, action)
+        if not isinstance(self.module, type):
             return self
-        _check_json(self, action)
-        name = _registered_name(self.module, action)
+        try:
+            name = _registered_name(self.module, action)
+        except TypeError:
+            if action == "save":
+                raise
+            return self
         view = object.__new__(type(self))
         view.__dict__.update(self.__dict__)
         view.module = name
@@ -719,7 +740,8 @@ class NeuralNetClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseNeuralNet
     def _outputs_meaning(self):
         if not self._is_multiclass():
             if self._label_binarizer.y_type_ == "binary":
-                return f"one logit, of class {self.classes_.tolist()[-1]!r} (binary targets)"
+                positive = self.classes_.tolist()[-1]
+                return f"one logit, of class {positive!r} (binary targets)"
             return "one logit per label"
         return f"one logit per class ({len(self.classes_)} classes)"
 
