@@ -21,7 +21,7 @@ from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
-from sklears_neural.nn.conv import ConvNet, default_layers
+from sklears_neural.nn.conv import ConvNet
 
 __all__ = ["CNNClassifier", "CNNRegressor"]
 
@@ -63,23 +63,20 @@ dropout : float, default=0.0
 batch_norm : bool, default=True
     Batch normalization after every convolution that says neither "bn"
     nor "nobn" in ``layers``. Training batches of one sample are then
-    refused.""",
+    refused, and ``solver="lbfgs"`` needs ``batch_norm=False``.""",
     "learning_rate_init": """\
 learning_rate_init : float, default=0.01
     Initial step size (stochastic solvers). Ten times the MLPs' 0.001:
     batch normalization keeps larger steps stable, and the default
-    network reaches its accuracy in fewer epochs with them (see Notes).""",
+    network reaches its accuracy in fewer epochs with them (measured on
+    digits: see the Notes of :class:`CNNClassifier`).""",
     "max_iter": """\
 max_iter : int, default=50
     Epochs for stochastic solvers, iterations for L-BFGS. A quarter of
     the MLPs' 200: a convolution epoch costs far more, and with the
     default learning rate the ``tol`` rule ends training on small image
-    sets well before 50 (see Notes).""",
+    sets well before 50.""",
 }
-
-
-def _activation_json(option):
-    return ACTIVATIONS.to_json(option)
 
 
 class _BaseCNN(BaseNeuralEstimator):
@@ -105,12 +102,8 @@ class _BaseCNN(BaseNeuralEstimator):
                 "it random. Use solver='adam' or 'sgd', or dropout=0."
             )
         shape = [int(d) for d in self.input_shape_]
-        ndim = len(shape) - 1
-        layers = self.layers
-        if layers is None:
-            layers = default_layers(ndim, shape)
-        elif isinstance(layers, tuple):
-            layers = list(layers)
+        # None: ConvNet's default_layers for the input's rank and sizes.
+        layers = None if self.layers is None else list(self.layers)
         # Traced now, on the meta device (no memory, ~10 ms), so that a bad
         # spec or a layer that does not fit the input names the user's own
         # item. The fitted spec holds the normalized layers: it pins every
@@ -143,7 +136,7 @@ class _BaseCNN(BaseNeuralEstimator):
                 "input_shape": shape,
                 "n_outputs": int(n_outputs),
                 "layers": specs,
-                "activation": _activation_json(self.activation),
+                "activation": ACTIVATIONS.to_json(self.activation),
                 "dropout": float(self.dropout),
                 "batch_norm": bool(self.batch_norm),
                 "weight_init": WEIGHT_INITS.to_json(self.weight_init),
@@ -223,12 +216,15 @@ class CNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseCNN):
     The defaults differ from the MLPs' in ``learning_rate_init`` (0.01)
     and ``max_iter`` (50). They were measured on 8x8 digits
     (``load_digits``, pixels / 16, 25% stratified holdouts, split seeds
-    0-5, one torch thread): accuracy 0.987-1.000 (mean 0.994, against
-    0.976 for ``MLPClassifier()`` on seeds 0-2), with the ``tol`` rule
-    ending training after 27-36 epochs, 7-18 s a fit. At 0.001 and 0.003
-    the same network needed 40-55 epochs for the same accuracy; early
-    stopping on a held-out 10% scored lower (0.981-0.988), as it trains on
+    0-5, one torch thread on a 2-core machine): accuracy 0.987-1.000 (mean
+    0.994; ``MLPClassifier()`` scores 0.976 on seeds 0-2), the ``tol`` rule
+    ending training after 27-36 epochs, 7-21 s a fit. At 0.001 and 0.003
+    the same network needed 40-55 epochs for that accuracy, and early
+    stopping on a held-out 10% scored lower (0.981-0.988): it trains on
     less data.
+
+    ``solver="lbfgs"`` needs ``batch_norm=False``: its line search would
+    move the running statistics of batch normalization at every trial step.
 
     Examples
     --------
