@@ -160,6 +160,8 @@ class ArrayInput:
                 f"{owner} takes dense arrays; got a sparse matrix. Convert it "
                 "with X.toarray() if it fits in memory."
             )
+        if not hasattr(X, "ndim") and hasattr(X, "__array__"):
+            X = np.asarray(X)  # array-likes that NumPy functions refuse
         flat = getattr(X, "ndim", None) == 2 or (
             not hasattr(X, "ndim") and np.ndim(X) == 2
         )
@@ -359,6 +361,8 @@ class SequenceInput:
                 "with X.toarray() if it fits in memory."
             )
         else:
+            if not hasattr(X, "ndim") and hasattr(X, "__array__"):
+                X = np.asarray(X)  # array-likes that NumPy functions refuse
             ndim = getattr(X, "ndim", None)
             if ndim is None or (isinstance(X, np.ndarray) and X.dtype == object):
                 values, lengths = self._ragged(X, owner)

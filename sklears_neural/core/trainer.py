@@ -32,6 +32,34 @@ def _overrides(callback, hook):
     return getattr(type(callback), hook, None) not in (None, getattr(Callback, hook, None))
 
 
+def _recompute_batch_norm_statistics(module, forward):
+    """Running statistics of batch norm layers, from one pass at the final weights.
+
+    Every loss evaluation of L-BFGS's line search runs in training mode and
+    moves the running averages, trial points that were rejected included,
+    so after the solve they describe no weights in particular (a fit with
+    zero training error predicted 29-49% right). The solution was trained
+    on the statistics of all rows at once; one pass over all rows with a
+    cumulative average (``momentum=None``) sets the running statistics to
+    exactly those.
+    """
+    layers = [m for m in module.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats]
+    if not layers:
+        return
+    momenta = [m.momentum for m in layers]
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        with torch.no_grad():
+            forward()
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+
+
 def _weighted_mean(losses, sizes):
     """Mean of batch-mean ``losses`` weighted by batch ``sizes``, in float64."""
     if not losses:
@@ -456,6 +484,8 @@ class Trainer:
                 torch.as_tensor(result.x, dtype=params[0].dtype).to(params[0].device),
                 params,
             )
+        if pieces is None:
+            _recompute_batch_norm_statistics(module, lambda: objective(module, X, y, w))
         self._call("on_train_end")
         return result
 
