@@ -62,31 +62,14 @@ CHECKED = [
     CNNClassifier(["conv8", "dense16"], max_iter=20, random_state=0),
     CNNRegressor(["conv8", "dense16"], max_iter=20, random_state=0),
 ]
-NOT_AN_ARRAY = (
-    "core/inputs.py ArrayInput.validate calls np.ndim(X) on input without an ndim "
-    "attribute, which the check's _NotAnArray refuses (reported to the integrator; "
-    "np.asarray(X) first would fix it)"
-)
 WEIGHTS_VS_BATCH_NORM = (
     "batch normalization's batch statistics count every sample once whatever its "
     "weight, so a weight of 2 is not a repeated sample; test_sample_weight_equivalence "
     "runs the check without batch norm"
 )
-ONE_SAMPLE = (
-    "batch normalization cannot train on one sample and says so, but in the core's "
-    "words ('a batch of 1 row'), not the '1 sample' the check looks for (reported)"
-)
-
-
 def _expected_failed_checks(estimator):
-    data_check = ("check_classifier_data_not_an_array"
-                  if isinstance(estimator, CNNClassifier)
-                  else "check_regressor_data_not_an_array")
     return {
-        data_check: NOT_AN_ARRAY,
-        "check_sample_weights_not_an_array": NOT_AN_ARRAY,
         "check_sample_weight_equivalence_on_dense_data": WEIGHTS_VS_BATCH_NORM,
-        "check_fit2d_1sample": ONE_SAMPLE,
     }
 
 

@@ -67,7 +67,7 @@ def test_invalid_combinations_say_how_to_fix():
         MLPClassifier(batch_norm=True, layer_norm=True).fit(X, y)
     with pytest.raises(ValueError, match="solver='adam'"):
         MLPRegressor(solver="lbfgs", dropout=0.1).fit(X, y.astype(float))
-    with pytest.raises(ValueError, match="batch of 1 row"):
+    with pytest.raises(ValueError, match="batch of 1 sample"):
         MLPClassifier(batch_norm=True, batch_size=239).fit(X, y)
     with pytest.raises(ValueError, match="Unknown setting"):
         MLPClassifier(activation=("relu", {"slope": 1}), max_iter=1).fit(X, y)

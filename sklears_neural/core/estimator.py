@@ -441,6 +441,33 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         """
         return None
 
+    def _prediction_plan(self, module):
+        """A family's float64 NumPy translation of its module, or None.
+
+        Prediction runs it instead of the module for small CPU batches of
+        2-D rows (:mod:`sklears_neural.core.inference`): a row's outputs
+        then depend on the rest of its batch only within float64 rounding,
+        at a few NumPy calls per batch. The MLP family returns
+        :func:`~sklears_neural.core.plan.compile_plan` of its module here;
+        asked once per module state. With None (the default), batches of at
+        most ``plan.PLAN_MIN_ROWS`` rows run a float64 copy of the module
+        and larger ones the module itself, in chunks.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The fitted module (``module_``), at its current weights.
+
+        Returns
+        -------
+        plan : Plan or None
+            Called on a dense batch ``(n_samples, n_features)``, with
+            ``plan.sparse`` for a sparse one, each returning float64 outputs
+            ``(n_samples, n_outputs)``; ``plan.macs`` (multiply-adds per row)
+            prices larger batches (:func:`~sklears_neural.core.plan.use_plan`).
+        """
+        return None
+
     def _fused_loss_kind(self):
         """The ``core.fused.LOSS_KINDS`` entry equal to ``_loss``, or None.
 
@@ -706,9 +733,10 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         )
         if has_batch_norm and (batch_size == 1 or n_samples % batch_size == 1):
             raise ValueError(
-                f"Batch normalization cannot train on a batch of 1 row, and "
+                f"Batch normalization cannot train on a batch of 1 sample, and "
                 f"batch_size={batch_size} over {n_samples} training samples leaves "
-                "one. Choose another batch_size, or layer_norm=True."
+                "one. Choose another batch_size, or a network without batch "
+                "normalization (e.g. layer_norm=True for the MLPs)."
             )
 
     def _verbose_callbacks(self):
