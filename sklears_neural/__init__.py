@@ -4,14 +4,22 @@ from sklears_neural._version import __version__
 from sklears_neural.core.config import from_config
 from sklears_neural.core.persistence import load
 from sklears_neural.core.gradcheck import check_gradients
+from sklears_neural.models.cnn import CNNClassifier, CNNRegressor
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
+from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
 from sklears_neural.models.rbm import BernoulliRBM
+from sklears_neural.models.seq2seq import Seq2SeqModel
 from sklears_neural import nn  # noqa: F401  (registers the family networks)
 
 __all__ = [
     "BernoulliRBM",
+    "CNNClassifier",
+    "CNNRegressor",
     "MLPClassifier",
     "MLPRegressor",
+    "NeuralNetClassifier",
+    "NeuralNetRegressor",
+    "Seq2SeqModel",
     "__version__",
     "from_config",
     "load",

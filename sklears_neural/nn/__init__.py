@@ -9,4 +9,10 @@ Each module takes only JSON-able constructor arguments, so that a
 
 # Imported for their registration: ``load`` finds a saved network's class by
 # name only among registered ones.
-from sklears_neural.nn import attention, conv, recurrent, transformer  # noqa: E402,F401
+from sklears_neural.nn import (  # noqa: E402,F401
+    attention,
+    conv,
+    recurrent,
+    seq2seq,
+    transformer,
+)
