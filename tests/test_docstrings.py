@@ -18,7 +18,8 @@ def _documented(cls):
     section = doc.split("Parameters\n----------\n", 1)[1]
     # Up to the next numpydoc header: a line underlined with dashes.
     section = re.split(r"^\S.*\n-+$", section, maxsplit=1, flags=re.M)[0]
-    return re.findall(r"^(\w+) :", section, re.M)
+    # Entries are "name : type"; a **kwargs entry is the bare "**name" line.
+    return [name.lstrip("*") for name in re.findall(r"^(\**\w+)(?: :|$)", section, re.M)]
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda cls: cls.__name__)
