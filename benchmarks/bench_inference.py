@@ -62,7 +62,7 @@ sys.path.append(os.path.dirname(_HERE))
 
 import sklears_neural  # noqa: E402
 from sklears_neural import MLPClassifier  # noqa: E402
-from sklears_neural.core import inference  # noqa: E402
+from sklears_neural.core.plan import compile_plan, use_plan  # noqa: E402
 
 from _machine import cpu_model  # noqa: E402
 
@@ -134,7 +134,7 @@ def make_runners(sk, ours, names):
 
 
 def _variants(module):
-    plan = inference.compile_plan(module)
+    plan = compile_plan(module)
     double = copy.deepcopy(module).double().eval()
     example = torch.zeros(4, N_FEATURES)
     with warnings.catch_warnings():
@@ -213,13 +213,13 @@ def run(args, log=print):
         .randn(max(BATCH_SIZES), N_FEATURES)
         .astype(np.float32)
     )
-    macs = inference.compile_plan(ours.module_).macs
+    macs = compile_plan(ours.module_).macs
     budget = 0.3 if args.quick else 2.0
     results = []
     for rows in BATCH_SIZES:
         X = X_all[:rows]
         times = time_runners(runners, X, args.repeats, budget)
-        path = "float64 plan" if inference.use_plan(rows, macs) else "torch float32"
+        path = "float64 plan" if use_plan(rows, macs) else "torch float32"
         results.append({"rows": rows, "times": times, "path": path,
                         "agreement": same_labels(ours, runners, X)})
         log(

@@ -1,6 +1,6 @@
 """Prediction path: the input check, the float64 plan, its cache, the backend parameter.
 
-The plan (``core/inference.py``) must compute what the module computes in
+The plan (``core/plan.py``) must compute what the module computes in
 float64, for every layer an MLP can hold, and be rebuilt whenever the
 weights change. Nothing here times anything: the benchmark's smoke test
 checks the shape of its report only.
@@ -31,8 +31,17 @@ from sklears_neural.core import inference, tasks
 from sklears_neural.callbacks import Callback
 from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.core.config import from_config
+from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.layers import MLP, set_generator
 from sklears_neural.core.noise import NOISES
+from sklears_neural.core.plan import (
+    PLAN_MAX_MACS,
+    PLAN_MIN_ROWS,
+    Plan,
+    compile_plan,
+    unknown_layers,
+    use_plan,
+)
 from sklears_neural.core.resolve import ACTIVATIONS
 
 X_digits, y_digits = load_digits(n_class=4, return_X_y=True)
@@ -130,8 +139,8 @@ def test_plan_equals_the_float64_forward(options, global_random_seed):
     rng = np.random.RandomState(global_random_seed)
     # Wide inputs reach softplus's threshold and the saturated ends.
     X = np.vstack([rng.randn(40, 5) * 3, rng.randn(2, 5) * 30])
-    plan = inference.compile_plan(module)
-    assert plan is not None, inference.unknown_layers(module)
+    plan = compile_plan(module)
+    assert plan is not None, unknown_layers(module)
     expected = _float64_forward(module, X)
     np.testing.assert_allclose(plan(X), expected, rtol=1e-12, atol=1e-12)
     # One row runs as a vector (matrix-vector products): the same numbers.
@@ -148,20 +157,20 @@ def test_every_named_layer_has_a_step():
     # A new activation or noise in the resolver tables needs a plan step,
     # or its models silently take the slower torch float64 fallback.
     for option in ACTIVATION_OPTIONS:
-        assert inference.unknown_layers(MLP(3, [4], 2, option)) == [], option
+        assert unknown_layers(MLP(3, [4], 2, option)) == [], option
     for name in NOISES.names:
-        assert inference.unknown_layers(MLP(3, [4], 2, noise=name)) == [], name
+        assert unknown_layers(MLP(3, [4], 2, noise=name)) == [], name
 
 
 def test_plan_does_not_write_to_its_input_or_share_the_weights():
     module = _randomize(MLP(4, [6], 2, "relu", residual="concat"), 0, 4)
     X = np.random.RandomState(0).randn(5, 4)
     before = X.copy()
-    out = inference.compile_plan(module)(X)
+    out = compile_plan(module)(X)
     np.testing.assert_array_equal(X, before)
     out[:] = 0.0  # the result is the caller's to keep
     np.testing.assert_allclose(
-        inference.compile_plan(module)(X), _float64_forward(module, X), rtol=1e-12
+        compile_plan(module)(X), _float64_forward(module, X), rtol=1e-12
     )
 
 
@@ -175,8 +184,8 @@ def test_an_unknown_layer_falls_back_to_float64_torch():
         MLPClassifier((8,), max_iter=5, random_state=0), X_digits, y_digits
     )
     clf.module_.layers[1] = _Square()  # swapping a layer is seen by the cache
-    assert inference.unknown_layers(clf.module_) == ["_Square"]
-    assert inference.compile_plan(clf.module_) is None
+    assert unknown_layers(clf.module_) == ["_Square"]
+    assert compile_plan(clf.module_) is None
     X = X_digits[:30]
     full = clf._raw_outputs(X)
     np.testing.assert_allclose(
@@ -197,7 +206,7 @@ def test_a_model_the_plan_cannot_translate_runs_large_batches_in_torch_chunks(mo
         nn.Unflatten(1, (1, 64)), nn.Conv1d(1, 8, kernel_size=3, padding=1),
         nn.ReLU(), nn.Conv1d(8, 4, kernel_size=64), nn.Flatten(),
     )
-    assert inference.compile_plan(clf.module_) is None
+    assert compile_plan(clf.module_) is None
     X = np.resize(X_digits, (10_000, 64)).astype(np.float32)
     float64_rows, chunks = [], []
     real_float64, real_tensor = inference._float64_outputs, inference._tensor
@@ -224,11 +233,11 @@ def test_small_batches_are_float64_and_large_ones_the_module_dtype():
         X_reg,
         y_reg,
     )
-    macs = inference.compile_plan(reg.module_).macs
+    macs = compile_plan(reg.module_).macs
     assert macs == 8 * 64 + 64 * 64 + 64
-    small = inference.PLAN_MIN_ROWS
-    large = inference.PLAN_MAX_MACS // macs + 1
-    assert inference.use_plan(small, macs) and not inference.use_plan(large, macs)
+    small = PLAN_MIN_ROWS
+    large = PLAN_MAX_MACS // macs + 1
+    assert use_plan(small, macs) and not use_plan(large, macs)
     X = np.random.RandomState(0).randn(large, 8)
     # Small: the float64 forward, independent of the rest of the batch.
     np.testing.assert_allclose(
@@ -243,11 +252,76 @@ def test_small_batches_are_float64_and_large_ones_the_module_dtype():
     np.testing.assert_array_equal(reg._raw_outputs(X), expected)
 
 
+class _NoPlanRegressor(MLPRegressor):
+    """An MLP with the base's hook: a family without a float64 plan."""
+
+    _prediction_plan = BaseNeuralEstimator._prediction_plan
+
+
+def test_the_plan_is_the_mlp_familys_hook():
+    reg = _quiet_fit(MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0),
+                     X_reg, y_reg)
+    plan = reg._prediction_plan(reg.module_)
+    assert isinstance(plan, Plan) and plan.macs == 8 * 16 + 16
+    X = X_reg[:50]
+    np.testing.assert_allclose(plan(X), _float64_forward(reg.module_, X),
+                               rtol=1e-12, atol=1e-12)
+    # The base has none: a family opts in.
+    assert BaseNeuralEstimator._prediction_plan(reg, reg.module_) is None
+
+
+def test_a_family_without_a_plan_runs_float64_for_small_batches_only():
+    """The default hook: the float64 module up to PLAN_MIN_ROWS rows, the
+    module itself beyond, where the MLP's plan would still run."""
+    mlp = _quiet_fit(MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0),
+                     X_reg, y_reg)
+    planless = copy.deepcopy(mlp)
+    planless.__class__ = _NoPlanRegressor
+    X = np.random.RandomState(0).randn(200, 8)
+    assert use_plan(len(X), compile_plan(mlp.module_).macs)  # the MLP's plan runs
+    float64 = _float64_forward(mlp.module_, X)
+    small = X[:PLAN_MIN_ROWS]
+    np.testing.assert_allclose(planless._raw_outputs(small), float64[:PLAN_MIN_ROWS],
+                               rtol=1e-12, atol=1e-12)
+    by_row = np.vstack([planless._raw_outputs(small[i:i + 1]) for i in range(len(small))])
+    np.testing.assert_allclose(by_row, float64[:PLAN_MIN_ROWS], rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        float32 = mlp.module_(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+    np.testing.assert_array_equal(planless._raw_outputs(X), float32)
+    np.testing.assert_allclose(mlp._raw_outputs(X), float64, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(float32, float64, rtol=1e-12, atol=1e-12)  # they differ
+
+
+class _CountingRegressor(MLPRegressor):
+    """Counts the calls of its plan hook (in a class list: not in __dict__)."""
+
+    calls = []
+
+    def _prediction_plan(self, module):
+        self.calls.append(module)
+        return super()._prediction_plan(module)
+
+
+def test_the_plan_hook_is_asked_once_per_module_state():
+    reg = _quiet_fit(_CountingRegressor(hidden_layer_sizes=(8,), max_iter=3,
+                                        random_state=0), X_reg, y_reg)
+    _CountingRegressor.calls.clear()
+    X = X_reg[:10]
+    first = reg._raw_outputs(X)
+    np.testing.assert_array_equal(reg._raw_outputs(X), first)
+    reg.predict(X_reg[:3])
+    assert _CountingRegressor.calls == [reg.module_]
+    with torch.no_grad():
+        reg.module_.linears[0].weight.mul_(2.0)
+    _assert_current(reg, X)
+    assert len(_CountingRegressor.calls) == 2
+
+
 def test_scikit_learn_check_sizes_take_the_plan():
     # check_methods_subset_invariance and check_methods_sample_order_invariance
     # compare 20-row batches with single rows at 1e-7 / 1e-9: both must be float64.
-    assert inference.PLAN_MIN_ROWS >= 20
-    assert inference.use_plan(20, macs=10**9)
+    assert PLAN_MIN_ROWS >= 20
+    assert use_plan(20, macs=10**9)
 
 
 def test_float64_models_take_float64_on_both_paths():
@@ -259,7 +333,7 @@ def test_float64_models_take_float64_on_both_paths():
         y_reg,
     )
     X = np.random.RandomState(1).randn(40_000, 8)  # beyond the plan's budget
-    assert not inference.use_plan(len(X), inference.compile_plan(reg.module_).macs)
+    assert not use_plan(len(X), compile_plan(reg.module_).macs)
     np.testing.assert_allclose(
         reg._raw_outputs(X), _float64_forward(reg.module_, X), rtol=1e-12, atol=1e-12
     )

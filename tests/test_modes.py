@@ -14,6 +14,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from sklears_neural import MLPClassifier, MLPRegressor
 from sklears_neural.core import inference, modes
+from sklears_neural.core.estimator import BaseNeuralEstimator
+from sklears_neural.core.plan import Plan
 
 X, y = make_classification(n_samples=3000, n_features=20, n_informative=6, n_classes=3,
                            random_state=0)
@@ -188,19 +190,34 @@ class _Square(torch.nn.Module):
         return x * x
 
 
-@pytest.mark.parametrize("plan", [True, False], ids=["plan", "no-plan"])
+class _NoPlanClassifier(MLPClassifier):
+    """An MLP with the base's hook: a family without a float64 plan."""
+
+    _prediction_plan = BaseNeuralEstimator._prediction_plan
+
+
+@pytest.mark.parametrize("plan", ["plan", "unknown-layer", "no-hook"])
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
-def test_outputs_beside_a_fit_equal_the_float64_forward(plan, sparse):
+def test_outputs_beside_a_fit_equal_the_float64_forward(plan, sparse, monkeypatch):
+    ran = []
+    for method in ("__call__", "sparse"):
+        real = getattr(Plan, method)
+        monkeypatch.setattr(Plan, method, lambda self, part, real=real: (
+            ran.append(part.shape[0]) or real(self, part)))
     clf = _fit(0, dropout=0.5)
-    if not plan:
+    if plan == "unknown-layer":
         clf.module_.layers[1] = _Square()
+    elif plan == "no-hook":
+        clf.__class__ = _NoPlanClassifier
     rows = X[:300].astype(np.float64)
     reference = clf.module_.double().eval()
     with torch.no_grad():
         expected = reference(torch.from_numpy(rows)).numpy()
     clf.module_.float().train()  # as during a fit: the flags stay the fit's
     got = inference._outputs_beside_fit(
-        clf.module_, sp.csr_matrix(rows) if sparse else rows
+        clf, clf.module_, sp.csr_matrix(rows) if sparse else rows
     )
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert all(m.training for m in clf.module_.modules())
+    # The family's plan where it has one, else a float64 copy of the module.
+    assert ran == ([300] if plan == "plan" else [])

@@ -31,9 +31,10 @@ from torch import nn
 
 from sklears_neural import MLPClassifier, MLPRegressor
 from sklears_neural.core import data as data_module
-from sklears_neural.core import inference
+from sklears_neural.core import onnx_runtime
 from sklears_neural.core.data import ArrayData, rows_independent, takes_sparse
 from sklears_neural.core.layers import MLP
+from sklears_neural.core.plan import unknown_layers, use_plan
 from tests.conftest import CUDA
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -238,8 +239,8 @@ def fitted(problem):
 def test_predict_equals_dense(problem, fitted, residual, fmt, rows, atol, small_chunks):
     X, dense, y = problem
     est = fitted[residual]
-    assert inference.use_plan(20, est.n_features_in_ * 16)
-    assert not inference.use_plan(N_SAMPLES, est.n_features_in_ * 16)
+    assert use_plan(20, est.n_features_in_ * 16)
+    assert not use_plan(N_SAMPLES, est.n_features_in_ * 16)
     part = X[:rows].asformat(fmt)
     np.testing.assert_allclose(est.predict_proba(part), est.predict_proba(dense[:rows]),
                                rtol=0, atol=atol)
@@ -263,7 +264,7 @@ def test_predict_float64_fallback_equals_dense(problem, residual, small_chunks):
             est.module_.layers[1] = _Softsign()
         else:
             est.module_.layers[0].body[1] = _Softsign()
-    assert inference.unknown_layers(est.module_) == ["_Softsign"]
+    assert unknown_layers(est.module_) == ["_Softsign"]
     for rows, atol in [(20, 1e-12), (N_SAMPLES, 1e-6)]:
         np.testing.assert_allclose(est.predict_proba(X[:rows].tocsc()),
                                    est.predict_proba(dense[:rows]), rtol=0, atol=atol)
@@ -285,9 +286,9 @@ def test_predict_onnxruntime_path_densifies_bounded_chunks(problem, monkeypatch,
             with torch.inference_mode():
                 return [est.module_(torch.from_numpy(part)).numpy()]
 
-    monkeypatch.setattr(inference, "_onnxruntime", lambda: None)
-    monkeypatch.setattr(inference, "onnx_model", lambda estimator: b"")
-    monkeypatch.setattr(inference, "_session", lambda onnxruntime, model: Session())
+    monkeypatch.setattr(onnx_runtime, "_onnxruntime", lambda: None)
+    monkeypatch.setattr(onnx_runtime, "model_bytes", lambda estimator, entry: b"")
+    monkeypatch.setattr(onnx_runtime, "_session", lambda onnxruntime, model: Session())
     est.set_params(inference_backend="onnxruntime")
     expected = est.predict_proba(dense)
     assert seen == [N_SAMPLES]

@@ -1,38 +1,45 @@
-"""Prediction: a fast input check, a float64 NumPy plan, torch, ONNX Runtime.
+"""Prediction: the input check, the per-module cache and the forward passes.
 
 ``BaseNeuralEstimator._raw_outputs`` calls :func:`raw_outputs`, which checks
-``X`` and runs the fitted module forward one of three ways:
+``X`` (:func:`check_input`) and runs the fitted module forward one of three
+ways:
 
 plan
-    CPU modules, small batches (see :func:`use_plan`). The module is
-    translated once into NumPy steps over float64 copies of its weights
-    (:func:`compile_plan`). A row's outputs then depend on the other rows of
-    its batch only within float64 rounding (~1e-16), which scikit-learn's
-    batch- and order-invariance checks need, and one row costs a few NumPy
-    calls instead of a pass through ``nn.Module`` dispatch.
+    CPU modules of a family that has a float64 NumPy translation of its
+    module (``_prediction_plan``; the MLP family's is
+    :mod:`~sklears_neural.core.plan`), for small batches (``plan.use_plan``).
+    A row's outputs then depend on the other rows of its batch only within
+    float64 rounding (~1e-16), which scikit-learn's batch- and
+    order-invariance checks need, and one row costs a few NumPy calls
+    instead of a pass through ``nn.Module`` dispatch.
 torch
-    Larger batches, accelerators, and modules the plan cannot translate: the
-    module itself, in its own dtype, under ``torch.inference_mode``, in
-    chunks of :data:`PREDICT_CHUNK` rows. A module with a layer the plan does
-    not know runs batches of at most :data:`PLAN_MIN_ROWS` rows through
-    ``torch.func.functional_call`` with float64 copies of its state instead,
-    so the invariance holds for it too; the multiply-add budget, which
-    counts ``nn.Linear`` layers only, is not applied to it.
+    Everything else: the module itself, in its own dtype, under
+    ``torch.inference_mode``, in chunks of :data:`PREDICT_CHUNK` rows. On
+    the CPU, a module without a plan (another family's, or an MLP holding a
+    layer the plan does not know) runs batches of at most
+    ``plan.PLAN_MIN_ROWS`` rows through ``torch.func.functional_call`` with
+    float64 copies of its state instead, so the invariance holds for it
+    too; no multiply-add budget is applied to it (that budget counts
+    ``nn.Linear`` layers only).
 onnxruntime
     ``inference_backend="onnxruntime"``: the graph of ``to_onnx`` in an ONNX
-    Runtime session (float32 input).
+    Runtime session (float32 input), run by
+    :mod:`~sklears_neural.core.onnx_runtime`.
 
 Whatever runs, the output is a float64 array of raw outputs (logits, or the
 regression link's input); the task mixin computes probabilities and labels
-from it in float64.
+from it in float64. Families whose input is not 2-D rows (images,
+sequences) and custom ``forward`` calls go through the family's dataset
+instead (:func:`_dataset_outputs`), with the same float64 rule for small
+batches.
 
 Caching
 -------
 What a module needs for prediction (the plan, the float64 state, the ONNX
-Runtime session) is compiled on first use and kept in a table keyed weakly
-by the module, so nothing is added to the estimator's ``__dict__`` or to the
-module, and pickling, ``save`` and ``clone`` never see it. An entry is
-rebuilt when
+bytes and Runtime session) is built on first use and kept in a table keyed
+weakly by the module, so nothing is added to the estimator's ``__dict__``
+or to the module, and pickling, ``save`` and ``clone`` never see it. An
+entry is rebuilt when
 
 - any ``torch.optim`` optimizer has stepped since it was built (torch's
   global step hook counts steps). This matters because torch's *fused*
@@ -61,11 +68,6 @@ Predictions change nothing any other prediction reads, so any number of
 threads may predict at once; :mod:`~sklears_neural.core.modes` says who may
 switch the training flags, and how a prediction beside a running fit is
 computed (:func:`_outputs_beside_fit`).
-
-The ONNX graph is the exception that is kept: with the onnxruntime backend,
-its bytes are stored on the estimator (``_onnx_model_``, with the SHA-256 of
-the weights and heads it was exported from), so a pickled or saved model
-starts its session without exporting again.
 """
 
 import contextlib
@@ -76,13 +78,10 @@ import weakref
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.special import erf, expit
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import nn
 from torch.func import functional_call
-from torch.nn.utils import parametrize
 
-from sklears_neural.core import modes
+from sklears_neural.core import modes, onnx_runtime
 from sklears_neural.core.data import (
     as_tensor,
     dense_array,
@@ -91,22 +90,20 @@ from sklears_neural.core.data import (
     takes_sparse,
 )
 from sklears_neural.core.inputs import TABULAR
-from sklears_neural.core.layers import MLP, AddResidual, ConcatResidual, GatedResidual
-from sklears_neural.core.noise import NoiseLayer
+from sklears_neural.core.plan import PLAN_MIN_ROWS, use_plan
+
+# core/export.py imports unknown_layers from here for its error message;
+# the integrator moves that import to core.plan, then this line goes.
+from sklears_neural.core.plan import unknown_layers  # noqa: F401
 
 __all__ = [
     "BACKENDS",
-    "PLAN_MAX_MACS",
-    "PLAN_MIN_ROWS",
     "PREDICT_CHUNK",
     "check_input",
     "check_representable",
     "clear_cache",
-    "compile_plan",
     "onnx_model",
     "raw_outputs",
-    "unknown_layers",
-    "use_plan",
 ]
 
 #: Values of the ``inference_backend`` parameter.
@@ -117,18 +114,6 @@ BACKENDS = ("torch", "onnxruntime")
 #: rows with one thread, but each chunk is another parallel region, and with
 #: two threads on a loaded machine they made it 3x slower (doc/inference.md).
 PREDICT_CHUNK = 65536
-
-#: Batches of at most this many rows always take the float64 plan, whatever
-#: the module's width: scikit-learn's invariance checks use 20 rows.
-PLAN_MIN_ROWS = 32
-
-#: Larger batches take the plan while ``rows * multiply-adds per row`` stays
-#: within this budget. Below it, torch's fixed cost per layer outweighs
-#: float64's twice-dearer arithmetic. The measured crossovers lie between
-#: 0.3 and 2.5 million multiply-adds depending on the layer shapes
-#: (doc/inference.md); at this budget the plan is at worst ~1.4x slower than
-#: the torch path, near the budget, for the shapes measured.
-PLAN_MAX_MACS = 500_000
 
 _FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -199,7 +184,7 @@ def check_representable(X, dtype):
     """Refuse input beyond the range of the dtype the model computes in.
 
     A float64 value above float32's largest (~3.4e38) becomes ``inf`` in a
-    float32 module, and its outputs ``NaN``; the float64 plan that small
+    float32 module, and its outputs ``NaN``; the float64 path that small
     batches take would compute it. Rather than an answer that depends on
     the batch size, such input gets an error.
 
@@ -239,380 +224,6 @@ def _all_finite(X):
     # sum only sends X to validate_data, which looks element by element.
     with np.errstate(over="ignore", invalid="ignore"):
         return bool(np.isfinite(np.add.reduce(X, axis=None)))
-
-
-# -- the float64 plan ----------------------------------------------------------
-
-
-class _Untranslatable(Exception):
-    """A layer the plan has no NumPy step for; the caller falls back to torch."""
-
-
-def _float64(tensor):
-    """A float64 NumPy copy (never a view of the module's memory)."""
-    return tensor.detach().to(device="cpu", dtype=torch.float64, copy=True).numpy()
-
-
-def _tensor64(module, name):
-    """``module.<name>`` in float64, computing a parametrization in float64 too.
-
-    A parametrized tensor (spectral normalization) is recomputed from
-    float64 copies of its original and buffers, in evaluation mode (no
-    power iteration), as the module computes it in float64.
-    """
-    if parametrize.is_parametrized(module, name):
-        chain = copy.deepcopy(module.parametrizations[name]).double().eval()
-        with torch.no_grad():
-            return _float64(chain())
-    tensor = getattr(module, name)
-    return None if tensor is None else _float64(tensor)
-
-
-def _linear(m, then=None):
-    """``x @ W.T + b``, then the in-place activation ``then`` on the fresh result.
-
-    ``x`` is ``(n_samples, d_in)``, or one row as a vector ``(d_in,)``: then
-    ``np.dot(W, x)`` (a matrix-vector product, ~20% faster for one row than
-    a one-row matrix product). ``W.T`` is a transposed view: BLAS reads it
-    in place, as fast as a transposed copy.
-
-    The step's ``sparse`` attribute takes a scipy sparse ``x`` instead and
-    multiplies it by the dense weights, as scikit-learn's
-    ``safe_sparse_dot`` does (the plan's first step, on sparse input).
-    """
-    weight = np.ascontiguousarray(_tensor64(m, "weight"))  # (d_out, d_in)
-    bias = _tensor64(m, "bias")
-    # W.T C-ordered, made at the first sparse batch: scipy copies a
-    # transposed view into C order at every product.
-    transposed = []
-
-    def linear(x):
-        out = np.dot(weight, x) if x.ndim == 1 else x @ weight.T
-        if bias is not None:
-            out += bias
-        if then is not None:
-            then(out)
-        return out
-
-    def sparse_linear(x):
-        if not transposed:
-            transposed.append(np.ascontiguousarray(weight.T))  # (d_in, d_out)
-        out = np.asarray(x @ transposed[0], dtype=np.float64)
-        if bias is not None:
-            out += bias
-        if then is not None:
-            then(out)
-        return out
-
-    linear.sparse = sparse_linear
-    return linear
-
-
-# Activations that may overwrite their input: fused into the linear step
-# before them, whose output no one else holds (one array and one call less).
-_IN_PLACE = {
-    nn.ReLU: lambda out: np.maximum(out, 0.0, out=out),
-    nn.Tanh: lambda out: np.tanh(out, out=out),
-    nn.Sigmoid: lambda out: expit(out, out=out),
-}
-
-
-def _sequence(children):
-    steps, i = [], 0
-    while i < len(children):
-        child = children[i]
-        after = type(children[i + 1]) if i + 1 < len(children) else None
-        if (
-            parametrize.type_before_parametrizations(child) is nn.Linear
-            and after in _IN_PLACE
-        ):
-            steps.append(_linear(child, then=_IN_PLACE[after]))
-            i += 2
-        else:
-            steps += _steps(child)
-            i += 1
-    return steps
-
-
-def _batch_norm(m):
-    if not m.track_running_stats or m.running_mean is None:
-        # Evaluation then normalizes with the batch's own statistics.
-        raise _Untranslatable(type(m).__name__)
-    # torch's CPU kernel in evaluation: x * alpha + beta with these.
-    alpha = 1.0 / np.sqrt(_float64(m.running_var) + m.eps)
-    if m.affine:
-        alpha = alpha * _tensor64(m, "weight")
-    beta = -_float64(m.running_mean) * alpha
-    if m.affine:
-        beta = beta + _tensor64(m, "bias")
-    return lambda x: x * alpha + beta
-
-
-def _layer_norm(m):
-    if len(m.normalized_shape) != 1:
-        raise _Untranslatable(type(m).__name__)
-    weight, bias, eps = _tensor64(m, "weight"), _tensor64(m, "bias"), m.eps
-
-    def layer_norm(x):
-        centered = x - x.mean(axis=-1, keepdims=True)
-        var = np.mean(centered * centered, axis=-1, keepdims=True)  # biased, as torch
-        out = centered * (1.0 / np.sqrt(var + eps))
-        if weight is not None:
-            out *= weight
-        if bias is not None:
-            out += bias
-        return out
-
-    return layer_norm
-
-
-# torch's SELU constants (aten/src/ATen/native/Activation.cpp).
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-_GELU_TANH_BETA = np.sqrt(2.0) * (2.0 / np.sqrt(np.pi)) * 0.5
-_SQRT_HALF = np.sqrt(0.5)
-
-
-def _leaky_relu(m):
-    slope = float(m.negative_slope)
-    return lambda x: np.where(x > 0, x, x * slope)
-
-
-def _prelu(m):
-    slope = _tensor64(m, "weight")  # (1,) or (n_units,): broadcasts over rows
-    return lambda x: np.where(x > 0, x, x * slope)
-
-
-def _elu(m):
-    alpha = float(m.alpha)
-    return lambda x: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
-
-
-def _selu(m):
-    return lambda x: _SELU_SCALE * np.where(
-        x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))
-    )
-
-
-def _gelu(m):
-    if m.approximate == "tanh":
-        return (
-            lambda x: 0.5 * x * (1.0 + np.tanh(_GELU_TANH_BETA * (x + 0.044715 * x**3)))
-        )
-    return lambda x: x * 0.5 * (1.0 + erf(x * _SQRT_HALF))
-
-
-def _softplus(m):
-    beta, threshold = float(m.beta), float(m.threshold)
-    # torch: x where beta * x > threshold, else log1p(exp(beta * x)) / beta.
-    return lambda x: np.where(
-        x * beta > threshold, x, np.logaddexp(0.0, x * beta) / beta
-    )
-
-
-_STEPS = {
-    nn.Linear: _linear,
-    nn.BatchNorm1d: _batch_norm,
-    nn.LayerNorm: _layer_norm,
-    nn.Identity: lambda m: None,
-    nn.Dropout: lambda m: None,  # the identity in evaluation
-    nn.ReLU: lambda m: (lambda x: np.maximum(x, 0.0)),
-    nn.Sigmoid: lambda m: expit,
-    nn.Tanh: lambda m: np.tanh,
-    nn.LeakyReLU: _leaky_relu,
-    nn.PReLU: _prelu,
-    nn.ELU: _elu,
-    nn.SELU: _selu,
-    nn.GELU: _gelu,
-    nn.SiLU: lambda m: (lambda x: x * expit(x)),
-    nn.Mish: lambda m: (lambda x: x * np.tanh(np.logaddexp(0.0, x))),
-    nn.Softplus: _softplus,
-}
-
-
-def _run(steps, x):
-    for step in steps:
-        x = step(x)
-    return x
-
-
-def _residual(block):
-    pre = [] if block.noise is None else _steps(block.noise)
-    body = _steps(block.body)
-    kind = type(block)
-    if kind is ConcatResidual:
-
-        def concat(x):
-            x = _run(pre, x)
-            return np.concatenate([x, _run(body, x)], axis=-1)
-
-        return concat
-    projection = _steps(block.projection)
-    if kind is AddResidual:
-
-        def add(x):
-            x = _run(pre, x)
-            return _run(projection, x) + _run(body, x)
-
-        return add
-    gate = _steps(block.gate)
-
-    def gated(x):
-        x = _run(pre, x)
-        g = expit(_run(gate, x))
-        return g * _run(body, x) + (1.0 - g) * _run(projection, x)
-
-    return gated
-
-
-def _steps(module):
-    """The NumPy steps of ``module`` in evaluation mode.
-
-    Raises
-    ------
-    _Untranslatable
-        For a layer without a step (any class not listed, subclasses
-        included: they may override ``forward``).
-    """
-    kind = parametrize.type_before_parametrizations(module)
-    if kind is nn.Sequential:
-        return _sequence(list(module))
-    if kind is MLP:
-        # MLP.forward in evaluation is layers(x) (checkpointing is training-only).
-        return _steps(module.layers)
-    if kind in (AddResidual, ConcatResidual, GatedResidual):
-        return [_residual(module)]
-    if isinstance(module, NoiseLayer) and kind.forward is NoiseLayer.forward:
-        return []  # NoiseLayer.forward is the identity in evaluation
-    translate = _STEPS.get(kind)
-    if translate is None:
-        raise _Untranslatable(kind.__name__)
-    step = translate(module)
-    return [] if step is None else [step]
-
-
-class Plan:
-    """A module's forward pass in evaluation mode, as float64 NumPy steps.
-
-    Built by :func:`compile_plan`; the weights are float64 copies taken when
-    it was built.
-
-    Attributes
-    ----------
-    steps : list of callable
-        ``x -> x`` on ``(n_samples, width)`` float64 arrays.
-    macs : int
-        Multiply-adds per row of the linear layers (the cost model of
-        :func:`use_plan`).
-    """
-
-    def __init__(self, steps, macs):
-        self.steps = steps
-        self.macs = macs
-
-    def __call__(self, X):
-        """Outputs for ``X`` (dense, 2-D), as a new float64 array."""
-        x = np.asarray(X, dtype=np.float64)
-        if x.shape[0] == 1:  # every step also takes one row as a vector
-            out = _run(self.steps, x[0])[None, :]
-        else:
-            out = _run(self.steps, x)
-        return out.copy() if out.base is X or out is X else out
-
-    def sparse(self, X):
-        """Outputs for a scipy sparse ``X`` (2-D), as a new float64 array.
-
-        ``X`` is multiplied by the first linear layer's weights as it is;
-        where the plan starts with another step (a residual block), it is
-        made dense a bounded number of rows at a time.
-        """
-        first = getattr(self.steps[0], "sparse", None) if self.steps else None
-        if first is not None:
-            return _run(self.steps[1:], first(X))
-        X = X.tocsr()
-        step = dense_chunk_rows(X.shape[1], 8)
-        parts = [self(X[start:start + step].toarray())
-                 for start in range(0, X.shape[0], step)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def compile_plan(module):
-    """Translate ``module`` into a :class:`Plan`, or ``None`` if a layer has no step.
-
-    Covered: ``nn.Sequential``, :class:`~sklears_neural.core.layers.MLP`,
-    ``nn.Linear`` (spectral-normalized too), ``BatchNorm1d`` with running
-    statistics, ``LayerNorm`` over the last dimension, the residual blocks
-    (add, concat, gated), every activation of
-    :data:`~sklears_neural.core.resolve.ACTIVATIONS`, and dropout, noise
-    layers and ``nn.Identity`` (the identity in evaluation).
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-
-    Returns
-    -------
-    Plan or None
-    """
-    try:
-        steps = _steps(module)
-    except _Untranslatable:
-        return None
-    return Plan(steps, _macs(module))
-
-
-def unknown_layers(module):
-    """Class names of the layers of ``module`` that the plan has no step for.
-
-    The plan falls back to torch for such a module, and an ONNX export
-    failure names them.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-
-    Returns
-    -------
-    list of str
-        Sorted; empty when the plan covers every layer.
-    """
-    names, stack = set(), [module]
-    while stack:
-        m = stack.pop()
-        kind = parametrize.type_before_parametrizations(m)
-        if kind in (nn.Sequential, MLP, AddResidual, ConcatResidual, GatedResidual):
-            stack.extend(child for child in m.children() if child is not None)
-        elif not (
-            kind in _STEPS
-            or (isinstance(m, NoiseLayer) and kind.forward is NoiseLayer.forward)
-        ):
-            names.add(kind.__name__)
-    return sorted(names)
-
-
-def _macs(module):
-    return sum(
-        m.in_features * m.out_features
-        for m in module.modules()
-        if isinstance(m, nn.Linear)
-    )
-
-
-def use_plan(n_rows, macs):
-    """Whether a batch of ``n_rows`` takes the float64 plan (CPU modules).
-
-    Parameters
-    ----------
-    n_rows : int
-    macs : int
-        Multiply-adds per row of the module's linear layers.
-
-    Returns
-    -------
-    bool
-        ``n_rows <= PLAN_MIN_ROWS`` or ``n_rows * macs <= PLAN_MAX_MACS``.
-    """
-    return n_rows <= PLAN_MIN_ROWS or n_rows * macs <= PLAN_MAX_MACS
 
 
 # -- the per-module cache --------------------------------------------------------
@@ -704,7 +315,6 @@ class _Entry:
         self.on_cpu = self.device.type == "cpu"
         self._plan = None
         self._compiled = False
-        self.macs = None
         self.state64 = None
         self._module64 = None
         self.session = None
@@ -743,13 +353,14 @@ class _Entry:
             self._module64 = copy.deepcopy(module).eval().double()
         return self._module64
 
-    def plan(self, module):
-        """The module's :class:`Plan` (``None`` if untranslatable), compiled once."""
+    def plan(self, estimator, module):
+        """``estimator._prediction_plan(module)``, asked once per module state.
+
+        ``None`` for a family without a plan, or a module its plan cannot
+        translate.
+        """
         if not self._compiled:
-            plan = compile_plan(module)
-            # Multiply-adds per row: the plan's cost model (no plan, no model).
-            self.macs = None if plan is None else plan.macs
-            self._plan = plan
+            self._plan = estimator._prediction_plan(module)
             self._compiled = True
         return self._plan
 
@@ -879,7 +490,7 @@ def _torch_outputs(module, entry, X):
 
 
 def _float64_outputs(module, entry, X):
-    """A module the plan cannot translate, or float32 overflow: float64 torch."""
+    """A module without a plan, or float32 overflow: float64 torch."""
     if entry.state64 is None:
         entry.state64 = {
             name: t.detach().double() if t.is_floating_point() else t
@@ -926,7 +537,7 @@ def raw_outputs(estimator, X, forward=None):
         if backend == "onnxruntime":
             # float32: the graph's input dtype.
             X = check_input(estimator, X, torch.float32)
-            return _onnxruntime_outputs(estimator, module, X)
+            return onnx_runtime.outputs(estimator, _entry(module), X, PREDICT_CHUNK)
         raise ValueError(
             f"Unknown inference_backend {backend!r}. Valid names are: "
             f"{', '.join(sorted(BACKENDS))}."
@@ -935,18 +546,17 @@ def raw_outputs(estimator, X, forward=None):
     X = check_input(estimator, X, entry.dtype)
     with modes.predicting(module, entry.training_layers) as situation:
         if situation == modes.OTHER_FIT:
-            return _outputs_beside_fit(module, X)
+            return _outputs_beside_fit(estimator, module, X)
         if entry.on_cpu:
-            plan = entry.plan(module)
+            plan = entry.plan(estimator, module)
             if plan is None:
-                # No cost model for layers the plan does not know (the
-                # multiply-adds count only nn.Linear: a conv stack would
-                # count as free): float64 torch for the few rows of
-                # scikit-learn's invariance checks, the chunked module
-                # path for everything else.
+                # No plan, no cost model (the multiply-adds count only
+                # nn.Linear: a conv stack would count as free): float64
+                # torch for the few rows of scikit-learn's invariance
+                # checks, the chunked module path for everything else.
                 if X.shape[0] <= PLAN_MIN_ROWS:
                     return _float64_outputs(module, entry, X)
-            elif use_plan(X.shape[0], entry.macs):
+            elif use_plan(X.shape[0], plan.macs):
                 if type(X) is np.ndarray or not sp.issparse(X):
                     return plan(X)
                 return plan.sparse(X)
@@ -970,10 +580,11 @@ def _dataset_outputs(estimator, module, X, forward=None):
 
     The path of every family that is not 2-D rows through its module (and
     of custom ``forward`` calls): no NumPy plan. Batches of at most
-    :data:`PLAN_MIN_ROWS` rows on the CPU run a float64 copy of the module,
-    so a sample's output does not depend on its batch beyond float64
-    rounding (scikit-learn's invariance checks); larger ones run the module
-    in its own dtype, in chunks of :data:`DATASET_CHUNK_VALUES` input values.
+    :data:`~sklears_neural.core.plan.PLAN_MIN_ROWS` rows on the CPU run a
+    float64 copy of the module, so a sample's output does not depend on its
+    batch beyond float64 rounding (scikit-learn's invariance checks); larger
+    ones run the module in its own dtype, in chunks of
+    :data:`DATASET_CHUNK_VALUES` input values.
     """
     backend = estimator.__dict__.get("inference_backend", "torch")
     if backend != "torch":
@@ -1035,16 +646,17 @@ def _concatenate(chunks):
     return np.concatenate(chunks)
 
 
-def _outputs_beside_fit(module, X):
+def _outputs_beside_fit(estimator, module, X):
     """Outputs of a module another thread is training, without disturbing it.
 
     The fit owns the module's training flags (:mod:`~sklears_neural.core.modes`),
-    so the module itself is not run: the float64 plan of its current weights
-    is (a private copy in evaluation mode where the plan lacks a layer). The
+    so the module itself is not run: the family's float64 plan of its
+    current weights is (``estimator._prediction_plan``; a private float64
+    copy in evaluation mode for a family or module without one). The
     weights may be read in the middle of an optimizer step; nothing is
     cached, since they keep changing.
     """
-    plan = compile_plan(module)
+    plan = estimator._prediction_plan(module)
     sparse = sp.issparse(X)
     if sparse:
         X = X.tocsr()  # row slices of CSC copy columns
@@ -1066,85 +678,31 @@ def _outputs_beside_fit(module, X):
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-# -- ONNX Runtime ----------------------------------------------------------------
-
-
 def onnx_model(estimator, path=None):
     """``estimator.to_onnx(path)``: the ONNX graph, exported once per module state.
 
-    The bytes are kept with the module's cache entry; with
-    ``inference_backend="onnxruntime"`` they are also stored on the estimator
-    (``_onnx_model_``) with the SHA-256 of what they were exported from, so
-    that pickles and saved files keep them.
-    """
-    from sklears_neural.core import export
+    The bytes are kept with the module's cache entry
+    (:func:`~sklears_neural.core.onnx_runtime.model_bytes`); with
+    ``inference_backend="onnxruntime"`` they are also stored on the
+    estimator (``_onnx_model_``) with the SHA-256 of what they were exported
+    from, so that pickles and saved files keep them.
 
+    Parameters
+    ----------
+    estimator : fitted BaseNeuralEstimator
+    path : str or path-like, default=None
+        Where to write the bytes too.
+
+    Returns
+    -------
+    bytes
+        The serialized ``ModelProto``.
+    """
     module = estimator.__dict__.get("module_")
     if module is None:
         check_is_fitted(estimator, "module_")
-    entry = _entry(module)
-    head = export.head_signature(estimator)
-    if entry.onnx is None or entry.onnx[0] != head:
-        keep = estimator.__dict__.get("inference_backend") == "onnxruntime"
-        stored = estimator.__dict__.get("_onnx_model_")
-        digest = export.fingerprint(estimator) if keep or stored is not None else None
-        if stored is not None and stored.get("sha256") == digest:
-            data = stored["model"].tobytes()
-        else:
-            data = export.to_onnx(estimator)
-            if keep:
-                estimator._onnx_model_ = {
-                    "sha256": digest,
-                    "model": np.frombuffer(data, dtype=np.uint8).copy(),
-                }
-        entry.onnx = (head, data)
-    data = entry.onnx[1]
+    data = onnx_runtime.model_bytes(estimator, _entry(module))
     if path is not None:
         with open(path, "wb") as f:
             f.write(data)
     return data
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(
-            "inference_backend='onnxruntime' needs the onnxruntime package: "
-            "pip install sklears-neural[onnx] (or set inference_backend='torch')."
-        ) from exc
-    return onnxruntime
-
-
-def _session(onnxruntime, model_bytes):
-    options = onnxruntime.SessionOptions()
-    # The thread budget torch has: the two backends compare like for like.
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(
-        model_bytes, options, providers=["CPUExecutionProvider"]
-    )
-
-
-def _onnxruntime_outputs(estimator, module, X):
-    entry = _entry(module)
-    session = entry.session
-    if session is None:
-        # Checked before exporting, which takes seconds.
-        onnxruntime = _onnxruntime()
-        session = entry.session = _session(onnxruntime, onnx_model(estimator))
-    step = PREDICT_CHUNK
-    if sp.issparse(X):
-        # The graph takes dense float32: a bounded number of rows at a time.
-        X = X.tocsr()
-        step = min(step, dense_chunk_rows(X.shape[1], 4))
-    chunks = []
-    for start in range(0, X.shape[0], step):
-        part = X[start:start + step]
-        if sp.issparse(part):
-            part = dense_array(part, torch.float32)
-        part = np.ascontiguousarray(part, dtype=np.float32)
-        (out,) = session.run(["raw_output"], {"X": part})
-        chunks.append(out.astype(np.float64))
-    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)

@@ -24,6 +24,7 @@ from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.regularization import penalized_parameters
 from sklears_neural.core.layers import MLP, RESIDUALS, ModuleSpec
 from sklears_neural.core.noise import NOISES, set_generator
+from sklears_neural.core.plan import compile_plan
 from sklears_neural.core.precision import precision_policy
 from sklears_neural.core.resolve import ACTIVATIONS, resolve_device
 from sklears_neural.core.seeding import torch_generator
@@ -150,6 +151,14 @@ class _BaseMLP(BaseNeuralEstimator):
             penalized=penalized_parameters(self.module_),
             alpha=self.alpha, l1_ratio=self.l1_ratio,
         )
+
+    def _prediction_plan(self, module):
+        """The float64 NumPy plan of the MLP (:mod:`~sklears_neural.core.plan`).
+
+        None where the module holds a layer the plan does not know (a layer
+        swapped in by hand): prediction then runs the module itself.
+        """
+        return compile_plan(module)
 
     @property
     def n_layers_(self):
