@@ -560,15 +560,20 @@ def test_conv_model_exports_to_onnx(conv_model):
     np.testing.assert_array_equal(label[clear], conv_model.predict(X_DIGITS)[clear])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core/inference.py's _dataset_outputs refuses inference_backend='onnxruntime' "
-    "for non-tabular input kinds; core/export.graph_feed gives the inputs once it "
-    "runs the session there"))
 def test_onnxruntime_backend_predicts_images(conv_model):
     pytest.importorskip("onnxruntime")
     est = copy.deepcopy(conv_model).set_params(inference_backend="onnxruntime")
     np.testing.assert_allclose(est.predict_proba(X_DIGITS),
                                conv_model.predict_proba(X_DIGITS), atol=1e-5)
+
+
+def test_onnxruntime_backend_predicts_sequences():
+    pytest.importorskip("onnxruntime")
+    est = NetworksTestMaskedRegressor(max_iter=5, random_state=0).fit(X_SEQ, Y_SEQ)
+    X_new, _ = _sequences(1, n=25)
+    expected = est.predict(X_new)
+    est.set_params(inference_backend="onnxruntime")
+    np.testing.assert_allclose(est.predict(X_new), expected, rtol=1e-5, atol=1e-5)
 
 
 # -- sequences ---------------------------------------------------------------------

@@ -289,7 +289,7 @@ def export_network(module, n_features, *, layout="tabular", input_shape=None,
 
 
 def _unexportable(module, what, inputs=None, owner=None):
-    from sklears_neural.core.inference import unknown_layers
+    from sklears_neural.core.plan import unknown_layers
 
     if inputs is not None and inputs.layout == "sequence":
         return ValueError(

@@ -92,9 +92,6 @@ from sklears_neural.core.data import (
 from sklears_neural.core.inputs import TABULAR
 from sklears_neural.core.plan import PLAN_MIN_ROWS, use_plan
 
-# core/export.py imports unknown_layers from here for its error message;
-# the integrator moves that import to core.plan, then this line goes.
-from sklears_neural.core.plan import unknown_layers  # noqa: F401
 
 __all__ = [
     "BACKENDS",
@@ -584,18 +581,24 @@ def _dataset_outputs(estimator, module, X, forward=None):
     float64 copy of the module, so a sample's output does not depend on its
     batch beyond float64 rounding (scikit-learn's invariance checks); larger
     ones run the module in its own dtype, in chunks of
-    :data:`DATASET_CHUNK_VALUES` input values.
+    :data:`DATASET_CHUNK_VALUES` input values. With
+    ``inference_backend="onnxruntime"`` the family's graph runs instead
+    (:func:`~sklears_neural.core.export.graph_feed` gives its inputs).
     """
     backend = estimator.__dict__.get("inference_backend", "torch")
-    if backend != "torch":
+    kind = estimator._input_kind()
+    entry = _entry(module)
+    if backend == "onnxruntime" and forward is None:
+        X = kind.validate(estimator, X, reset=False)
+        check_representable(X, torch.float32)  # the graph's input dtype
+        return onnx_runtime.outputs(estimator, entry, X, _dataset_chunk_rows(X))
+    if backend != "torch" and forward is None:
         raise ValueError(
-            f"inference_backend={backend!r} runs 2-D tabular models only; "
-            f"{type(estimator).__name__} predicts with inference_backend='torch'."
+            f"Unknown inference_backend {backend!r}. Valid names are: "
+            f"{', '.join(sorted(BACKENDS))}."
         )
     if forward is None:
         forward = estimator._forward
-    kind = estimator._input_kind()
-    entry = _entry(module)
     X = kind.validate(estimator, X, reset=False)
     check_representable(X, entry.dtype)
     with modes.predicting(module, entry.training_layers) as situation:
@@ -619,8 +622,7 @@ def _dataset_outputs(estimator, module, X, forward=None):
 
 def _chunked_dataset_outputs(module, kind, X, dtype, forward, device):
     data = kind.dataset(X, dtype=dtype, device=device)
-    per_sample = max(1, int(np.prod(X.shape[1:])))
-    rows = max(1, min(PREDICT_CHUNK, DATASET_CHUNK_VALUES // per_sample))
+    rows = _dataset_chunk_rows(X)
     if data.sparse:
         rows = min(rows, data.chunks()[0].stop)
     chunks = []
@@ -630,6 +632,11 @@ def _chunked_dataset_outputs(module, kind, X, dtype, forward, device):
             out = forward(module, inputs)
             chunks.append(out.double().cpu().numpy())
     return _concatenate(chunks)
+
+
+def _dataset_chunk_rows(X):
+    per_sample = max(1, int(np.prod(X.shape[1:])))
+    return max(1, min(PREDICT_CHUNK, DATASET_CHUNK_VALUES // per_sample))
 
 
 def _concatenate(chunks):

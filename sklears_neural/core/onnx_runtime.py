@@ -89,7 +89,10 @@ def outputs(estimator, entry, X, chunk_rows):
     entry : inference cache entry
         Of ``estimator.module_``; keeps the session as ``entry.session``.
     X : ndarray or sparse matrix of shape (n_samples, n_features)
-        Checked, and representable in float32 (the graph's input dtype).
+        Checked, and representable in float32 (the graph's input dtype). Or
+        any input the estimator's input kind validated (images, padded
+        sequences), fed as :func:`~sklears_neural.core.export.graph_feed`
+        says.
     chunk_rows : int
         Rows per ``session.run``: bounds memory. Sparse ``X`` is made dense
         a bounded number of rows at a time, possibly fewer.
@@ -108,12 +111,18 @@ def outputs(estimator, entry, X, chunk_rows):
         # The graph takes dense float32: a bounded number of rows at a time.
         X = X.tocsr()
         step = min(step, dense_chunk_rows(X.shape[1], 4))
+    from sklears_neural.core import export  # torch.onnx only when it runs
+
+    tabular = sp.issparse(X) or (isinstance(X, np.ndarray) and X.ndim == 2)
     chunks = []
     for start in range(0, X.shape[0], step):
         part = X[start:start + step]
         if sp.issparse(part):
             part = dense_array(part, torch.float32)
-        part = np.ascontiguousarray(part, dtype=np.float32)
-        (out,) = session.run(["raw_output"], {"X": part})
+        if tabular:
+            feed = {"X": np.ascontiguousarray(part, dtype=np.float32)}
+        else:
+            feed = export.graph_feed(estimator, part)
+        (out,) = session.run(["raw_output"], feed)
         chunks.append(out.astype(np.float64))
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
