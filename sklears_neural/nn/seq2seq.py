@@ -817,13 +817,11 @@ class TransformerSeq2Seq(Seq2SeqNet):
         memory, src_pad = self.encode(src, src_lengths)
         batch, steps = tgt_in.shape
         tgt_pad = padding_mask(tgt_lengths, batch, steps, device=tgt_in.device)
-        use_own = self.sampling.draw(batch, steps, tgt_in.device)
-        if use_own is not None:
+        if self.sampling.training and self.sampling.strength > 0.0 and steps > 1:
             with torch.no_grad():
                 own = self._decode_all(tgt_in, memory, src_pad, tgt_pad).argmax(-1)
             # Position t + 1 is fed the prediction made at position t.
-            mixed = torch.where(use_own[:, 1:], own[:, :-1], tgt_in[:, 1:])
-            tgt_in = torch.cat([tgt_in[:, :1], mixed], 1)
+            tgt_in = torch.cat([tgt_in[:, :1], self.sampling(tgt_in[:, 1:], own[:, :-1])], 1)
         return self._decode_all(tgt_in, memory, src_pad, tgt_pad)
 
     def extra_repr(self):
