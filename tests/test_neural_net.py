@@ -1,5 +1,6 @@
 """NeuralNetClassifier / NeuralNetRegressor: the user's own nn.Module on the core."""
 
+import importlib.util
 import pickle
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from sklears_neural.core.optim import SOLVERS
 from sklears_neural.core.registry import register_module
 from sklears_neural.exceptions import ModelFileError, PersistenceWarning
 from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
+from tests.conftest import DEVICES
 
 ROOT = Path(__file__).parents[1]
 
@@ -159,8 +161,8 @@ def _fit(est, *args, **kwargs):
 # -- scikit-learn's checks -----------------------------------------------------------
 
 CHECKED = [
-    NeuralNetClassifier(NetTestMLP, max_iter=20, learning_rate_init=0.05),
-    NeuralNetRegressor(NetTestMLP, max_iter=20, learning_rate_init=0.05),
+    NeuralNetClassifier(NetTestMLP, max_iter=10, learning_rate_init=0.05),
+    NeuralNetRegressor(NetTestMLP, max_iter=10, learning_rate_init=0.05),
 ]
 
 INIT_REASON = (
@@ -347,7 +349,7 @@ def test_training_equals_a_hand_written_torch_loop(task):
 
 @pytest.mark.parametrize("solver", SOLVERS.names)
 def test_every_solver_trains_the_module(solver, global_random_seed):
-    lr = {"sgd": 0.1, "lars": 5.0, "adagrad": 0.1, "rmsprop": 0.01,
+    lr = {"sgd": 0.1, "lars": 5.0, "adagrad": 0.1, "rmsprop": 0.003,
           "radam": 0.1}.get(solver, 0.05)
     clf = NeuralNetClassifier(NetTestMLP, solver=solver, max_iter=30,
                               learning_rate_init=lr, random_state=global_random_seed)
@@ -363,7 +365,7 @@ def test_learns_digits_mlp_and_cnn(global_random_seed):
                               max_iter=40, random_state=global_random_seed)
     _fit(mlp, X_digits, y_digits)
     assert mlp.score(X_test, y_test) > 0.88
-    cnn = NeuralNetClassifier(NetTestCNN, input_shape=(1, 8, 8), max_iter=15,
+    cnn = NeuralNetClassifier(NetTestCNN, input_shape=(1, 8, 8), max_iter=20,
                               learning_rate_init=0.01, random_state=global_random_seed)
     _fit(cnn, X_digits, y_digits)
     assert cnn.input_shape_ == (1, 8, 8) and cnn.n_features_in_ == 64
@@ -406,7 +408,7 @@ def test_pipeline_with_a_scaler_before_flat_image_rows(global_random_seed):
 
 def test_grid_search_over_module_arguments(global_random_seed):
     search = GridSearchCV(
-        NeuralNetClassifier(NetTestMLP, learning_rate_init=0.02, max_iter=20,
+        NeuralNetClassifier(NetTestMLP, learning_rate_init=0.05, max_iter=20,
                             random_state=global_random_seed),
         param_grid={"module__hidden": [1, 16]}, cv=3,
     )
@@ -435,6 +437,21 @@ def test_random_state_fixes_dropout_and_leaves_the_global_stream(global_random_s
                                      **settings), X_iris, y_iris)
     assert not np.array_equal(fits[0].predict_proba(X_iris),
                               other.predict_proba(X_iris))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fits_on_every_device(device, global_random_seed):
+    fits = [
+        _fit(NeuralNetClassifier(NetTestMLP, module__dropout=0.3, max_iter=10,
+                                 learning_rate_init=0.05, device=device,
+                                 random_state=global_random_seed),
+             X_iris, y_iris)
+        for _ in range(2)
+    ]
+    assert next(fits[0].module_.parameters()).device.type == device
+    np.testing.assert_array_equal(fits[0].predict_proba(X_iris),
+                                  fits[1].predict_proba(X_iris))
+    assert fits[0].score(X_iris, y_iris) > 0.75
 
 
 def test_partial_fit_warm_start_and_architecture_changes(global_random_seed):
@@ -673,3 +690,27 @@ def test_to_onnx_of_a_sequential_module(global_random_seed):
     )
     np.testing.assert_allclose(probabilities, est.predict_proba(X_iris), atol=1e-5)
     assert np.mean(labels == est.predict(X_iris)) > 0.99
+
+
+# -- the benchmark ------------------------------------------------------------------
+
+
+def test_benchmark_quick_run_reports_every_runner():
+    spec = importlib.util.spec_from_file_location(
+        "bench_neural_net", ROOT / "benchmarks" / "bench_neural_net.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    results = bench.main(["--quick", "--threads", "1"], log=lambda *args: None)
+    assert torch.get_num_threads() == threads
+    assert [r["workload"] for r in results] == ["MLP on digits",
+                                                "CNN on digits (1, 8, 8)"]
+    for result in results:
+        runners = [row["runner"] for row in result["rows"]]
+        assert runners[:3] == ["hand", "hand_fused", "sklears"]
+        for row in result["rows"]:
+            assert row["epoch_s"] > 0 and row["cpu_s"] > 0 and 0 <= row["accuracy"] <= 1
+        assert result["rows"][0]["ratio"] == 1.0
+    page = bench.render_markdown(results, "test machine", 1)
+    assert page.count("| runner | ms per epoch |") == 2
