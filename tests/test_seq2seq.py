@@ -481,11 +481,6 @@ def test_sample_weight_weighs_whole_sequences():
     assert unweighted == pytest.approx(nll.mean(), rel=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/trainer.py's autocast reads X.device, and the inputs here (as of "
-           "every sequence family) are a tuple; report sent to the integrator",
-)
 def test_mixed_precision_trains():
     est = _quiet_fit(_small(random_state=0, precision="mixed"), X_small, y_small)
     assert np.isfinite(est.loss_curve_).all()

@@ -333,7 +333,11 @@ class Trainer:
     def _forward_loss(self, X, y, w):
         if self.autocast_dtype is None:
             return self.objective(self.module, X, y, w)
-        with torch.autocast(X.device.type, dtype=self.autocast_dtype):
+        # The module's device: a batch's inputs may be a tuple (sequences
+        # and their lengths, which stay on the CPU).
+        param = next(self.module.parameters(), None)
+        device_type = "cpu" if param is None else param.device.type
+        with torch.autocast(device_type, dtype=self.autocast_dtype):
             return self.objective(self.module, X, y, w)
 
     def _backward_and_step(self, loss):
