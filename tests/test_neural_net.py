@@ -652,7 +652,6 @@ def test_load_in_a_fresh_process_needs_the_module_imported(tmp_path, monkeypatch
     script = textwrap.dedent(f"""
         import numpy as np
         import sklears_neural
-        import sklears_neural.models.neural_net  # registers the estimators
         from sklears_neural.exceptions import ModelFileError
         path = {str(tmp_path / "model.zip")!r}
         try:

@@ -811,9 +811,15 @@ class NeuralNetRegressor(NeuralRegressorMixin, RegressorMixin, _BaseNeuralNet):
     >>> from sklearn.datasets import make_regression
     >>> from torch import nn
     >>> from sklears_neural.models.neural_net import NeuralNetRegressor
+    >>> class Linear(nn.Module):
+    ...     def __init__(self, in_features, out_features):
+    ...         super().__init__()
+    ...         self.linear = nn.Linear(in_features, out_features)
+    ...     def forward(self, x):
+    ...         return self.linear(x)
     >>> X, y = make_regression(n_samples=200, n_features=5, noise=1, random_state=0)
-    >>> reg = NeuralNetRegressor(nn.Linear, solver="lbfgs").fit(X, y)
-    >>> reg.module_
+    >>> reg = NeuralNetRegressor(Linear, solver="lbfgs").fit(X, y)
+    >>> reg.module_.linear
     Linear(in_features=5, out_features=1, bias=True)
     >>> bool(reg.score(X, y) > 0.99)
     True
