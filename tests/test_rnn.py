@@ -20,7 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
+from sklearn.utils.estimator_checks import (
+    check_param_validation,
+    parametrize_with_checks,
+)
 
 import sklears_neural
 from sklears_neural.models.rnn import RNNClassifier, RNNRegressor
@@ -35,7 +38,8 @@ SMALL = dict(hidden_size=16)
 
 
 def _ragged(n, rng, n_features=2, low=3, high=12):
-    return [rng.normal(size=(length, n_features)) for length in rng.randint(low, high, n)]
+    lengths = rng.randint(low, high, n)
+    return [rng.normal(size=(length, n_features)) for length in lengths]
 
 
 def _quiet(est, *args, **kwargs):
@@ -61,7 +65,8 @@ def _adding_task(n, n_steps, rng):
 
 
 def _mean_over_time_baseline(X, y, X_test, y_test):
-    return LogisticRegression().fit(X.mean(axis=1), y).score(X_test.mean(axis=1), y_test)
+    baseline = LogisticRegression().fit(X.mean(axis=1), y)
+    return baseline.score(X_test.mean(axis=1), y_test)
 
 
 # -- scikit-learn's checks -----------------------------------------------------
@@ -77,7 +82,8 @@ def _expected_failed_checks(estimator):
     if isinstance(estimator, RNNRegressor):
         # Its float32 predictions are within the check's tolerance: only the
         # flat-row issue of the other checks fails it.
-        return {**EXPECTED_FAILED, "check_sample_weight_equivalence_on_dense_data": FLAT_ROWS}
+        return {**EXPECTED_FAILED,
+                "check_sample_weight_equivalence_on_dense_data": FLAT_ROWS}
     return EXPECTED_FAILED
 
 
@@ -141,11 +147,12 @@ def test_long_memory_adding_fast(global_random_seed):
 
 @pytest.mark.slow
 def test_long_memory_adding(global_random_seed):
-    # Measured (seed 0 data): 0.93 after 25 epochs, 0.96 after 40 (6 s of
-    # CPU); the mean-over-time logistic regression scores 0.57.
+    # The final state must carry both marked values across the sequence.
+    # Measured over seeds 0-3: 0.95-0.98 after 40 epochs (6-11 s of CPU);
+    # the mean-over-time logistic regression scores 0.57.
     rng = np.random.RandomState(global_random_seed)
-    X, y = _adding_task(1000, 50, rng)
-    X_test, y_test = _adding_task(1000, 50, rng)
+    X, y = _adding_task(2000, 50, rng)
+    X_test, y_test = _adding_task(500, 50, rng)
     clf = _quiet(RNNClassifier(**MEMORY_SETTINGS, max_iter=40,
                                random_state=global_random_seed), X, y)
     assert _mean_over_time_baseline(X, y, X_test, y_test) < 0.65
@@ -185,7 +192,8 @@ def test_padding_never_leaks(settings, global_random_seed):
     short = int(np.argmin([len(x) for x in X]))
     alone = clf.predict_proba([X[short]])[0]
     # <= 32 rows run a float64 copy of the network, more the float32 one.
-    np.testing.assert_allclose(clf.predict_proba(X[:short + 1])[short], alone, atol=1e-12)
+    np.testing.assert_allclose(clf.predict_proba(X[:10] + [X[short]])[10], alone,
+                               atol=1e-12)
     np.testing.assert_allclose(clf.predict_proba(X)[short], alone, atol=1e-6)
 
 
@@ -220,7 +228,7 @@ def test_get_attention(settings, global_random_seed):
     np.testing.assert_allclose(clf.get_attention([X[5]])[0], ref.numpy(), atol=1e-10)
 
 
-# -- per-step targets (models/_sequence.py) -----------------------------------------------
+# -- per-step targets (models/_sequence.py) -----------------------------------
 
 
 def _running_sign(X):
@@ -243,8 +251,8 @@ def test_per_step_classifier_learns_and_returns_per_step(global_random_seed):
     assert clf.score(X, y) >= 0.9
     probabilities = clf.predict_proba(X[:3])
     assert [p.shape for p in probabilities] == [(len(x), 2) for x in X[:3]]
-    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X[:3])[1]), probabilities[1],
-                               rtol=1e-12)
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X[:3])[1]),
+                               probabilities[1], rtol=1e-12)
     # Equal lengths in a 3-D array: arrays (n, T[, n_classes]) back.
     X_fixed = rng.normal(size=(5, 6, 1))
     assert clf.predict(X_fixed).shape == (5, 6)
@@ -255,8 +263,8 @@ def test_per_step_regressor_multi_output(global_random_seed):
     rng = np.random.RandomState(global_random_seed)
     X = rng.normal(size=(80, 7, 2))
     y = np.cumsum(X, axis=1)  # (80, 7, 2): a running sum per feature
-    reg = _quiet(RNNRegressor(**SMALL, per_step=True, learning_rate_init=0.01, max_iter=60,
-                              random_state=global_random_seed), X, y)
+    reg = _quiet(RNNRegressor(**SMALL, per_step=True, learning_rate_init=0.01,
+                              max_iter=60, random_state=global_random_seed), X, y)
     assert reg.n_outputs_ == 2
     assert reg.predict(X).shape == (80, 7, 2)
     assert reg.score(X, y) >= 0.9
@@ -274,7 +282,8 @@ def test_per_step_loss_is_the_mean_over_valid_steps(global_random_seed):
                                random_state=global_random_seed), X, y, sample_weight=w)
     with torch.no_grad():
         per_sequence = [
-            F.cross_entropy(clf.module_(torch.as_tensor(x)[None])[0], torch.as_tensor(t))
+            F.cross_entropy(clf.module_(torch.as_tensor(x)[None])[0],
+                            torch.as_tensor(t))
             for x, t in zip(X, y)
         ]
     expected = np.average([v.item() for v in per_sequence], weights=w)
@@ -298,16 +307,18 @@ def test_per_step_targets_past_a_sequence_are_ignored(global_random_seed):
 
 def test_per_step_early_stopping_and_partial_fit(global_random_seed):
     rng = np.random.RandomState(global_random_seed)
-    X = _ragged(60, rng, n_features=1, low=3, high=10)
+    X = _ragged(100, rng, n_features=1, low=3, high=10)
     y = _running_sign(X)
-    clf = _quiet(RNNClassifier(**SMALL, per_step=True, early_stopping=True, max_iter=6,
-                               learning_rate_init=0.01, random_state=global_random_seed),
-                 X, y)
+    clf = _quiet(RNNClassifier(**SMALL, per_step=True, early_stopping=True,
+                               max_iter=15, learning_rate_init=0.02,
+                               random_state=global_random_seed), X, y)
     assert len(clf.validation_scores_) == clf.n_iter_
     assert all(0.0 <= s <= 1.0 for s in clf.validation_scores_)
-    assert clf.validation_scores_[-1] > 0.6
+    # Accuracy over the held-out sequences' steps, after some learning.
+    assert clf.best_validation_score_ > 0.7
     streamed = RNNClassifier(**SMALL, per_step=True, random_state=global_random_seed)
-    losses = [streamed.partial_fit(X, y, classes=["down", "up"]).loss_ for _ in range(5)]
+    losses = [streamed.partial_fit(X, y, classes=["down", "up"]).loss_
+              for _ in range(5)]
     assert losses[-1] < losses[0]
 
 
@@ -326,10 +337,11 @@ def test_per_step_errors():
         RNNClassifier(per_step=True, class_weight="balanced").fit(
             X, [np.arange(len(x)) % 2 for x in X])
     with pytest.raises(ValueError, match="hierarchical"):
-        RNNClassifier(per_step=True, hierarchical=2).fit(X, [np.zeros(len(x)) for x in X])
+        RNNClassifier(per_step=True, hierarchical=2).fit(
+            X, [np.zeros(len(x)) for x in X])
 
 
-# -- persistence, export, threads, determinism -------------------------------------------
+# -- persistence, export, threads, determinism ---------------------------------
 
 
 def _fitted_small(seed, **params):
@@ -341,7 +353,8 @@ def _fitted_small(seed, **params):
 
 
 def test_pickle_and_save_load_exact(tmp_path, global_random_seed):
-    clf, X, _ = _fitted_small(global_random_seed, pooling="additive", bidirectional=True)
+    clf, X, _ = _fitted_small(global_random_seed, pooling="additive",
+                              bidirectional=True)
     expected = clf.predict_proba(X)
     restored = pickle.loads(pickle.dumps(clf))
     assert np.array_equal(restored.predict_proba(X), expected)
@@ -385,10 +398,12 @@ def test_warm_start_continues_the_fit(global_random_seed):
     X = _ragged(60, rng)
     y = np.array([int(x[:, 0].sum() > 0) for x in X])
     # Two warm fits of 4 epochs are one fit of 8.
-    warm = RNNClassifier(**SMALL, max_iter=4, warm_start=True, random_state=global_random_seed)
+    warm = RNNClassifier(**SMALL, max_iter=4, warm_start=True,
+                         random_state=global_random_seed)
     _quiet(warm, X, y)
     _quiet(warm, X, y)
-    whole = _quiet(RNNClassifier(**SMALL, max_iter=8, random_state=global_random_seed), X, y)
+    whole = _quiet(RNNClassifier(**SMALL, max_iter=8, random_state=global_random_seed),
+                   X, y)
     np.testing.assert_allclose(warm.predict_proba(X), whole.predict_proba(X), atol=1e-6)
     # A changed architecture is not continued.
     with pytest.raises(ValueError, match="architecture parameters changed"):
@@ -425,7 +440,7 @@ def test_augment_sequences(name, identity, active, global_random_seed):
     assert np.abs(augmented[0].predict_proba(X) - plain.predict_proba(X)).max() > 1e-4
 
 
-# -- errors --------------------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------
 
 
 def test_errors_name_the_problem():

@@ -93,10 +93,10 @@ def _flat_step_targets(y, lengths, n_steps, owner, *, numeric):
         y = np.asarray(y)
         if y.ndim < 2:
             raise ValueError(
-                f"per_step=True needs a target per time step: y of shape (n_samples, "
-                f"n_steps) or (n_samples, n_steps, n_outputs), or a list of per-sequence "
-                f"arrays; got y of shape {y.shape}. For one target per sequence, set "
-                "per_step=False."
+                "per_step=True needs a target per time step: y of shape (n_samples, "
+                "n_steps) or (n_samples, n_steps, n_outputs), or a list of "
+                f"per-sequence arrays; got y of shape {y.shape}. For one target per "
+                "sequence, set per_step=False."
             )
         if y.shape[0] != n_samples:
             raise ValueError(
@@ -252,7 +252,8 @@ class _SequenceTargets:
 
     def _validation_score(self, outputs, targets, sample_weight, valid_loss):
         if not self.per_step:
-            return super()._validation_score(outputs, targets, sample_weight, valid_loss)
+            return super()._validation_score(outputs, targets, sample_weight,
+                                             valid_loss)
         rows, flat_outputs, flat_targets, flat_weights = 0, [], [], []
         for out in outputs:
             part = targets[rows: rows + len(out), : out.shape[1]]
@@ -266,13 +267,16 @@ class _SequenceTargets:
             rows += len(out)
         predictions = self._outputs_to_predictions(np.concatenate(flat_outputs))
         weights = None if sample_weight is None else np.concatenate(flat_weights)
-        return self._score_predictions(np.concatenate(flat_targets), predictions, weights)
+        return self._score_predictions(np.concatenate(flat_targets), predictions,
+                                       weights)
 
     # -- prediction ------------------------------------------------------------
 
     def _valid_steps(self, X):
         check_is_fitted(self, "module_")
-        ragged = not hasattr(X, "ndim") or (isinstance(X, np.ndarray) and X.dtype == object)
+        ragged = not hasattr(X, "ndim") or (
+            isinstance(X, np.ndarray) and X.dtype == object
+        )
         if isinstance(X, PaddedSequences):
             ragged = bool(np.any(X.lengths != X.shape[1]))
         sequences = self._input_kind().validate(self, X, reset=False)
@@ -338,7 +342,7 @@ class _SequenceTargets:
 
 
 class SequenceClassifierMixin(_SequenceTargets, NeuralClassifierMixin):
-    """:class:`~sklears_neural.core.tasks.NeuralClassifierMixin` with per-step labels."""
+    """The classifier mixin of ``core.tasks``, with per-step labels."""
 
     def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
                                 classes):
@@ -383,7 +387,7 @@ class SequenceClassifierMixin(_SequenceTargets, NeuralClassifierMixin):
 
 
 class SequenceRegressorMixin(_SequenceTargets, NeuralRegressorMixin):
-    """:class:`~sklears_neural.core.tasks.NeuralRegressorMixin` with per-step targets."""
+    """The regressor mixin of ``core.tasks``, with per-step targets."""
 
 
 class BaseSequenceEstimator(BaseNeuralEstimator):
@@ -412,6 +416,7 @@ class BaseSequenceEstimator(BaseNeuralEstimator):
     def _check_deterministic(self, dropout):
         if not self._is_stochastic() and dropout > 0:
             raise ValueError(
-                f"solver='lbfgs' needs a deterministic objective, but dropout={dropout} "
-                "makes it random. Use solver='adam' or 'sgd', or dropout=0."
+                "solver='lbfgs' needs a deterministic objective, but "
+                f"dropout={dropout} makes it random. Use solver='adam' or 'sgd', or "
+                "dropout=0."
             )

@@ -92,6 +92,9 @@ class _BaseRNN(BaseSequenceEstimator):
 
     def _build_module(self, n_features_in, n_outputs):
         self._check_deterministic(self.dropout)
+        # The network pools nothing per step; its check wants "last" then.
+        pooling = "last" if self.per_step else POOLINGS.canonical(self.pooling)
+        hierarchical = None if self.hierarchical is None else int(self.hierarchical)
         return ModuleSpec(
             RecurrentNet,
             {
@@ -103,11 +106,10 @@ class _BaseRNN(BaseSequenceEstimator):
                 "bidirectional": bool(self.bidirectional),
                 "merge": self.merge,
                 "dropout": float(self.dropout),
-                # The network pools nothing per step; its check wants "last".
-                "pooling": "last" if self.per_step else POOLINGS.canonical(self.pooling),
+                "pooling": pooling,
                 "num_heads": int(self.num_heads),
                 "per_step": bool(self.per_step),
-                "hierarchical": None if self.hierarchical is None else int(self.hierarchical),
+                "hierarchical": hierarchical,
             },
         )
 
@@ -139,8 +141,9 @@ class _BaseRNN(BaseSequenceEstimator):
         check_is_fitted(self, "module_")
         if self.module_.pool is None:
             raise ValueError(
-                f"pooling={self.module_.pooling!r} has no attention weights. Fit with an "
-                f"attention pooling ({', '.join(POOLING_ATTENTIONS.names)}) to read them."
+                f"pooling={self.module_.pooling!r} has no attention weights. Fit "
+                f"with an attention pooling ({', '.join(POOLING_ATTENTIONS.names)}) "
+                "to read them."
             )
         sequences = self._input_kind().validate(self, X, reset=False)
         size = sequences.shape[1]
@@ -241,8 +244,11 @@ class RNNClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseRNN):
     ...                     random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
-    >>> clf.get_attention(X[:2]).shape
-    (2, 11)
+    >>> weights = clf.get_attention(X[:2])  # padded to the longer sequence
+    >>> weights.shape == (2, max(len(x) for x in X[:2]))
+    True
+    >>> bool(np.allclose(weights.sum(axis=1), 1.0))
+    True
     """
 
     _parameter_constraints: dict = {

@@ -93,10 +93,11 @@ class _BaseTransformer(BaseSequenceEstimator):
 
     def _build_module(self, n_features_in, n_outputs):
         if self.d_model % self.num_heads:
+            suggestion = self.num_heads * max(1, round(self.d_model / self.num_heads))
             raise ValueError(
-                f"d_model={self.d_model} is not a multiple of num_heads={self.num_heads}: "
-                "each head takes d_model // num_heads features. Choose e.g. "
-                f"d_model={self.num_heads * max(1, round(self.d_model / self.num_heads))}."
+                f"d_model={self.d_model} is not a multiple of "
+                f"num_heads={self.num_heads}: each head takes d_model // num_heads "
+                f"features. Choose e.g. d_model={suggestion}."
             )
         self._check_deterministic(self.dropout)
         return ModuleSpec(
@@ -236,7 +237,7 @@ class TransformerClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseTrans
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
     >>> [a.shape for a in clf.get_attention(X[:2])]
-    [(2, 4, 10, 10), (2, 4, 10, 10)]
+    [(2, 2, 10, 10), (2, 2, 10, 10)]
     """
 
     _parameter_constraints: dict = {
