@@ -21,11 +21,20 @@ from torch import nn
 
 from sklears_neural import MLPClassifier, MLPRegressor
 from sklears_neural.core.estimator import BaseNeuralEstimator
+from sklears_neural.core.augment import make_augmenter
 from sklears_neural.core.inputs import (
+    BOS,
+    EOS,
+    N_SPECIAL,
+    PAD,
     TABULAR,
+    UNK,
     ArrayInput,
     PaddedSequences,
     SequenceInput,
+    TokenSequenceInput,
+    TokenSequences,
+    ids_to_tokens,
 )
 from sklears_neural.core.layers import MLP, ModuleSpec
 from sklears_neural.core.tasks import NeuralRegressorMixin, NeuralUnsupervisedMixin
@@ -252,6 +261,120 @@ def test_sequence_kind_pads_ragged_input_and_batches_by_length():
         SequenceInput().validate(_Owner(), [np.array([[np.nan]])], reset=True)
     with pytest.raises(ValueError, match="fitted with 3 features per step"):
         SequenceInput().validate(owner, [np.ones((2, 4))], reset=False)
+
+
+def test_token_kind_refuses_bad_input_with_the_fix():
+    owner = _Owner()
+    kind = TokenSequenceInput(token_targets=True)
+    cases = [
+        ("abc", ValueError, r"got a single string\. Wrap it in a list"),
+        (["ab", ""], ValueError, "Sequence 1 of X is empty"),
+        (["ab", np.array([1, 2])], ValueError, "X mixes strings and integer arrays"),
+        ([np.array([0.5, 1.0])], ValueError,
+         r"holds float64 values.*astype\(np.int64\)"),
+        ([np.ones((2, 2), dtype=int)], ValueError, "Sequence 0 of X has 2 dimensions"),
+        ([b"ab"], TypeError, r"is bytes.*seq.decode\(\)"),
+        (5, TypeError,
+         r"list of token sequences \(strings or 1-D integer arrays\); got int"),
+    ]
+    for X, error, message in cases:
+        with pytest.raises(error, match=message):
+            kind.validate(owner, X, reset=True)
+    kind.validate_with_targets(owner, ["ab", "ba"], ["x", "yx"], reset=True)
+    with pytest.raises(ValueError, match=r"did not see in fit, e\.g\. \['c'\] \(in 1 "
+                                         r"sequence\(s\)\)\. Set handle_unknown='unk'"):
+        kind.validate(owner, ["ab", "cab"], reset=False)
+    with pytest.raises(ValueError,
+                       match=r"y has tokens .* e\.g\. \['z'\].*warm_start=False"):
+        kind.validate_with_targets(owner, ["ab"], ["z"], reset=False)
+    with pytest.raises(ValueError, match="X holds integer arrays, but _Owner was "
+                                         "fitted on strings"):
+        kind.validate(owner, [np.array([4, 5])], reset=False)
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[2, 1\]"):
+        kind.validate_with_targets(owner, ["ab", "ba"], ["x"], reset=False)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        kind.validate_with_targets(owner, ["ab"], None, reset=False)
+    # Unknown input tokens become UNK on request; the vocabulary stays as fitted.
+    unk = TokenSequenceInput(handle_unknown="unk", token_targets=True)
+    assert unk.validate(owner, ["cab"], reset=False).ids.tolist() == [[UNK, 4, 5]]
+    assert owner.vocabulary_ == {"input": {"a": 4, "b": 5}, "output": {"x": 4, "y": 5}}
+    # No augmentation applies to token ids yet.
+    assert kind.layout == "tokens" and make_augmenter(None, layout="tokens") is None
+    with pytest.raises(ValueError, match="'gaussian_noise' does not apply to 'tokens' "
+                                         "inputs.*No augmentation applies.*"
+                                         "augment=None"):
+        make_augmenter("gaussian_noise", layout="tokens")
+
+
+def test_token_kind_batches_ragged_sequences_cut_to_the_longest():
+    owner = _Owner()
+    kind = TokenSequenceInput(token_targets=True)
+    X, targets = kind.validate_with_targets(
+        owner, ["abcde", "ab", "abc", "a"], ["xyzw", "", "x", "xy"], reset=True)
+    assert X.ids.shape == (4, 5) and X.lengths.tolist() == [5, 2, 3, 1]
+    assert targets.shape == (4, 6) and np.array_equal(targets, X.targets)
+    data = kind.dataset(X, targets, np.arange(1.0, 5.0), dtype=torch.float64,
+                        device=torch.device("cpu"))
+    (src, src_lengths, tgt_in, tgt_lengths), y, w = data.batch(torch.tensor([1, 3]))
+    # Sources cut to 2 tokens, targets to BOS + 2 tokens (the longest of the two).
+    assert src.tolist() == [[4, 5], [4, PAD]] and src_lengths.tolist() == [2, 1]
+    # Output ids: w=4, x=5, y=6, z=7. A shorter decoder input runs into its
+    # EOS and PAD, beyond tgt_lengths.
+    assert tgt_in.tolist() == [[BOS, EOS, PAD], [BOS, 5, 6]]
+    assert y.tolist() == [[EOS, PAD, PAD], [5, 6, EOS]]
+    assert tgt_lengths.tolist() == [1, 3]
+    assert src.dtype == tgt_in.dtype == y.dtype == torch.long
+    assert w.dtype == torch.float64 and w.tolist() == [2.0, 4.0]
+    # Splitters' subsets are cut the same way, targets included.
+    part = X[[1, 3], ...]
+    assert isinstance(part, TokenSequences) and part.ids.shape == (2, 2)
+    assert part.targets.tolist() == [[BOS, EOS, PAD, PAD], [BOS, 5, 6, EOS]]
+    assert data.all()[0][0].shape == (4, 5)
+    # 11 ids per row (5 source, 6 target) of 8 bytes: two rows per 176 bytes.
+    assert data.chunks(max_bytes=8 * 11 * 2) == [slice(0, 2), slice(2, 4)]
+    # Per-sequence targets (a text classifier): (src, lengths) and y per row.
+    labels = TokenSequenceInput()
+    X, y = labels.validate_with_targets(_Owner(), ["abc", "a", "ab"], [2, 0, 1],
+                                        reset=True)
+    data = labels.dataset(X, y, dtype=torch.float32, device=torch.device("cpu"),
+                          target_dtype=torch.long)
+    (src, src_lengths), y, w = data.batch(slice(1, 3))
+    assert src.tolist() == [[4, PAD], [4, 5]] and y.tolist() == [0, 1] and w is None
+    assert src_lengths.tolist() == [1, 2] and y.dtype == torch.long
+
+
+def test_token_kind_round_trips_strings_and_int_arrays():
+    words = ["banana", "cab", "a"]
+    codes = [np.array([ord(c) for c in w]) for w in words]
+    string_owner, int_owner = _Owner(), _Owner()
+    kind = TokenSequenceInput()
+    from_str = kind.validate(string_owner, words, reset=True)
+    from_int = kind.validate(int_owner, codes, reset=True)
+    # Sorted vocabularies: characters and their code points get the same ids.
+    assert np.array_equal(from_str.ids, from_int.ids)
+    assert from_str.ids[0].tolist() == [5, 4, 7, 4, 7, 4]  # a=4, b=5, c=6, n=7
+    back = ids_to_tokens(from_str.ids, string_owner.vocabulary_["input"], "str")
+    assert back.tolist() == words
+    back = ids_to_tokens(from_int.ids, int_owner.vocabulary_["input"], "int")
+    assert all(b.dtype == np.int64 and np.array_equal(b, c)
+               for b, c in zip(back, codes))
+    assert string_owner.n_features_in_ == 1 and string_owner._input_type == "str"
+    # A row ends at its first reserved id (EOS, PAD).
+    ids = np.array([[5, 4, EOS, 6], [N_SPECIAL, PAD, 5, 5]])  # "ba", "a"
+    assert ids_to_tokens(ids, string_owner.vocabulary_["input"], "str").tolist() == [
+        "ba", "a"]
+    # The probe batch of persistence: the largest ids, int64.
+    src, src_lengths = kind.example_inputs(string_owner, n_samples=2, n_steps=3)
+    assert src.tolist() == [[7, 7, 7]] * 2 and src_lengths.tolist() == [3, 3]
+    with pytest.raises(ValueError, match="not a dict of the input vocabulary"):
+        kind.example_inputs(_Owner())
+
+
+def test_token_ids_are_those_of_the_seq2seq_networks():
+    from sklears_neural.nn import seq2seq
+
+    assert (PAD, BOS, EOS, UNK, N_SPECIAL) == (
+        seq2seq.PAD, seq2seq.BOS, seq2seq.EOS, seq2seq.UNK, seq2seq.N_SPECIAL)
 
 
 # -- augment= on the base -----------------------------------------------------------

@@ -14,8 +14,9 @@ from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import check_param_validation
 
 import sklears_neural
+from sklears_neural.core.inputs import TokenSequences
 from sklears_neural.core.persistence import example_inputs
-from sklears_neural.models.seq2seq import Seq2SeqModel, TokenSequences
+from sklears_neural.models.seq2seq import Seq2SeqModel
 from sklears_neural.nn.seq2seq import (
     BOS,
     EOS,

@@ -15,7 +15,9 @@ predictions. An augmentation must suit the input *layout*:
 - ``"tabular"``: ``(batch, n_features)``;
 - ``"image"``: ``(batch, channels, *spatial)`` with 1, 2 or 3 spatial axes;
 - ``"sequence"``: ``(batch, time, n_features)``, padded with zeros after each
-  sequence's length.
+  sequence's length;
+- ``"tokens"``: token ids ``(batch, time)``. No augmentation applies to them
+  yet: ``make_augmenter(None, layout="tokens")`` is None, and a name raises.
 
 Augmentations, their layouts and their settings (all keywords, with these
 defaults; a setting out of range raises scikit-learn's
@@ -120,6 +122,7 @@ from sklears_neural.core._compat import InvalidParameterError, ResolvableName
 from sklears_neural.core.resolve import Resolver, split_option
 
 __all__ = [
+    "INPUT_LAYOUTS",
     "LAYOUTS",
     "Augmentation",
     "AUGMENTATIONS",
@@ -130,6 +133,11 @@ __all__ = [
 
 #: The input layouts an :class:`Augmenter` can be made for.
 LAYOUTS = ("tabular", "image", "sequence")
+
+#: The layout of every input kind (``layout`` in :mod:`sklears_neural.core.inputs`):
+#: :data:`LAYOUTS`, and ``"tokens"`` (token ids), for which no augmentation
+#: exists yet. :func:`make_augmenter` takes each.
+INPUT_LAYOUTS = (*LAYOUTS, "tokens")
 
 _ALL = LAYOUTS
 
@@ -873,17 +881,22 @@ def _names_for(layout):
 
 
 def _layout_error(name, layouts, layout):
+    names = _names_for(layout)
+    listed = (
+        f"Augmentations for {layout!r} inputs: {', '.join(names)}."
+        if names
+        else f"No augmentation applies to {layout!r} inputs yet: set augment=None."
+    )
     return ValueError(
         f"Augmentation {name!r} does not apply to {layout!r} inputs (it applies "
-        f"to: {', '.join(layouts)}). Augmentations for {layout!r} inputs: "
-        f"{', '.join(_names_for(layout))}."
+        f"to: {', '.join(layouts)}). {listed}"
     )
 
 
 def _check_layout(layout):
-    if layout not in LAYOUTS:
+    if layout not in INPUT_LAYOUTS:
         raise ValueError(
-            f"Unknown layout {layout!r}. Valid layouts are: {', '.join(LAYOUTS)}."
+            f"Unknown layout {layout!r}. Valid layouts are: {', '.join(INPUT_LAYOUTS)}."
         )
 
 
@@ -907,6 +920,11 @@ class Augmenter:
 
     def __init__(self, steps, *, layout):
         _check_layout(layout)
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"No augmentation applies to {layout!r} inputs yet: an Augmenter is "
+                f"made for one of {', '.join(LAYOUTS)}."
+            )
         for step in steps:
             if layout not in step.layouts:
                 raise _layout_error(step.name, step.layouts, layout)
@@ -1049,8 +1067,8 @@ def make_augmenter(option, *, layout):
     option : None, str, (str, dict), dict or list/tuple of those
         The estimator's ``augment``. A 2-element list/tuple whose second
         item is a dict is one ``(name, settings)`` pair.
-    layout : {"tabular", "image", "sequence"}
-        Layout of the training batches.
+    layout : {"tabular", "image", "sequence", "tokens"}
+        Layout of the training batches (:data:`INPUT_LAYOUTS`).
 
     Returns
     -------

@@ -29,9 +29,15 @@ from sklears_neural.core.layers import MLP
 from sklears_neural.core.noise import NoiseLayer
 
 __all__ = [
+    "BOS",
     "DENSE_CHUNK_BYTES",
+    "EOS",
+    "N_SPECIAL",
+    "PAD",
+    "UNK",
     "ArrayData",
     "SequenceData",
+    "TokenData",
     "as_tensor",
     "call_module",
     "dense_array",
@@ -46,6 +52,21 @@ __all__ = [
 #: that a chunk's matrix products stay efficient (800 rows of 20,000 float32
 #: features), small next to the memory a wide matrix would take dense.
 DENSE_CHUNK_BYTES = 64 * 2**20
+
+# Reserved token ids of token sequences (TokenData here, the kind
+# TokenSequenceInput in core/inputs.py): every vocabulary learned from data
+# starts after them, so a network can give them fixed roles.
+
+#: Padding id, on both sides; after each sequence's length.
+PAD = 0
+#: Begin-of-sequence id: the first decoder input of token targets.
+BOS = 1
+#: End-of-sequence id: the last output of token targets.
+EOS = 2
+#: Unknown input token (``handle_unknown="unk"``).
+UNK = 3
+#: Number of reserved ids; tokens learned from data get ``N_SPECIAL`` and up.
+N_SPECIAL = 4
 
 
 def as_tensor(array, dtype, device):
@@ -290,9 +311,9 @@ class ArrayData:
         """
         if not self.sparse:
             return [slice(0, self.n_samples)]
-        rows = dense_chunk_rows(self.X.shape[1], self.dtype.itemsize, max_bytes)
-        return [slice(start, min(start + rows, self.n_samples))
-                for start in range(0, max(self.n_samples, 1), rows)]
+        return _row_slices(self.n_samples,
+                           dense_chunk_rows(self.X.shape[1], self.dtype.itemsize,
+                                            max_bytes))
 
 
 class SequenceData:
@@ -346,7 +367,7 @@ class SequenceData:
         else:
             cpu_index = index
         lengths = self.lengths[cpu_index]
-        longest = int(lengths.max()) if lengths.numel() else 0
+        longest = _longest(lengths)
         x = self.X[index]
         if longest < self._max_length:
             x = x[:, :longest]
@@ -363,9 +384,110 @@ class SequenceData:
     def chunks(self, max_bytes=None):
         """Row slices whose padded values take at most ``max_bytes`` each."""
         per_row = self._max_length * max(1, self.X.shape[2]) if self.X.ndim == 3 else 1
-        rows = dense_chunk_rows(per_row, self.dtype.itemsize, max_bytes)
-        return [slice(start, min(start + rows, self.n_samples))
-                for start in range(0, max(self.n_samples, 1), rows)]
+        return _row_slices(self.n_samples,
+                           dense_chunk_rows(per_row, self.dtype.itemsize, max_bytes))
+
+
+class TokenData:
+    """Token id sequences, their lengths, targets and sample weights of one fit.
+
+    The protocol of :class:`ArrayData` (``n_samples``, ``batch``, ``all``,
+    ``chunks``, ``sparse``, ``device``, ``dtype``) for the
+    :class:`~sklears_neural.core.inputs.TokenSequenceInput` kind. Ids stay
+    int64 whatever ``dtype`` (the network's compute dtype) is, and every
+    tensor of a batch is cut to the batch's longest sequence. A batch is
+
+    - ``((src, src_lengths), y, w)`` when ``X`` carries no token targets:
+      ``y`` per-sequence targets (class indices, values), or None;
+    - ``((src, src_lengths, tgt_in, tgt_lengths), tgt_out, w)`` when it
+      does, for teacher forcing: ``tgt_in`` is ``BOS`` and the target
+      tokens (the decoder's inputs), ``tgt_out`` the target tokens and
+      ``EOS`` (what it must output), ``PAD`` beyond each length.
+
+    The module is called with the inputs spread, ``module(src,
+    src_lengths)`` or ``module(src, src_lengths, tgt_in, tgt_lengths)``.
+
+    Parameters
+    ----------
+    X : TokenSequences
+        ``X.ids`` of shape (n_samples, S), ``X.lengths``, and ``X.targets``
+        of shape (n_samples, T + 2) (``BOS``, ids, ``EOS``, then ``PAD``)
+        or None.
+    y : ndarray or None, default=None
+        With token targets, the same ids as ``X.targets`` (``tgt_out`` is
+        ``y[:, 1:]``); else per-sequence targets of shape (n_samples, ...).
+    sample_weight : ndarray of shape (n_samples,) or None, default=None
+    dtype : torch.dtype
+        dtype of the sample weights (and of per-sequence float targets).
+    device : torch.device
+    target_dtype : torch.dtype or None, default=None
+        dtype of per-sequence targets; None uses ``dtype``. Token targets
+        are int64 ids whatever it says.
+
+    Attributes
+    ----------
+    src : Tensor of shape (n_samples, S), int64
+    src_lengths : Tensor of shape (n_samples,), int64
+        On the CPU (``pack_padded_sequence`` reads them there).
+    tgt : Tensor of shape (n_samples, T + 2), int64, or None
+    tgt_lengths : Tensor of shape (n_samples,), int64, or None
+        On the CPU; counts ``BOS`` and the target tokens (the steps of
+        ``tgt_in``).
+    """
+
+    sparse = False
+
+    def __init__(self, X, y=None, sample_weight=None, *, dtype, device,
+                 target_dtype=None):
+        self.device = device
+        self.dtype = dtype
+        self.n_samples = len(X)
+        self.src = torch.as_tensor(X.ids, dtype=torch.long).to(device)
+        self.src_lengths = torch.as_tensor(np.asarray(X.lengths), dtype=torch.long)
+        self.tgt = self.tgt_lengths = None
+        if X.targets is not None:
+            self.tgt = torch.as_tensor(X.targets, dtype=torch.long).to(device)
+            self.tgt_lengths = torch.as_tensor((X.targets != PAD).sum(1) - 1,
+                                               dtype=torch.long)
+            target_dtype = torch.long
+        self.y = None if y is None else as_tensor(y, target_dtype or dtype, device)
+        self.w = None if sample_weight is None else as_tensor(sample_weight, dtype,
+                                                              device)
+
+    def batch(self, index):
+        """Rows ``index`` (a slice or an index tensor) as ``(inputs, y, w)``."""
+        cpu_index = index.cpu() if isinstance(index, torch.Tensor) else index
+        src_lengths = self.src_lengths[cpu_index]
+        src = self.src[index][:, : _longest(src_lengths)]
+        w = None if self.w is None else self.w[index]
+        y = None if self.y is None else self.y[index]
+        if self.tgt is None:
+            return (src, src_lengths), y, w
+        tgt_lengths = self.tgt_lengths[cpu_index]
+        steps = _longest(tgt_lengths)
+        tgt_in = self.tgt[index][:, :steps]
+        y = None if y is None else y[:, 1: steps + 1]
+        return (src, src_lengths, tgt_in, tgt_lengths), y, w
+
+    def all(self, *, keep_sparse=False):
+        """All rows as one batch."""
+        return self.batch(slice(None))
+
+    def chunks(self, max_bytes=None):
+        """Row slices whose ids (source and target) take at most ``max_bytes`` each."""
+        width = self.src.shape[1] + (0 if self.tgt is None else self.tgt.shape[1])
+        return _row_slices(self.n_samples, dense_chunk_rows(width, 8, max_bytes))
+
+
+def _longest(lengths):
+    """The largest of 1-D lengths (a CPU tensor or an ndarray); 0 for none."""
+    return int(lengths.max()) if len(lengths) else 0
+
+
+def _row_slices(n_samples, rows):
+    """Slices of ``rows`` rows covering ``n_samples`` in order (one for none)."""
+    return [slice(start, min(start + rows, n_samples))
+            for start in range(0, max(n_samples, 1), rows)]
 
 
 def call_module(module, inputs):

@@ -23,6 +23,15 @@ and makes the dataset that batches it (:mod:`sklears_neural.core.data`).
     univariate sequences, or reshaped by ``input_shape=(T, F)``). Batches
     are zero-padded to their longest sequence and carry the lengths, so a
     family's module can pack them and padding never reaches the result.
+:class:`TokenSequenceInput`
+    One sample is a sequence of tokens: a Python string (its characters)
+    or a 1-D integer array, of any length. The vocabulary is learned in
+    ``fit`` (``vocabulary_``), tokens become int64 ids after the reserved
+    ones (:data:`PAD`, :data:`BOS`, :data:`EOS`, :data:`UNK`), and
+    :class:`~sklears_neural.core.data.TokenData` batches them cut to each
+    batch's longest sequence. Targets are per-sequence (a text classifier)
+    or token sequences too (``token_targets=True``: sequence to sequence,
+    batched for teacher forcing).
 
 Adding a kind (graphs, environments) means writing ``validate``,
 ``dataset`` and ``tags`` for it here; the estimator layer does not change.
@@ -32,17 +41,40 @@ import numbers
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.utils.validation import check_array, validate_data
 
-from sklears_neural.core.data import ArrayData, SequenceData
+from sklears_neural.core.data import (
+    BOS,
+    EOS,
+    N_SPECIAL,
+    PAD,
+    UNK,
+    ArrayData,
+    SequenceData,
+    TokenData,
+    _longest,
+)
 
 __all__ = [
+    "BOS",
+    "EOS",
+    "N_SPECIAL",
+    "PAD",
     "TABULAR",
+    "UNK",
     "ArrayInput",
     "PaddedSequences",
     "SequenceInput",
     "TabularInput",
+    "TokenSequenceInput",
+    "TokenSequences",
     "check_input_shape",
+    "ids_to_tokens",
+    "learn_vocabulary",
+    "pad_ids",
+    "read_token_sequences",
+    "tokens_to_ids",
 ]
 
 _FLOATS = (np.float64, np.float32)
@@ -238,24 +270,32 @@ def _check_sample_shape(estimator, shape):
 def _check_targets(X, y, y_numeric):
     y = check_array(y, ensure_2d=False, dtype="numeric" if y_numeric else None,
                     input_name="y")
-    if y.shape[0] != len(X):
+    _check_n_samples(len(X), y.shape[0])
+    return y
+
+
+def _check_n_samples(n_X, n_y):
+    # scikit-learn's check_consistent_length message.
+    if n_X != n_y:
         raise ValueError(
             "Found input variables with inconsistent numbers of samples: "
-            f"[{len(X)}, {y.shape[0]}]"
+            f"[{n_X}, {n_y}]"
         )
-    return y
 
 
 class PaddedSequences:
     """Sequences of varying lengths, zero-padded into one array.
 
-    Indexable like an array along samples (``seqs[rows]``), so scikit-learn's
-    splitters and ``_safe_indexing`` take it as they take X.
+    Indexable like an array along samples (``seqs[rows]``, and
+    ``seqs[rows, ...]`` as scikit-learn's ``_safe_indexing`` asks), so
+    scikit-learn's splitters take it as they take X; each subset is cut to
+    its longest sequence.
 
     Parameters
     ----------
     values : ndarray of shape (n_samples, max_length, n_features)
-        Zero beyond each sequence's length.
+        Zero beyond each sequence's length. (:class:`TokenSequences`:
+        ``(n_samples, max_length)`` ids.)
     lengths : ndarray of shape (n_samples,), int64
     """
 
@@ -279,9 +319,12 @@ class PaddedSequences:
             rows = rows[0]  # scikit-learn's _safe_indexing asks for X[rows, ...]
         if isinstance(rows, numbers.Integral):
             rows = [rows]
+        return self._take(rows)
+
+    def _take(self, rows):
+        """The sequences ``rows`` (a list, array or slice), cut to their longest."""
         lengths = self.lengths[rows]
-        longest = int(lengths.max()) if len(lengths) else 0
-        return PaddedSequences(self.values[rows, :longest], lengths)
+        return PaddedSequences(self.values[rows, : _longest(lengths)], lengths)
 
     def __array__(self, dtype=None, copy=None):
         # The padded values: what sklearn's utilities see if they convert.
@@ -433,3 +476,410 @@ class SequenceInput:
         tags.input_tags.three_d_array = True
         return tags
 
+
+
+# -- token sequences ---------------------------------------------------------------
+
+
+def read_token_sequences(X, *, name="X", owner):
+    """Read a list of token sequences: strings, or 1-D integer arrays.
+
+    Parameters
+    ----------
+    X : list, tuple, ndarray of dtype object or Series, of length n_samples
+        Each item a ``str`` (its characters are the tokens) or a 1-D array
+        of integer tokens; all of one of the two kinds. Empty items are
+        allowed here (a kind decides whether it takes them).
+    name : str, default="X"
+        What the messages call it (``"X"`` or ``"y"``).
+    owner : str
+        The estimator's class name, for the messages.
+
+    Returns
+    -------
+    kind : {"str", "int"}
+        ``"int"`` when every sequence is empty.
+    sequences : list of str, or list of list of int
+
+    Raises
+    ------
+    TypeError
+        A single string's container is not a list (sparse matrix,
+        DataFrame, scalar), or a sequence is ``bytes``.
+    ValueError
+        A single string, a sequence of other than 1 dimension or of
+        non-integer values, mixed kinds, or no sequence at all.
+    """
+    if isinstance(X, (str, bytes)):
+        raise ValueError(
+            f"{owner} takes {name} as a list of sequences; got a single string. "
+            f"Wrap it in a list: [{X!r:.40}]."
+        )
+    if sp.issparse(X):
+        raise TypeError(
+            f"{owner} takes {name} as a list of token sequences (strings or 1-D "
+            "integer arrays); got a sparse matrix."
+        )
+    if hasattr(X, "columns"):
+        raise TypeError(
+            f"{owner} takes {name} as a list of token sequences; got a DataFrame. "
+            "Pass one column (a Series) or a list."
+        )
+    if not hasattr(X, "__len__") or getattr(X, "ndim", 1) == 0:
+        raise TypeError(
+            f"{owner} takes {name} as a list of token sequences (strings or 1-D "
+            f"integer arrays); got {type(X).__name__}."
+        )
+    kinds, sequences = set(), []
+    for i, seq in enumerate(X):
+        if isinstance(seq, str):
+            kinds.add("str")
+            sequences.append(seq)
+            continue
+        if isinstance(seq, bytes):
+            raise TypeError(
+                f"Sequence {i} of {name} is bytes; {owner} reads str as characters. "
+                "Decode it first (seq.decode())."
+            )
+        array = np.asarray(seq)
+        if array.ndim != 1:
+            raise ValueError(
+                f"Sequence {i} of {name} has {array.ndim} dimensions, shape "
+                f"{array.shape}; {owner} takes strings or 1-D arrays of integer tokens."
+            )
+        if array.size == 0:
+            sequences.append([])
+            continue
+        if array.dtype.kind not in "iu":
+            raise ValueError(
+                f"Sequence {i} of {name} holds {array.dtype} values; tokens must be "
+                "integers (or the characters of a str). Cast ids with "
+                ".astype(np.int64)."
+            )
+        kinds.add("int")
+        sequences.append(array.tolist())
+    if not sequences:
+        raise ValueError(
+            f"Found array with 0 sample(s) while a minimum of 1 is required by {owner}."
+        )
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{name} mixes strings and integer arrays; {owner} takes one kind of "
+            "sequence for all samples."
+        )
+    # All empty: no evidence either way; integer arrays are the plain case.
+    kind = kinds.pop() if kinds else "int"
+    if kind == "str":
+        sequences = ["" if isinstance(s, list) else s for s in sequences]
+    return kind, sequences
+
+
+def learn_vocabulary(sequences):
+    """``{token: id}`` of the tokens in ``sequences``, ids from :data:`N_SPECIAL`.
+
+    Parameters
+    ----------
+    sequences : list of str, or list of list of int
+
+    Returns
+    -------
+    dict
+        Token (a one-character str, or an int) to id, in sorted token order,
+        so the same tokens always get the same ids.
+    """
+    tokens = sorted(set().union(*(set(s) for s in sequences)))
+    return {token: N_SPECIAL + i for i, token in enumerate(tokens)}
+
+
+def tokens_to_ids(sequences, vocabulary, *, unknown="error", name="X", owner):
+    """Map each sequence's tokens to their ids.
+
+    Parameters
+    ----------
+    sequences : list of str, or list of list of int
+    vocabulary : dict
+        Token to id, as :func:`learn_vocabulary` gives it.
+    unknown : {"error", "unk"}, default="error"
+        A token outside ``vocabulary`` raises, or becomes :data:`UNK`.
+    name : str, default="X"
+        ``"X"`` or ``"y"``: the message says how to fix each.
+    owner : str
+        The estimator's class name, for the message.
+
+    Returns
+    -------
+    list of list of int
+
+    Raises
+    ------
+    ValueError
+        With ``unknown="error"``, naming up to five unseen tokens and how
+        many sequences hold some.
+    """
+    missing = object()
+    ids, unseen, n_bad = [], [], 0
+    for seq in sequences:
+        row = [vocabulary.get(token, missing) for token in seq]
+        if any(i is missing for i in row):
+            n_bad += 1
+            for token, i in zip(seq, row):
+                if i is missing and token not in unseen and len(unseen) < 5:
+                    unseen.append(token)
+            row = [UNK if i is missing else i for i in row]
+        ids.append(row)
+    if n_bad and unknown == "error":
+        if name == "X":
+            fix = ("Set handle_unknown='unk' to read them as one unknown token, or "
+                   "fit on data that holds them.")
+        else:
+            fix = ("The model can only output tokens it saw in the targets of its "
+                   "first fit; fit again (warm_start=False) on data that holds them.")
+        raise ValueError(
+            f"{name} has tokens that {owner} did not see in fit, e.g. {unseen} (in "
+            f"{n_bad} sequence(s)). {fix}"
+        )
+    return ids
+
+
+def pad_ids(rows, *, before=(), after=()):
+    """Rows of ids, ``before`` and ``after`` added, in one array padded with PAD.
+
+    Parameters
+    ----------
+    rows : list of list of int
+    before, after : tuple of int, default=()
+        Ids put before and after every row (``(BOS,)``, ``(EOS,)``).
+
+    Returns
+    -------
+    ids : ndarray of shape (n_samples, max(1, longest)), int64
+    lengths : ndarray of shape (n_samples,), int64
+        Each row's length, ``before`` and ``after`` included.
+    """
+    lengths = np.array([len(before) + len(r) + len(after) for r in rows],
+                       dtype=np.int64)
+    out = np.full((len(rows), max(int(lengths.max()), 1)), PAD, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : lengths[i]] = [*before, *r, *after]
+    return out, lengths
+
+
+def ids_to_tokens(ids, vocabulary, kind):
+    """Rows of ids back to token sequences, each cut at its first reserved id.
+
+    The inverse of :func:`tokens_to_ids` for decoded outputs: a row ends at
+    its first :data:`EOS` or :data:`PAD` (any id below :data:`N_SPECIAL`).
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n_samples, T), int
+    vocabulary : dict
+        Token to id, ids ``N_SPECIAL, N_SPECIAL + 1, ...`` as
+        :func:`learn_vocabulary` gives them.
+    kind : {"str", "int"}
+        Strings (tokens joined) or int64 arrays, as ``read_token_sequences``
+        read the sequences the vocabulary was learned from.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), dtype object
+    """
+    tokens = sorted(vocabulary, key=vocabulary.get)
+    out = np.empty(len(ids), dtype=object)
+    for i, row in enumerate(np.asarray(ids).astype(np.int64)):
+        end = np.flatnonzero(row < N_SPECIAL)
+        row = row[: end[0] if len(end) else len(row)]
+        seq = [tokens[j - N_SPECIAL] for j in row]
+        out[i] = "".join(seq) if kind == "str" else np.asarray(seq, dtype=np.int64)
+    return out
+
+
+class TokenSequences(PaddedSequences):
+    """Validated token sequences: padded ids, their lengths, and token targets.
+
+    A :class:`PaddedSequences` of ids (``values`` is ``ids``), indexable
+    along samples the same way; a subset's targets are cut to its longest
+    target too.
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n_samples, S), int64
+        Token ids, :data:`PAD` beyond each length.
+    lengths : ndarray of shape (n_samples,), int64
+        Each >= 1.
+    targets : ndarray of shape (n_samples, T + 2), int64, or None, default=None
+        Token targets: :data:`BOS`, the target ids, :data:`EOS`, then
+        :data:`PAD`. None without token targets, and at prediction.
+    """
+
+    def __init__(self, ids, lengths, targets=None):
+        super().__init__(ids, lengths)
+        self.targets = targets
+
+    @property
+    def ids(self):
+        return self.values
+
+    def _take(self, rows):
+        lengths = self.lengths[rows]
+        targets = None
+        if self.targets is not None:
+            targets = self.targets[rows]
+            targets = targets[:, : _longest((targets != PAD).sum(1))]
+        return TokenSequences(self.ids[rows, : _longest(lengths)], lengths, targets)
+
+
+class TokenSequenceInput:
+    """One sample is a sequence of tokens: a string (characters) or a 1-D int array.
+
+    Validates X (and y) identically in ``fit`` and ``predict``, learns the
+    vocabularies in ``fit``, maps tokens to ids after the reserved ones
+    (:class:`TokenSequences`) and makes
+    :class:`~sklears_neural.core.data.TokenData`. In ``fit`` (``reset``) it
+    sets on the estimator ``vocabulary_`` (``{"input": {token: id}}``, plus
+    ``"output"`` with token targets), ``n_features_in_ = 1`` (one token
+    per step), and the private ``_input_type`` (and ``_output_type``),
+    ``"str"`` or ``"int"``, which later calls must match. Every input
+    sequence needs at least one token; token targets may be empty.
+
+    Parameters
+    ----------
+    handle_unknown : {"error", "unk"}, default="error"
+        What an input token not seen in fit does: raise (naming it), or
+        become the unknown id :data:`UNK`. Unknown target tokens always
+        raise: a model cannot output them.
+    token_targets : bool, default=False
+        Whether y is token sequences too, with their own vocabulary
+        (``vocabulary_["output"]``), framed by :data:`BOS` and :data:`EOS`
+        and batched for teacher forcing (sequence to sequence). False:
+        y is per-sequence targets (labels, values), checked as the other
+        kinds check them.
+    """
+
+    layout = "tokens"
+
+    def __init__(self, handle_unknown="error", token_targets=False):
+        self.handle_unknown = handle_unknown
+        self.token_targets = token_targets
+
+    @staticmethod
+    def _check_type(estimator, kind, fitted, name):
+        if kind != fitted:
+            said = {"str": "strings", "int": "integer arrays"}
+            raise ValueError(
+                f"{name} holds {said[kind]}, but {_owner(estimator)} was fitted on "
+                f"{said[fitted]}. Pass {name} as in fit."
+            )
+
+    def validate(self, estimator, X, *, reset):
+        """X as :class:`TokenSequences` (no targets); learns ``vocabulary_`` in fit."""
+        if isinstance(X, TokenSequences):
+            return X
+        owner = _owner(estimator)
+        kind, sequences = read_token_sequences(X, name="X", owner=owner)
+        for i, seq in enumerate(sequences):
+            if len(seq) == 0:
+                raise ValueError(
+                    f"Sequence {i} of X is empty; every input sequence needs at least "
+                    "one token."
+                )
+        if reset:
+            estimator.vocabulary_ = {"input": learn_vocabulary(sequences)}
+            if self.token_targets:
+                estimator.vocabulary_["output"] = {}
+            estimator._input_type = kind
+            estimator.n_features_in_ = 1
+            estimator.__dict__.pop("feature_names_in_", None)
+        else:
+            self._check_type(estimator, kind, estimator._input_type, "X")
+        ids = tokens_to_ids(sequences, estimator.vocabulary_["input"],
+                            unknown=self.handle_unknown, name="X", owner=owner)
+        return TokenSequences(*pad_ids(ids))
+
+    def validate_with_targets(self, estimator, X, y, *, reset, y_numeric=False):
+        """``(X, y)`` validated; with token targets, learns their vocabulary in fit.
+
+        Returns
+        -------
+        X : TokenSequences
+            Carrying the target ids with token targets.
+        y : ndarray
+            Per-sequence targets as given, or with token targets the ids
+            ``(n_samples, T + 2)`` (as ``X.targets``).
+        """
+        owner = _owner(estimator)
+        if y is None:
+            raise ValueError(
+                f"This {owner} estimator requires y to be passed, but the target y "
+                "is None."
+            )
+        X = self.validate(estimator, X, reset=reset)
+        if not self.token_targets:
+            return X, _check_targets(X, y, y_numeric)
+        kind, sequences = read_token_sequences(y, name="y", owner=owner)
+        _check_n_samples(len(X), len(sequences))
+        if reset:
+            estimator.vocabulary_["output"] = learn_vocabulary(sequences)
+            estimator._output_type = kind
+        else:
+            self._check_type(estimator, kind, estimator._output_type, "y")
+        ids = tokens_to_ids(sequences, estimator.vocabulary_["output"], unknown="error",
+                            name="y", owner=owner)
+        targets, _ = pad_ids(ids, before=(BOS,), after=(EOS,))
+        return TokenSequences(X.ids, X.lengths, targets), targets
+
+    def dataset(self, X, y=None, sample_weight=None, *, dtype, device,
+                target_dtype=None):
+        """A :class:`~sklears_neural.core.data.TokenData` over ``X``."""
+        return TokenData(X, y, sample_weight, dtype=dtype, device=device,
+                         target_dtype=target_dtype)
+
+    def example_inputs(self, estimator, *, n_samples=1, n_steps=1, dtype=torch.float32,
+                       device="cpu"):
+        """A batch's inputs as the network receives them, from ``vocabulary_``.
+
+        The core probes a loaded network with it
+        (:func:`~sklears_neural.core.persistence.example_inputs`): sources
+        of ``n_steps`` copies of the largest input id and, with token
+        targets, decoder inputs ``BOS`` then the largest output id, so a
+        vocabulary larger than the saved embeddings fails there. ``dtype``
+        is unused: ids are int64.
+
+        Returns
+        -------
+        tuple of Tensor
+            ``(src, src_lengths)``, or with token targets ``(src,
+            src_lengths, tgt_in, tgt_lengths)``; lengths on the CPU.
+
+        Raises
+        ------
+        ValueError
+            If ``vocabulary_`` is missing or malformed.
+        """
+        vocabulary = vars(estimator).get("vocabulary_")
+        keys = {"input", "output"} if self.token_targets else {"input"}
+        if not (isinstance(vocabulary, dict) and set(vocabulary) == keys
+                and all(isinstance(v, dict) for v in vocabulary.values())):
+            said = "the input and output vocabularies" if self.token_targets else (
+                "the input vocabulary")
+            raise ValueError(
+                f"vocabulary_ is {vocabulary!r:.50}, not a dict of {said}."
+            )
+        top_in = N_SPECIAL + len(vocabulary["input"]) - 1
+        src = torch.full((n_samples, n_steps), max(top_in, UNK), dtype=torch.long,
+                         device=device)
+        src_lengths = torch.full((n_samples,), n_steps, dtype=torch.long)
+        if not self.token_targets:
+            return src, src_lengths
+        top_out = max(EOS, N_SPECIAL + len(vocabulary["output"]) - 1)
+        tgt_in = torch.tensor([BOS, top_out], dtype=torch.long, device=device)
+        return (src, src_lengths, tgt_in.expand(n_samples, 2).contiguous(),
+                torch.full((n_samples,), 2, dtype=torch.long))
+
+    def tags(self, tags):
+        tags.input_tags.two_d_array = False
+        tags.input_tags.sparse = False
+        tags.input_tags.string = True
+        if self.token_targets:
+            tags.target_tags.required = True
+        return tags

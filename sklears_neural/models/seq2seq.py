@@ -6,17 +6,16 @@ or a Transformer encoder-decoder (:mod:`sklears_neural.nn.seq2seq`), on the
 shared training core: every solver, schedule, clipping, early stopping,
 ``partial_fit``/``warm_start``, callbacks, pickling and ``save``.
 
-The task layer lives here: the vocabulary learned in ``fit``, the input kind
-of token sequences (:class:`TokenSequenceInput`, which validates X and y and
-turns them into padded id arrays, :class:`TokenSequences`), the dataset that
-batches them for teacher forcing (:class:`TokenData`), the token
-cross-entropy, and decoding back to strings or arrays.
+The task layer lives here: the token cross-entropy, exact-match scoring, and
+decoding back to strings or arrays. Token sequences in and out (reading,
+vocabularies, ids, teacher-forcing batches) are the core's input kind
+:class:`~sklears_neural.core.inputs.TokenSequenceInput` with
+``token_targets=True``.
 """
 
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from sklearn.utils.metaestimators import available_if
@@ -28,396 +27,20 @@ from sklears_neural.core._compat import (
     _check_sample_weight,
     _fit_context,
 )
-from sklears_neural.core.data import dense_chunk_rows
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
-from sklears_neural.core.layers import ModuleSpec
-from sklears_neural.core.registry import register_estimator
-from sklears_neural.nn.seq2seq import (
-    BOS,
-    EOS,
+from sklears_neural.core.inputs import (
     N_SPECIAL,
     PAD,
-    UNK,
-    RNNSeq2Seq,
-    TransformerSeq2Seq,
+    TokenSequenceInput,
+    ids_to_tokens,
+    read_token_sequences,
 )
+from sklears_neural.core.layers import ModuleSpec
+from sklears_neural.core.registry import register_estimator
+from sklears_neural.nn.seq2seq import RNNSeq2Seq, TransformerSeq2Seq
 
-__all__ = ["Seq2SeqModel", "TokenData", "TokenSequenceInput", "TokenSequences"]
-
-
-# -- reading token sequences ----------------------------------------------------
-
-
-def _owner(estimator):
-    return type(estimator).__name__
-
-
-def _read_sequences(X, name, owner):
-    """``(kind, sequences)``: "str" and strings, or "int" and lists of Python ints.
-
-    Raises
-    ------
-    TypeError, ValueError
-        X of another shape, mixed kinds, or non-integer tokens.
-    """
-    if isinstance(X, (str, bytes)):
-        raise ValueError(
-            f"{owner} takes {name} as a list of sequences; got a single string. "
-            f"Wrap it in a list: [{X!r:.40}]."
-        )
-    if sp.issparse(X):
-        raise TypeError(
-            f"{owner} takes {name} as a list of token sequences (strings or 1-D "
-            "integer arrays); got a sparse matrix."
-        )
-    if hasattr(X, "columns"):
-        raise TypeError(
-            f"{owner} takes {name} as a list of token sequences; got a DataFrame. "
-            "Pass one column (a Series) or a list."
-        )
-    if not hasattr(X, "__len__") or getattr(X, "ndim", 1) == 0:
-        raise TypeError(
-            f"{owner} takes {name} as a list of token sequences (strings or 1-D "
-            f"integer arrays); got {type(X).__name__}."
-        )
-    kinds, sequences = set(), []
-    for i, seq in enumerate(X):
-        if isinstance(seq, str):
-            kinds.add("str")
-            sequences.append(seq)
-            continue
-        if isinstance(seq, bytes):
-            raise TypeError(
-                f"Sequence {i} of {name} is bytes; {owner} reads str as characters. "
-                "Decode it first (seq.decode())."
-            )
-        array = np.asarray(seq)
-        if array.ndim != 1:
-            raise ValueError(
-                f"Sequence {i} of {name} has {array.ndim} dimensions, shape "
-                f"{array.shape}; {owner} takes strings or 1-D arrays of integer tokens."
-            )
-        if array.size == 0:
-            sequences.append([])
-            continue
-        if array.dtype.kind not in "iu":
-            raise ValueError(
-                f"Sequence {i} of {name} holds {array.dtype} values; tokens must be "
-                "integers (or the characters of a str). Cast ids with "
-                ".astype(np.int64)."
-            )
-        kinds.add("int")
-        sequences.append(array.tolist())
-    if not sequences:
-        raise ValueError(
-            f"Found array with 0 sample(s) while a minimum of 1 is required by {owner}."
-        )
-    if len(kinds) > 1:
-        raise ValueError(
-            f"{name} mixes strings and integer arrays; {owner} takes one kind of "
-            "sequence for all samples."
-        )
-    # All empty: no evidence either way; integer arrays are the plain case.
-    kind = kinds.pop() if kinds else "int"
-    if kind == "str":
-        sequences = ["" if isinstance(s, list) else s for s in sequences]
-    return kind, sequences
-
-
-def _learn_vocabulary(sequences):
-    """``{token: id}``, ids from :data:`N_SPECIAL` in sorted token order."""
-    tokens = sorted(set().union(*(set(s) for s in sequences)))
-    return {token: N_SPECIAL + i for i, token in enumerate(tokens)}
-
-
-def _to_ids(sequences, vocabulary, *, unknown, name, owner):
-    """Lists of ids; tokens outside ``vocabulary`` get :data:`UNK` or an error."""
-    missing = object()
-    ids, unseen, n_bad = [], [], 0
-    for seq in sequences:
-        row = [vocabulary.get(token, missing) for token in seq]
-        if any(i is missing for i in row):
-            n_bad += 1
-            for token, i in zip(seq, row):
-                if i is missing and token not in unseen and len(unseen) < 5:
-                    unseen.append(token)
-            row = [UNK if i is missing else i for i in row]
-        ids.append(row)
-    if n_bad and unknown == "error":
-        if name == "X":
-            fix = ("Set handle_unknown='unk' to read them as one unknown token, or "
-                   "fit on data that holds them.")
-        else:
-            fix = ("The model can only output tokens it saw in the targets of its "
-                   "first fit; fit again (warm_start=False) on data that holds them.")
-        raise ValueError(
-            f"{name} has tokens that {owner} did not see in fit, e.g. {unseen} (in "
-            f"{n_bad} sequence(s)). {fix}"
-        )
-    return ids
-
-
-def _pad(rows, *, before=(), after=()):
-    """Rows of ids (with ``before``/``after`` added) as an int64 array padded with PAD."""
-    lengths = np.array([len(before) + len(r) + len(after) for r in rows], dtype=np.int64)
-    out = np.full((len(rows), max(int(lengths.max()), 1)), PAD, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : lengths[i]] = [*before, *r, *after]
-    return out, lengths
-
-
-class TokenSequences:
-    """Validated token sequences: padded source ids, their lengths, and targets.
-
-    Indexable along samples like an array (``seqs[rows]``, and
-    ``seqs[rows, ...]`` as scikit-learn's ``_safe_indexing`` asks), so
-    splitters take it as they take X; each subset is cut to its longest
-    sequences.
-
-    Parameters
-    ----------
-    ids : ndarray of shape (n_samples, S), int64
-        Source token ids, :data:`~sklears_neural.nn.seq2seq.PAD` beyond each
-        length.
-    lengths : ndarray of shape (n_samples,), int64
-        Source lengths, each >= 1.
-    targets : ndarray of shape (n_samples, T + 2), int64, or None
-        ``BOS``, the target ids, ``EOS``, then ``PAD``; None at prediction.
-    """
-
-    def __init__(self, ids, lengths, targets=None):
-        self.ids = ids
-        self.lengths = lengths
-        self.targets = targets
-
-    @property
-    def shape(self):
-        return self.ids.shape
-
-    @property
-    def dtype(self):
-        return self.ids.dtype
-
-    @property
-    def size(self):
-        return self.ids.size
-
-    def __len__(self):
-        return self.ids.shape[0]
-
-    def __getitem__(self, rows):
-        if isinstance(rows, tuple) and len(rows) == 2 and rows[1] is Ellipsis:
-            rows = rows[0]
-        if isinstance(rows, Integral):
-            rows = [rows]
-        lengths = self.lengths[rows]
-        longest = int(lengths.max()) if len(lengths) else 0
-        targets = None
-        if self.targets is not None:
-            targets = self.targets[rows]
-            width = int((targets != PAD).sum(1).max()) if len(targets) else 0
-            targets = targets[:, :width]
-        return TokenSequences(self.ids[rows, :longest], lengths, targets)
-
-    def __array__(self, dtype=None, copy=None):
-        # The source ids: what scikit-learn's utilities see if they convert.
-        return self.ids if dtype is None else self.ids.astype(dtype)
-
-
-class TokenData:
-    """Teacher-forcing batches of token sequences, the protocol of the core's datasets.
-
-    Like :class:`~sklears_neural.core.data.SequenceData` (``n_samples``,
-    ``batch``, ``all``, ``chunks``, ``sparse``, ``device``, ``dtype``): a
-    batch is ``((src, src_lengths, tgt_in, tgt_lengths), tgt_out, w)`` when
-    the sequences carry targets, ``((src, src_lengths), None, w)`` when they
-    do not, every tensor cut to the batch's longest sequence. Ids are int64
-    whatever ``dtype`` (the compute dtype of the network) is.
-
-    Parameters
-    ----------
-    X : TokenSequences
-    y : ndarray of shape (n_samples, T + 2) or None
-        The targets as in ``X.targets``; ``tgt_out`` is ``y[:, 1:]``.
-    sample_weight : ndarray of shape (n_samples,) or None
-    dtype : torch.dtype
-        dtype of the sample weights.
-    device : torch.device
-    target_dtype : torch.dtype or None, default=None
-        Unused: ids are int64.
-
-    Attributes
-    ----------
-    src_lengths, tgt_lengths : Tensor of shape (n_samples,)
-        int64 on the CPU (``pack_padded_sequence`` reads them there);
-        ``tgt_lengths`` counts ``BOS`` and the tokens.
-    """
-
-    sparse = False
-
-    def __init__(self, X, y=None, sample_weight=None, *, dtype, device, target_dtype=None):
-        self.device = device
-        self.dtype = dtype
-        self.n_samples = len(X)
-        self.src = torch.as_tensor(X.ids, dtype=torch.long).to(device)
-        self.src_lengths = torch.as_tensor(np.asarray(X.lengths), dtype=torch.long)
-        self.tgt = self.tgt_lengths = None
-        if X.targets is not None:
-            self.tgt = torch.as_tensor(X.targets, dtype=torch.long).to(device)
-            self.tgt_lengths = torch.as_tensor((X.targets != PAD).sum(1) - 1,
-                                               dtype=torch.long)
-        if y is not None and self.tgt is None:
-            raise ValueError("TokenData needs X with targets when y is given.")
-        self.y = None if y is None else torch.as_tensor(y, dtype=torch.long).to(device)
-        self.w = (None if sample_weight is None
-                  else torch.as_tensor(sample_weight).to(device=device, dtype=dtype))
-
-    def batch(self, index):
-        """Rows ``index`` (a slice or an index tensor) as ``(inputs, y, w)``."""
-        cpu_index = index.cpu() if isinstance(index, torch.Tensor) else index
-        src_lengths = self.src_lengths[cpu_index]
-        src = self.src[index][:, : int(src_lengths.max())]
-        w = None if self.w is None else self.w[index]
-        if self.tgt is None:
-            return (src, src_lengths), None, w
-        tgt_lengths = self.tgt_lengths[cpu_index]
-        steps = int(tgt_lengths.max())
-        tgt_in = self.tgt[index][:, :steps]
-        y = None if self.y is None else self.y[index][:, 1: steps + 1]
-        return (src, src_lengths, tgt_in, tgt_lengths), y, w
-
-    def all(self, *, keep_sparse=False):
-        """All rows as one batch."""
-        return self.batch(slice(None))
-
-    def chunks(self, max_bytes=None):
-        """Row slices whose ids (and logits' steps) take at most ``max_bytes`` each."""
-        width = self.src.shape[1] + (0 if self.tgt is None else self.tgt.shape[1])
-        rows = dense_chunk_rows(width, 8, max_bytes)
-        return [slice(start, min(start + rows, self.n_samples))
-                for start in range(0, max(self.n_samples, 1), rows)]
-
-
-class TokenSequenceInput:
-    """The input kind of token sequences: strings (characters) or 1-D int arrays.
-
-    Validates X (and y) in ``fit`` and ``predict``, learns the vocabularies
-    in ``fit`` (``vocabulary_``, with ``n_features_in_ = 1``: one token per
-    step), turns tokens into ids (:class:`TokenSequences`) and makes
-    :class:`TokenData`.
-
-    Parameters
-    ----------
-    handle_unknown : {"error", "unk"}, default="error"
-        What an input token not seen in fit does: raise, or become the
-        unknown id :data:`~sklears_neural.nn.seq2seq.UNK`. Unknown target
-        tokens always raise: the model cannot output them.
-    """
-
-    layout = "sequence"
-
-    def __init__(self, handle_unknown="error"):
-        self.handle_unknown = handle_unknown
-
-    def _check_type(self, estimator, kind, fitted, name):
-        if kind != fitted:
-            said = {"str": "strings", "int": "integer arrays"}
-            raise ValueError(
-                f"{name} holds {said[kind]}, but {_owner(estimator)} was fitted on "
-                f"{said[fitted]}. Pass {name} as in fit."
-            )
-
-    def validate(self, estimator, X, *, reset):
-        """X as :class:`TokenSequences` (no targets); learns the input vocabulary in fit."""
-        if isinstance(X, TokenSequences):
-            return X
-        owner = _owner(estimator)
-        kind, sequences = _read_sequences(X, "X", owner)
-        for i, seq in enumerate(sequences):
-            if len(seq) == 0:
-                raise ValueError(
-                    f"Sequence {i} of X is empty; every input sequence needs at least "
-                    "one token."
-                )
-        if reset:
-            vocabulary = _learn_vocabulary(sequences)
-            estimator.vocabulary_ = {"input": vocabulary, "output": {}}
-            estimator._input_type = kind
-            estimator.n_features_in_ = 1
-            estimator.__dict__.pop("feature_names_in_", None)
-        else:
-            self._check_type(estimator, kind, estimator._input_type, "X")
-        ids = _to_ids(sequences, estimator.vocabulary_["input"],
-                      unknown=self.handle_unknown, name="X", owner=owner)
-        return TokenSequences(*_pad(ids))
-
-    def validate_with_targets(self, estimator, X, y, *, reset, y_numeric=False):
-        """``(TokenSequences with targets, targets)``; learns both vocabularies in fit."""
-        owner = _owner(estimator)
-        if y is None:
-            raise ValueError(
-                f"This {owner} estimator requires y to be passed, but the target y is None."
-            )
-        X = self.validate(estimator, X, reset=reset)
-        kind, sequences = _read_sequences(y, "y", owner)
-        if len(sequences) != len(X):
-            raise ValueError(
-                "Found input variables with inconsistent numbers of samples: "
-                f"[{len(X)}, {len(sequences)}]"
-            )
-        if reset:
-            estimator.vocabulary_["output"] = _learn_vocabulary(sequences)
-            estimator._output_type = kind
-        else:
-            self._check_type(estimator, kind, estimator._output_type, "y")
-        ids = _to_ids(sequences, estimator.vocabulary_["output"], unknown="error",
-                      name="y", owner=owner)
-        targets, _ = _pad(ids, before=(BOS,), after=(EOS,))
-        X = TokenSequences(X.ids, X.lengths, targets)
-        return X, targets
-
-    def dataset(self, X, y=None, sample_weight=None, *, dtype, device, target_dtype=None):
-        """A :class:`TokenData` over ``X``."""
-        return TokenData(X, y, sample_weight, dtype=dtype, device=device)
-
-    def example_inputs(self, estimator, *, n_samples=1, n_steps=1, dtype=torch.float32,
-                       device="cpu"):
-        """A teacher-forcing batch as the network receives one, from ``vocabulary_``.
-
-        The core probes a loaded network with it
-        (:func:`~sklears_neural.core.persistence.example_inputs`): sources of
-        ``n_steps`` copies of the largest input id, targets ``BOS`` then the
-        largest output id, so a vocabulary larger than the saved embeddings
-        fails there. ``dtype`` is unused: ids are int64.
-
-        Raises
-        ------
-        ValueError
-            If ``vocabulary_`` is missing or malformed.
-        """
-        vocabulary = vars(estimator).get("vocabulary_")
-        if not (isinstance(vocabulary, dict) and set(vocabulary) == {"input", "output"}
-                and all(isinstance(v, dict) for v in vocabulary.values())):
-            raise ValueError(
-                f"vocabulary_ is {vocabulary!r:.50}, not a dict of the input and output "
-                "vocabularies."
-            )
-        top_in = N_SPECIAL + len(vocabulary["input"]) - 1
-        top_out = max(EOS, N_SPECIAL + len(vocabulary["output"]) - 1)
-        src = torch.full((n_samples, n_steps), max(top_in, UNK), dtype=torch.long,
-                         device=device)
-        tgt_in = torch.tensor([BOS, top_out], dtype=torch.long, device=device)
-        return (src, torch.full((n_samples,), n_steps, dtype=torch.long),
-                tgt_in.expand(n_samples, 2).contiguous(),
-                torch.full((n_samples,), 2, dtype=torch.long))
-
-    def tags(self, tags):
-        tags.input_tags.two_d_array = False
-        tags.input_tags.sparse = False
-        tags.input_tags.string = True
-        tags.target_tags.required = True
-        return tags
+__all__ = ["Seq2SeqModel"]
 
 
 # -- the estimator ----------------------------------------------------------------------
@@ -756,7 +379,7 @@ class Seq2SeqModel(BaseNeuralEstimator):
         return tags
 
     def _input_kind(self):
-        return TokenSequenceInput(handle_unknown=self.handle_unknown)
+        return TokenSequenceInput(handle_unknown=self.handle_unknown, token_targets=True)
 
     def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
                                 classes):
@@ -905,18 +528,6 @@ class Seq2SeqModel(BaseNeuralEstimator):
 
         return self._raw_outputs(X, forward=forward)
 
-    def _to_sequences(self, ids):
-        vocabulary = self.vocabulary_["output"]
-        tokens = sorted(vocabulary, key=vocabulary.get)
-        out = np.empty(len(ids), dtype=object)
-        for i, row in enumerate(ids.astype(np.int64)):
-            end = np.flatnonzero(row < N_SPECIAL)
-            row = row[: end[0] if len(end) else len(row)]
-            seq = [tokens[j - N_SPECIAL] for j in row]
-            out[i] = "".join(seq) if self._output_type == "str" else np.asarray(
-                seq, dtype=np.int64)
-        return out
-
     def predict(self, X):
         """Decode the output sequence of each input sequence.
 
@@ -930,7 +541,8 @@ class Seq2SeqModel(BaseNeuralEstimator):
             Strings when ``y`` was strings in fit, else 1-D int64 arrays.
         """
         beam_width = self.beam_width if self.decoding == "beam" else 1
-        return self._to_sequences(self._decode(X, beam_width)[:, 1:])
+        return ids_to_tokens(self._decode(X, beam_width)[:, 1:],
+                             self.vocabulary_["output"], self._output_type)
 
     def sequence_log_proba(self, X, y):
         """Log-probability of each target sequence given its input sequence.
@@ -972,7 +584,7 @@ class Seq2SeqModel(BaseNeuralEstimator):
         score : float
         """
         predicted = self.predict(X)
-        _, expected = _read_sequences(y, "y", _owner(self))
+        _, expected = read_token_sequences(y, name="y", owner=type(self).__name__)
         if len(expected) != len(predicted):
             raise ValueError(
                 "Found input variables with inconsistent numbers of samples: "
