@@ -27,6 +27,7 @@ from sklearn.utils.estimator_checks import (
 
 import sklears_neural
 from sklears_neural.models.rnn import RNNClassifier, RNNRegressor
+from tests.conftest import DEVICES
 from tests.test_transformer import EXPECTED_FAILED, FLAT_ROWS
 
 _digits_X, _digits_y = load_digits(return_X_y=True)
@@ -290,6 +291,16 @@ def test_per_step_loss_is_the_mean_over_valid_steps(global_random_seed):
     np.testing.assert_allclose(clf.loss_, expected, rtol=1e-9)
 
 
+def test_per_step_lbfgs(global_random_seed):
+    # The full-batch solver goes through the same masked loss.
+    rng = np.random.RandomState(global_random_seed)
+    X = _ragged(50, rng, n_features=1, low=3, high=10)
+    y = [np.cumsum(x[:, 0]) for x in X]
+    reg = _quiet(RNNRegressor(hidden_size=8, per_step=True, solver="lbfgs", max_iter=50,
+                              random_state=global_random_seed), X, y)
+    assert reg.score(X, y) >= 0.95
+
+
 def test_per_step_targets_past_a_sequence_are_ignored(global_random_seed):
     rng = np.random.RandomState(global_random_seed)
     X = _ragged(30, rng, n_features=1, low=2, high=8)
@@ -438,6 +449,23 @@ def test_augment_sequences(name, identity, active, global_random_seed):
                                learning_rate_init=0.02)[0] for _ in range(2)]
     assert np.array_equal(augmented[0].predict_proba(X), augmented[1].predict_proba(X))
     assert np.abs(augmented[0].predict_proba(X) - plain.predict_proba(X)).max() > 1e-4
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_per_step_and_attention(device, global_random_seed):
+    # Lengths stay on the CPU for packing while the batch is on the device.
+    rng = np.random.RandomState(global_random_seed)
+    X = _ragged(40, rng, n_features=1, low=2, high=12)
+    y = _running_sign(X)
+    clf = _quiet(RNNClassifier(**SMALL, per_step=True, max_iter=3, device=device,
+                               random_state=global_random_seed), X, y)
+    short = int(np.argmin([len(x) for x in X]))
+    np.testing.assert_allclose(clf.predict_proba(X)[short],
+                               clf.predict_proba([X[short]])[0], atol=1e-6)
+    pooled = RNNClassifier(**SMALL, pooling="additive", max_iter=2, device=device,
+                           random_state=global_random_seed)
+    _quiet(pooled, X, rng.randint(0, 2, 40))
+    np.testing.assert_allclose(pooled.get_attention(X).sum(axis=1), 1.0, atol=1e-6)
 
 
 # -- errors ---------------------------------------------------------------------

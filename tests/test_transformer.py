@@ -31,6 +31,7 @@ from sklears_neural.models.transformer import (
     TransformerClassifier,
     TransformerRegressor,
 )
+from tests.conftest import DEVICES
 
 SMALL = dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32)
 
@@ -406,6 +407,21 @@ def test_augment_sequences(global_random_seed):
                                learning_rate_init=0.02)[0] for _ in range(2)]
     assert np.array_equal(augmented[0].predict_proba(X), augmented[1].predict_proba(X))
     assert np.abs(augmented[0].predict_proba(X) - plain.predict_proba(X)).max() > 1e-4
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_ragged_and_attention(device, global_random_seed):
+    rng = np.random.RandomState(global_random_seed)
+    X = _ragged(40, rng, low=2, high=12)
+    y = rng.randint(0, 3, 40)
+    clf = TransformerClassifier(**SMALL, pooling="cls", max_iter=2, device=device,
+                                random_state=global_random_seed)
+    _quiet(clf, X, y)
+    short = int(np.argmin([len(x) for x in X]))
+    np.testing.assert_allclose(clf.predict_proba(X)[short],
+                               clf.predict_proba([X[short]])[0], atol=1e-6)
+    np.testing.assert_allclose(clf.get_attention(X)[0][:, :, 0].sum(axis=-1), 1.0,
+                               atol=1e-6)
 
 
 # -- errors ---------------------------------------------------------------------
