@@ -180,6 +180,56 @@ def test_accuracy_quick():
             assert all(0.5 < s <= 1.0 for s in result["scores"]), library
 
 
+def test_families_quick(tmp_path):
+    """bench_families.py: every runner computes what the hand loop computes.
+
+    One unshuffled epoch from the same weights (dropout off): the networks'
+    outputs agree with the hand loop's to float rounding (measured on 256
+    digits: at most 6e-7, skorch exactly), while the epoch moved them by
+    2e-2 (RNN) to 1.2 (Transformer), so a different loss, learning rate or
+    batch split could not pass. A --quick run of the two cheap families
+    checks the table and the section written into a page.
+    """
+    families = _load("bench_families")
+    X, y = families.make_data(256)
+    for name in ("cnn", "transformer"):  # batch norm; attention with masks
+        family = families.FAMILIES[name]
+        agreement = families.agreement(family, X.reshape(-1, *family.shape), y)
+        _check_agreement(families, family, agreement)
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Title\n\nkept\n")
+    argv = ["--quick", "--n-samples", "256", "--families", "rnn", "byo_mlp",
+            "--output", str(page)]
+    results = families.main(argv, log=lambda *a: None)
+    for name, agreement in results["agreement"].items():
+        family = next(f for f in families.FAMILIES.values() if f.name == name)
+        _check_agreement(families, family, agreement)
+    rows = families.table_rows(results["timings"][1], results["agreement"])
+    assert [r[0] for r in rows[1:]] == ["RNN", "BYO MLP"]
+    for row in rows[1:]:
+        # hand, (hand + lengths), ours, skorch in ms, then the two ratios
+        cells = [c for c in row[1:7] if c != "-"]
+        assert len(cells) == (6 if row[0] == "RNN" else 5)
+        assert all(math.isfinite(float(c)) and float(c) > 0 for c in cells)
+    text = page.read_text()
+    assert text.startswith("# Title\n\nkept\n\n" + families.BEGIN)
+    assert text.count("| RNN |") == 1 and "bench_families.py --quick" in text
+    # A second run replaces its section instead of adding one.
+    section = families.render_markdown(results["timings"], results["agreement"],
+                                       families.parse_args(argv), argv, "m", 1.0)
+    families.write_output(str(page), section)
+    assert page.read_text().count(families.BEGIN) == 1
+
+
+def _check_agreement(families, family, agreement):
+    expected = {r for r in families._runners(family) if r != "hand"} | {"moved"}
+    assert set(agreement) == expected, family.name
+    assert agreement["moved"] > 1e-2, family.name
+    for runner in expected - {"moved"}:
+        assert agreement[runner] < 1e-5, (family.name, runner, agreement)
+
+
 # -- the memory measurement itself -----------------------------------------
 
 ALLOCATORS = textwrap.dedent(
