@@ -8,7 +8,9 @@ from sklears_neural.models.cnn import CNNClassifier, CNNRegressor
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
 from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
 from sklears_neural.models.rbm import BernoulliRBM
+from sklears_neural.models.rnn import RNNClassifier, RNNRegressor
 from sklears_neural.models.seq2seq import Seq2SeqModel
+from sklears_neural.models.transformer import TransformerClassifier, TransformerRegressor
 from sklears_neural import nn  # noqa: F401  (registers the family networks)
 
 __all__ = [
@@ -19,7 +21,11 @@ __all__ = [
     "MLPRegressor",
     "NeuralNetClassifier",
     "NeuralNetRegressor",
+    "RNNClassifier",
+    "RNNRegressor",
     "Seq2SeqModel",
+    "TransformerClassifier",
+    "TransformerRegressor",
     "__version__",
     "from_config",
     "load",

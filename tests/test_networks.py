@@ -620,9 +620,10 @@ def test_packed_sequence_model_loads_and_its_widths_are_checked(tmp_path):
     assert all(m.training for m in loaded.module_.modules())
     np.testing.assert_array_equal(loaded.predict(X_SEQ), est.predict(X_SEQ))
 
-    path = _edit_config(tmp_path / "gru", lambda c: c["state"].update(n_features_in_=4))
+    path = _edit_config(tmp_path / "gru",
+                        lambda c: c["state"].update(n_step_features_=4))
     with pytest.raises(ModelFileError, match=(
-        r"n_features_in_ is 4, but the saved NetworksTestPackedGRU does not take "
+        r"n_step_features_ is 4, but the saved NetworksTestPackedGRU does not take "
         r"sequences of 4 features per step"
     )):
         sklears_neural.load(path)

@@ -28,7 +28,7 @@ from sklearn.utils.estimator_checks import (
 import sklears_neural
 from sklears_neural.models.rnn import RNNClassifier, RNNRegressor
 from tests.conftest import DEVICES
-from tests.test_transformer import EXPECTED_FAILED, FLAT_ROWS
+from tests.test_transformer import EXPECTED_FAILED
 
 _digits_X, _digits_y = load_digits(return_X_y=True)
 # Each image read row by row: 8 steps of 8 pixels.
@@ -81,10 +81,8 @@ CHECKED = [
 
 def _expected_failed_checks(estimator):
     if isinstance(estimator, RNNRegressor):
-        # Its float32 predictions are within the check's tolerance: only the
-        # flat-row issue of the other checks fails it.
-        return {**EXPECTED_FAILED,
-                "check_sample_weight_equivalence_on_dense_data": FLAT_ROWS}
+        # Its float32 predictions are within the check's tolerance.
+        return {}
     return EXPECTED_FAILED
 
 
@@ -421,7 +419,6 @@ def test_warm_start_continues_the_fit(global_random_seed):
         warm.set_params(hidden_size=8).partial_fit(X, y)
 
 
-@pytest.mark.xfail(strict=True, reason=FLAT_ROWS)
 def test_pipeline_with_scaler_on_flat_rows(global_random_seed):
     X_train, X_test, y_train, y_test = _digits_split()
     pipe = make_pipeline(

@@ -79,55 +79,12 @@ CHECKED = [
     TransformerRegressor(**_TINY, positional="learnable", pooling="cls"),
 ]
 
-# scikit-learn's checks feed flat 2-D rows (univariate sequences). core/inputs.py
-# then records the per-step width (1) as n_features_in_, so predicting on the
-# same rows fails validate_data's column check, and it reads lists of rows
-# (X.tolist()) and 2-D object arrays as ragged sequences. Reported to the
-# integrator with a patch; with it every check passes (these marks go then).
-FLAT_ROWS = (
-    "core/inputs.py: fitted on flat 2-D rows, n_features_in_ is the per-step width "
-    "(1), so predict on the same rows fails scikit-learn's column check"
-)
-LIST_ROWS = (
-    "core/inputs.py reads 2-D object arrays (and lists of rows) as ragged univariate "
-    "sequences"
-)
+# scikit-learn's checks feed flat 2-D rows: univariate sequences.
 EXPECTED_FAILED = {
-    "check_fit_score_takes_y": FLAT_ROWS,
-    "check_n_features_in_after_fitting": FLAT_ROWS,
-    "check_estimators_dtypes": FLAT_ROWS,
-    # Fails for this reason too once flat rows work (as it does for the
-    # float32 MLPClassifier, tests/test_common.py).
+    # As for the float32 MLPClassifier (tests/test_common.py).
     "check_sample_weight_equivalence_on_dense_data": (
         "compares probabilities at rtol=1e-7, below float32 training rounding "
         "(measured gap 1e-7)"
-    ),
-    "check_dtype_object": LIST_ROWS,
-    "check_pipeline_consistency": FLAT_ROWS,
-    "check_estimators_pickle": FLAT_ROWS,
-    "check_f_contiguous_array_estimator": FLAT_ROWS,
-    "check_classifier_data_not_an_array": FLAT_ROWS,
-    "check_regressor_data_not_an_array": FLAT_ROWS,
-    "check_classifiers_one_label": FLAT_ROWS,
-    "check_classifiers_one_label_sample_weights": FLAT_ROWS,
-    "check_classifiers_classes": FLAT_ROWS,
-    "check_estimators_partial_fit_n_features": FLAT_ROWS,
-    "check_classifiers_train": FLAT_ROWS,
-    "check_regressors_train": FLAT_ROWS,
-    "check_classifiers_multilabel_representation_invariance": FLAT_ROWS,
-    "check_classifiers_multilabel_output_format_predict": FLAT_ROWS,
-    "check_classifiers_multilabel_output_format_predict_proba": FLAT_ROWS,
-    "check_regressor_multioutput": FLAT_ROWS,
-    "check_regressors_int": FLAT_ROWS,
-    "check_supervised_y_2d": FLAT_ROWS,
-    "check_class_weight_classifiers": FLAT_ROWS,
-    "check_methods_sample_order_invariance": FLAT_ROWS,
-    "check_methods_subset_invariance": FLAT_ROWS,
-    "check_dict_unchanged": FLAT_ROWS,
-    "check_fit_idempotent": FLAT_ROWS,
-    "check_n_features_in": FLAT_ROWS,
-    "check_fit2d_predict1d": (
-        "core/inputs.py: the 1-D input error lacks 'Reshape your data'"
     ),
 }
 
@@ -380,7 +337,6 @@ def test_clone_grid_search_on_3d_arrays(global_random_seed):
     assert clone(best).get_params() == best.get_params()
 
 
-@pytest.mark.xfail(strict=True, reason=FLAT_ROWS)
 def test_pipeline_with_scaler_on_flat_rows(global_random_seed):
     X_train, X_test, y_train, y_test = _digits_split()
     pipe = make_pipeline(

@@ -64,6 +64,7 @@ from torch.nn.utils import parametrize
 
 from sklears_neural._version import __version__
 from sklears_neural.core.data import call_module
+from sklears_neural.core.inputs import step_features
 
 __all__ = [
     "OPSET",
@@ -581,7 +582,7 @@ def to_onnx(estimator, path=None):
     _check_one_output_row(estimator, layout, owner)
     model = export_network(
         estimator.module_,
-        estimator.n_features_in_,
+        step_features(estimator) if layout == "sequence" else estimator.n_features_in_,
         layout=layout,
         input_shape=getattr(estimator, "input_shape_", None),
         forward=estimator._forward,

@@ -70,6 +70,7 @@ __all__ = [
     "TokenSequenceInput",
     "TokenSequences",
     "check_input_shape",
+    "step_features",
     "ids_to_tokens",
     "learn_vocabulary",
     "pad_ids",
@@ -372,6 +373,41 @@ def _to_sequences(X, owner, dtype):
     return items
 
 
+def step_features(estimator):
+    """Features per step of a fitted sequence model.
+
+    ``n_step_features_``; a model fitted before it existed has them as
+    ``n_features_in_`` (fitted on 3-D or ragged input, where the two agree).
+    Flat rows keep ``n_features_in_`` as their number of columns, as
+    scikit-learn's checks and pipelines expect.
+    """
+    state = vars(estimator)
+    return state.get("n_step_features_", state.get("n_features_in_"))
+
+
+def _sequence_layout(X):
+    """``X`` and its number of dimensions, or None for ragged sequences.
+
+    A list of equal-length rows is flat 2-D rows (scikit-learn passes
+    ``X.tolist()``), a list of equal-shape arrays a 3-D array, and an object
+    array of 2 or 3 dimensions its numbers; a list numpy cannot make
+    rectangular, or a 1-D object array, holds ragged sequences.
+    """
+    if isinstance(X, np.ndarray):
+        if X.dtype == object and X.ndim == 1:
+            return X, None
+        return X, X.ndim
+    if hasattr(X, "ndim"):
+        return X, X.ndim
+    try:
+        array = np.asarray(X)
+    except (ValueError, TypeError):
+        return X, None
+    if array.dtype == object or array.ndim not in (2, 3):
+        return X, None
+    return array, array.ndim
+
+
 class SequenceInput:
     """One sample is a sequence of steps with ``F`` features each.
 
@@ -395,6 +431,7 @@ class SequenceInput:
         owner = _owner(estimator)
         shape = check_input_shape(self.input_shape, owner=owner, min_rank=2,
                                   max_rank=2)
+        flat = False
         if isinstance(X, PaddedSequences):
             values, lengths = X.values, X.lengths
             _finite(values, owner)
@@ -406,10 +443,11 @@ class SequenceInput:
         else:
             if not hasattr(X, "ndim") and hasattr(X, "__array__"):
                 X = np.asarray(X)  # array-likes that NumPy functions refuse
-            ndim = getattr(X, "ndim", None)
-            if ndim is None or (isinstance(X, np.ndarray) and X.dtype == object):
+            X, ndim = _sequence_layout(X)
+            if ndim is None:
                 values, lengths = self._ragged(X, owner)
             elif ndim == 2:
+                flat = True
                 X = validate_data(estimator, X, dtype=_FLOATS, reset=reset)
                 if shape is None:
                     values = X[:, :, None]
@@ -429,7 +467,8 @@ class SequenceInput:
                 lengths = np.full(values.shape[0], values.shape[1], dtype=np.int64)
             else:
                 raise ValueError(
-                    f"{owner} takes X as a 3-D array (n_samples, n_steps, "
+                    f"Reshape your data: {owner} takes X as a 3-D array (n_samples, "
+                    "n_steps, "
                     "n_features), a list of (n_steps_i, n_features) arrays, or flat "
                     f"2-D rows; got {ndim} dimensions, shape {X.shape}."
                 )
@@ -437,13 +476,16 @@ class SequenceInput:
             raise ValueError(f"X has sequences of 0 steps; {owner} needs at least one.")
         width = values.shape[2]
         if reset:
-            if values.ndim == 3 and getattr(X, "ndim", None) != 2:
+            if not flat:
+                # Flat rows keep validate_data's n_features_in_ (their number of
+                # columns, which scikit-learn's checks and Pipelines expect).
                 estimator.__dict__.pop("feature_names_in_", None)
-            estimator.n_features_in_ = int(width)
-        elif width != estimator.n_features_in_:
+                estimator.n_features_in_ = int(width)
+            estimator.n_step_features_ = int(width)
+        elif width != estimator.n_step_features_:
             raise ValueError(
                 f"X has {width} features per step, but {owner} was fitted with "
-                f"{estimator.n_features_in_} features per step."
+                f"{estimator.n_step_features_} features per step."
             )
         return PaddedSequences(values, lengths)
 

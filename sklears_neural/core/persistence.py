@@ -58,6 +58,7 @@ import torch
 from sklears_neural._version import __version__
 from sklears_neural.core import registry, serialization
 from sklears_neural.core.config import estimator_config
+from sklears_neural.core.inputs import step_features
 from sklears_neural.core.resolve import resolve_device
 from sklears_neural.core.serialization import (
     ModelFileError,
@@ -283,6 +284,12 @@ def example_inputs(estimator, *, n_samples=1, n_steps=1, dtype=torch.float32,
     n_features = state.get("n_features_in_")
     if type(n_features) is not int or n_features < 1:
         raise ValueError(f"n_features_in_ is {n_features!r:.50}, not an int >= 1.")
+    if layout == "sequence":
+        n_features = step_features(estimator)
+        if type(n_features) is not int or n_features < 1:
+            raise ValueError(
+                f"n_step_features_ is {n_features!r:.50}, not an int >= 1."
+            )
     if layout == "tabular":
         return torch.zeros(n_samples, n_features, dtype=dtype, device=device)
     if layout == "sequence":
@@ -768,7 +775,8 @@ def _expected_inputs(estimator, layout):
         shape = state.get("input_shape_")
         return f"input_shape_ is {shape}", f"samples of shape {shape}"
     if layout == "sequence":
-        return f"n_features_in_ is {n}", f"sequences of {n} features per step"
+        n = step_features(estimator)
+        return f"n_step_features_ is {n}", f"sequences of {n} features per step"
     if layout == "tabular":
         return f"n_features_in_ is {n}", f"rows of {n} values"
     return f"n_features_in_ is {n}", "the inputs its input kind describes"
