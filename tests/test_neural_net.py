@@ -296,12 +296,6 @@ def test_a_module_that_cannot_take_the_data_names_itself_and_the_shape():
     assert not hasattr(est, "module_")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="core/estimator.py _initialize calls module.reset_parameters(generator=...)"
-           " on every module; torch's layers and most user modules define "
-           "reset_parameters(self) (reported)",
-)
 def test_a_module_with_its_own_reset_parameters(global_random_seed):
     reg = _fit(NeuralNetRegressor(NetTestOwnReset, solver="lbfgs",
                                   random_state=global_random_seed), X_reg, y_reg)
@@ -566,11 +560,6 @@ def test_save_load_of_an_image_model(tmp_path, global_random_seed):
     assert loaded.input_shape_ == (1, 8, 8)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ModelFileError,
-    reason="core/config.py instantiate refuses names outside the __init__ signature, "
-           "so module__<name> parameters do not load (reported)",
-)
 def test_save_load_with_module_arguments(tmp_path, global_random_seed):
     est = _fit(NeuralNetClassifier(NetTestMLP, module__hidden=5, max_iter=2,
                                    random_state=global_random_seed), X_iris, y_iris)

@@ -15,6 +15,7 @@ those objects are set again in code.
 
 import copy
 import difflib
+import inspect
 import json
 import os
 import re
@@ -126,6 +127,15 @@ def instantiate(cls, params):
     """
     valid = cls._get_param_names()
     unknown = sorted(set(params) - set(valid))
+    if unknown and _takes_keywords(cls):
+        # Its __init__ takes **kwargs (NeuralNet's module__<name>): the
+        # class itself says which names it accepts.
+        try:
+            estimator = cls(**params)
+        except TypeError as exc:
+            raise ValueError(f"Invalid parameter(s) for {cls.__name__}: {exc}") from None
+        estimator._validate_params()
+        return estimator
     if unknown:
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -136,6 +146,12 @@ def instantiate(cls, params):
     estimator = cls(**params)
     estimator._validate_params()
     return estimator
+
+
+def _takes_keywords(cls):
+    signature = inspect.signature(cls.__init__)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in signature.parameters.values())
 
 
 def _yaml():

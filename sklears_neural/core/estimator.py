@@ -13,6 +13,7 @@ its architecture parameters.
 
 import contextlib
 import copy
+import inspect
 import math
 import signal
 import threading
@@ -365,7 +366,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         spec = self._build_module(n_features, self.n_outputs_)
         try:
             module = spec.build(generator=self._generator)
-            if hasattr(module, "reset_parameters"):
+            if _takes_generator(getattr(module, "reset_parameters", None)):
                 module.reset_parameters(generator=self._generator)
             # Dropout and noise masks come from the fit's generator too, so a
             # seed fixes them and the global RNG is never touched.
@@ -879,6 +880,24 @@ def _interrupts_deferred():
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if received:
             raise KeyboardInterrupt
+
+
+def _takes_generator(reset_parameters):
+    """Whether a module's ``reset_parameters`` accepts ``generator=``.
+
+    torch's layers and most users' modules define ``reset_parameters(self)``:
+    they keep the initialization their build drew, which ran on a stream
+    seeded from ``random_state`` (``ModuleSpec.build``).
+    """
+    if reset_parameters is None:
+        return False
+    try:
+        parameters = inspect.signature(reset_parameters).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generator" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _is_out_of_memory(exc):
