@@ -138,7 +138,7 @@ class _BaseTransformer(BaseSequenceEstimator):
         """
         check_is_fitted(self, "module_")
         sequences = self._input_kind().validate(self, X, reset=False)
-        layers, heads = self.module_.num_layers, self.module_.num_heads
+        layers = self.module_.num_layers
         if layers == 0:
             return []
         size = sequences.shape[1] + (1 if self.module_.cls_token is not None else 0)
