@@ -747,9 +747,10 @@ def render_markdown(results_by_threads, agreements, args, argv, env, total_secon
         "Our estimators update with torch's fused Adam kernel and the hand "
         "loop with `torch.optim.Adam`'s default; both give the same steps (to "
         "rounding, see the last column). The `hand + lengths` column isolates "
-        "what the sequence families pay for calling the network with lengths "
-        "(packed sequences in the LSTM, padding masks in the Transformer) on "
-        "sequences that are all the same length.",
+        "what calling the network with lengths costs (packed sequences in the "
+        "LSTM, padding masks in the Transformer) on sequences that are all the "
+        "same length; our estimators pass no lengths for a batch whose "
+        "sequences all fill it (`SequenceData.batch`), so they skip that cost.",
         END,
     ]
     return "\n".join(lines)
