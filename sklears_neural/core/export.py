@@ -260,6 +260,13 @@ def export_network(module, n_features, *, layout="tabular", input_shape=None,
     """
     _require_onnx()
     inputs = _GraphInputs(layout, n_features, input_shape)
+    if layout == "sequence" and any(
+        isinstance(m, torch.nn.RNNBase) for m in module.modules()
+    ):
+        # Recurrent layers run on packed sequences, which no graph of any
+        # length can hold: say so now, not after seconds of tracing.
+        raise _unexportable(module, "its recurrent layers run on packed sequences",
+                            inputs, owner)
     frozen = _frozen_copy(module)
     dtype = _module_dtype(frozen)
     wrapper = _Float32Input(frozen, dtype, forward).eval()
