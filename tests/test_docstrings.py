@@ -86,3 +86,17 @@ def test_own_entries_win_over_shared_ones():
     assert PARAMETERS["solver"].split("\n")[0] in Estimator.__doc__
     assert _documented(Estimator) == ["solver", "alpha"]
     assert "coef_ : ndarray" in Estimator.__doc__
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda cls: cls.__name__)
+def test_shared_attributes_are_written_out_once(cls):
+    from sklears_neural.core.docstrings import ATTRIBUTES, ATTRIBUTES_MARKER
+
+    doc = inspect.cleandoc(cls.__doc__)
+    assert ATTRIBUTES_MARKER not in doc
+    section = doc.split("Attributes\n----------\n", 1)[1]
+    section = re.split(r"^\S.*\n-+$", section, maxsplit=1, flags=re.M)[0]
+    names = re.findall(r"^(\w+) :", section, re.M)
+    assert len(names) == len(set(names)), cls.__name__
+    if cls is not sklears_neural.BernoulliRBM:  # not on the training core
+        assert set(ATTRIBUTES) <= set(names)

@@ -18,12 +18,16 @@ family's (``extra``, e.g. the MLP architecture), then :data:`PARAMETERS`. A
 signature parameter documented nowhere is an error at import, so no
 estimator ships an undocumented parameter. ``help(est)``, IDEs and Sphinx
 show the full text; a reader of the source finds each entry here.
+
+The fitted attributes every estimator on the core sets work the same way:
+a ``<shared attributes>`` line in the Attributes section becomes the
+entries of :data:`ATTRIBUTES` the class does not document itself.
 """
 
 import inspect
 import re
 
-__all__ = ["MARKER", "PARAMETERS", "document_parameters"]
+__all__ = ["ATTRIBUTES", "ATTRIBUTES_MARKER", "MARKER", "PARAMETERS", "document_parameters"]
 
 #: The line (after its indentation) that :func:`document_parameters` replaces.
 MARKER = "<shared parameters>"
@@ -165,6 +169,52 @@ augment : str, (str, dict), list of them, or None, default=None
     only.""",
 }
 
+#: The Attributes marker: replaced by the :data:`ATTRIBUTES` entries a class
+#: does not document itself.
+ATTRIBUTES_MARKER = "<shared attributes>"
+
+#: numpydoc entries of the fitted attributes every estimator on the core
+#: sets, in the order they are listed. A class documents its own version of
+#: one where its meaning differs for its task (a classifier's held-out
+#: accuracy), and that version wins.
+ATTRIBUTES = {
+    "loss_": """\
+loss_ : float
+    Loss at the end of training (penalty included).""",
+    "best_loss_": """\
+best_loss_ : float or None
+    Lowest training loss; ``None`` with ``early_stopping``.""",
+    "loss_curve_": """\
+loss_curve_ : list of float
+    Training loss per epoch (per iteration for L-BFGS).""",
+    "validation_scores_": """\
+validation_scores_ : list of float or None
+    Held-out score per epoch with ``early_stopping``, else ``None``.""",
+    "validation_loss_curve_": """\
+validation_loss_curve_ : list of float or None
+    Held-out loss per epoch with ``early_stopping``, else ``None``.""",
+    "best_validation_score_": """\
+best_validation_score_ : float or None
+    Best of ``validation_scores_``.""",
+    "t_": """\
+t_ : int
+    Training samples seen by the stochastic solver.""",
+    "n_iter_": """\
+n_iter_ : int
+    Epochs (or L-BFGS iterations) run by the last call.""",
+    "n_outputs_": """\
+n_outputs_ : int
+    Number of outputs.""",
+    "converged_": """\
+converged_ : bool
+    Whether the ``tol`` rule (or L-BFGS) ended training before
+    ``max_iter``.""",
+    "history_": """\
+history_ : History
+    One dict per epoch: ``epoch``, ``train_loss`` and, with
+    ``early_stopping``, ``valid_loss`` and ``valid_score``.""",
+}
+
 _ENTRY = re.compile(r"^(\w+) :", re.M)
 
 
@@ -215,9 +265,25 @@ def document_parameters(cls=None, *, extra=None):
     if missing:
         raise TypeError(f"{cls.__name__}: no docstring entry for {missing}.")
     section = "\n".join(available[name] for name in names)
+    tail = _shared_attributes(tail)
     # cleandoc removed the indentation under the summary line: put it back,
     # as Python keeps it (help() and doctest read it either way).
     body = intro + title + section + tail
     first, _, rest = body.partition("\n")
     cls.__doc__ = first + "\n" + _indent(rest, "    ")
     return cls
+
+
+def _shared_attributes(text):
+    """``text`` with its attributes marker written out, if it has one.
+
+    The entries of :data:`ATTRIBUTES` that the Attributes section does not
+    document itself go where the marker stands.
+    """
+    head, marker, tail = text.partition(ATTRIBUTES_MARKER)
+    if not marker:
+        return text
+    own = _entries(head.partition("Attributes\n----------\n")[2])
+    own.update(_entries(re.split(r"^\S.*\n-+$", tail, maxsplit=1, flags=re.M)[0]))
+    shared = [entry for name, entry in ATTRIBUTES.items() if name not in own]
+    return head + "\n".join(shared) + tail

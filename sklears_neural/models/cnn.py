@@ -170,41 +170,22 @@ class CNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseCNN):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
+    <shared attributes>
     validation_scores_ : list of float or None
         Held-out accuracy per epoch with ``early_stopping``, else ``None``.
     validation_loss_curve_ : list of float or None
         Held-out log-loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
     n_features_in_ : int
         Values per sample seen in fit (``prod(input_shape_)``).
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names, when X was flat with string column names.
     input_shape_ : tuple of int
         ``(channels, *spatial)`` of one sample, as fitted.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
-    n_outputs_ : int
-        Number of outputs.
     out_activation_ : str
         ``"softmax"`` or ``"logistic"``.
-    converged_ : bool
-        Whether the ``tol`` rule (or L-BFGS) ended training before
-        ``max_iter``.
     module_ : ConvNet
         The trained network; it outputs logits. ``module_.layer_specs``
         lists its layers as normalized dicts.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
 
     See Also
     --------
@@ -348,30 +329,17 @@ class CNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseCNN):
 
     Attributes
     ----------
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
+    <shared attributes>
     validation_scores_ : list of float or None
         Held-out R^2 per epoch with ``early_stopping``.
     validation_loss_curve_ : list of float or None
         Held-out loss per epoch with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
     n_features_in_ : int
         Values per sample seen in fit (``prod(input_shape_)``).
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names, when X was flat with string column names.
     input_shape_ : tuple of int
         ``(channels, *spatial)`` of one sample, as fitted.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
-    n_outputs_ : int
-        Number of outputs.
     out_activation_ : str
         ``"identity"`` or ``"exp"``.
     converged_ : bool

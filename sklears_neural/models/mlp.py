@@ -279,34 +279,21 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X had string column names.
+    <shared attributes>
     validation_scores_ : list of float or None
         Held-out accuracy per epoch with ``early_stopping``, else ``None``.
     validation_loss_curve_ : list of float or None
         Held-out log-loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
     coefs_ : list of ndarray of shape (n_fan_in, n_fan_out)
         Weight matrices (copies).
     intercepts_ : list of ndarray of shape (n_fan_out,)
         Bias vectors (copies).
     n_features_in_ : int
         Number of features seen in fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Feature names, when X had string column names.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
     n_layers_ : int
         Number of layers.
-    n_outputs_ : int
-        Number of outputs.
     out_activation_ : str
         ``"softmax"`` or ``"logistic"``.
     converged_ : bool
@@ -315,9 +302,6 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         the signal to stop feeding data.
     module_ : torch.nn.Module
         The trained network; it outputs logits.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
 
     See Also
     --------
@@ -457,34 +441,21 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
 
     Attributes
     ----------
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X had string column names.
+    <shared attributes>
     validation_scores_ : list of float or None
         Held-out R^2 per epoch with ``early_stopping``.
     validation_loss_curve_ : list of float or None
         Held-out loss per epoch with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
     coefs_ : list of ndarray of shape (n_fan_in, n_fan_out)
         Weight matrices (copies).
     intercepts_ : list of ndarray of shape (n_fan_out,)
         Bias vectors (copies).
     n_features_in_ : int
         Number of features seen in fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Feature names, when X had string column names.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
     n_layers_ : int
         Number of layers.
-    n_outputs_ : int
-        Number of outputs.
     out_activation_ : str
         ``"identity"`` or ``"exp"``.
     converged_ : bool

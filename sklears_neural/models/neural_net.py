@@ -581,38 +581,17 @@ class NeuralNetClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseNeuralNet
         Class labels.
     out_activation_ : str
         ``"softmax"`` or ``"logistic"``.
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
-    validation_scores_ : list of float or None
-        Held-out score per epoch with ``early_stopping``, else ``None``.
-    validation_loss_curve_ : list of float or None
-        Held-out loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
-    n_features_in_ : int
-        Values per sample seen in fit (features of a row).
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names, when X had string column names.
+    <shared attributes>
+    n_features_in_ : int
+        Values per sample seen in fit (features of a row).
     input_shape_ : tuple of int or None
         Shape of one sample given to the module; ``None`` for 2-D rows.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
     n_outputs_ : int
         Outputs of the module.
-    converged_ : bool
-        Whether the ``tol`` rule (or L-BFGS) ended training before
-        ``max_iter``.
     module_ : torch.nn.Module
         The trained network, an instance of ``module``.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
 
     See Also
     --------
@@ -768,38 +747,17 @@ class NeuralNetRegressor(NeuralRegressorMixin, RegressorMixin, _BaseNeuralNet):
     ----------
     out_activation_ : str
         ``"identity"`` or ``"exp"``.
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
-    validation_scores_ : list of float or None
-        Held-out score per epoch with ``early_stopping``, else ``None``.
-    validation_loss_curve_ : list of float or None
-        Held-out loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
-    n_features_in_ : int
-        Values per sample seen in fit (features of a row).
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names, when X had string column names.
+    <shared attributes>
+    n_features_in_ : int
+        Values per sample seen in fit (features of a row).
     input_shape_ : tuple of int or None
         Shape of one sample given to the module; ``None`` for 2-D rows.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
     n_outputs_ : int
         Outputs of the module.
-    converged_ : bool
-        Whether the ``tol`` rule (or L-BFGS) ended training before
-        ``max_iter``.
     module_ : torch.nn.Module
         The trained network, an instance of ``module``.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
 
     See Also
     --------

@@ -157,36 +157,19 @@ class Seq2SeqModel(BaseNeuralEstimator):
         None: ``2 * L + 5``, ``L`` the longest target seen in training.
     loss_ : float
         Mean training loss of the last epoch (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
+    <shared attributes>
     validation_scores_ : list of float or None
         Held-out exact-match accuracy (greedy decoding) per epoch with
         ``early_stopping``, else ``None``.
-    validation_loss_curve_ : list of float or None
-        Held-out loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    t_ : int
-        Training samples seen by the stochastic solver.
     n_features_in_ : int
         1: one token per step.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
     n_outputs_ : int
         Size of the output vocabulary, the 4 reserved ids included.
     out_activation_ : str
         ``"softmax"``, over the output vocabulary at every step.
-    converged_ : bool
-        Whether the ``tol`` rule (or L-BFGS) ended training before
-        ``max_iter``.
     module_ : Seq2SeqNet
         The trained network; ``module_(src, src_lengths, tgt_in,
         tgt_lengths)`` gives teacher-forced logits.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
 
     See Also
     --------

@@ -177,37 +177,19 @@ class TransformerClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseTrans
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
-    validation_scores_ : list of float or None
-        Held-out score per epoch with ``early_stopping``, else ``None``.
-    validation_loss_curve_ : list of float or None
-        Held-out loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
+    <shared attributes>
     t_ : int
         Training sequences seen by the stochastic solver.
     n_features_in_ : int
+        Columns of flat 2-D input (scikit-learn's meaning), else features
+        per time step.
+    n_step_features_ : int
         Features per time step seen in fit (1 for flat rows without
-        ``input_shape``).
+        ``input_shape``): what ``predict`` checks.
     feature_names_in_ : ndarray of shape (n_columns,)
         Column names of flat 2-D input, when it had string column names.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
-    n_outputs_ : int
-        Number of outputs.
-    converged_ : bool
-        Whether the ``tol`` rule (or L-BFGS) ended training before
-        ``max_iter``.
     module_ : TransformerNet
         The trained network.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
     out_activation_ : str
         ``"softmax"`` or ``"logistic"``.
 
@@ -357,37 +339,19 @@ class TransformerRegressor(SequenceRegressorMixin, RegressorMixin, _BaseTransfor
 
     Attributes
     ----------
-    loss_ : float
-        Loss at the end of training (penalty included).
-    best_loss_ : float or None
-        Lowest training loss; ``None`` with ``early_stopping``.
-    loss_curve_ : list of float
-        Training loss per epoch (per iteration for L-BFGS).
-    validation_scores_ : list of float or None
-        Held-out score per epoch with ``early_stopping``, else ``None``.
-    validation_loss_curve_ : list of float or None
-        Held-out loss per epoch with ``early_stopping``, else ``None``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
+    <shared attributes>
     t_ : int
         Training sequences seen by the stochastic solver.
     n_features_in_ : int
+        Columns of flat 2-D input (scikit-learn's meaning), else features
+        per time step.
+    n_step_features_ : int
         Features per time step seen in fit (1 for flat rows without
-        ``input_shape``).
+        ``input_shape``): what ``predict`` checks.
     feature_names_in_ : ndarray of shape (n_columns,)
         Column names of flat 2-D input, when it had string column names.
-    n_iter_ : int
-        Epochs (or L-BFGS iterations) run by the last call.
-    n_outputs_ : int
-        Number of outputs.
-    converged_ : bool
-        Whether the ``tol`` rule (or L-BFGS) ended training before
-        ``max_iter``.
     module_ : TransformerNet
         The trained network.
-    history_ : History
-        One dict per epoch: ``epoch``, ``train_loss`` and, with
-        ``early_stopping``, ``valid_loss`` and ``valid_score``.
     out_activation_ : str
         ``"identity"`` or ``"exp"``.
 
