@@ -8,7 +8,16 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from sklears_neural import BernoulliRBM, MLPClassifier, MLPRegressor
+from sklears_neural import (
+    BernoulliRBM,
+    MLPClassifier,
+    MLPRegressor,
+    RNNClassifier,
+    RNNRegressor,
+    TransformerClassifier,
+    TransformerRegressor,
+)
+from tests.conftest import assert_weights_equal_repeats, skip_float32_weight_checks
 
 # The defaults, with scikit-learn's own test settings (its
 # CHECK_PARAMS_FOR_ESTIMATORS in sklearn/utils/_test_common).
@@ -35,11 +44,6 @@ SAMPLE_WEIGHT_SETTINGS = [
     MLPClassifier(solver="lbfgs", precision="float64"),
     MLPRegressor(solver="sgd", tol=1e-2, random_state=42, precision="float64"),
 ]
-FLOAT32_REASON = (
-    "compares probabilities at rtol=1e-7, below float32 training rounding "
-    "(measured gaps 1e-8 to 1e-7); test_sample_weight_equivalence runs the check in "
-    "float64 with scikit-learn's settings for its MLPs"
-)
 
 
 def _expected_failed_checks(estimator):
@@ -50,18 +54,13 @@ def _expected_failed_checks(estimator):
             "check_methods_subset_invariance": "fails for the decision_function method",
             "check_methods_sample_order_invariance": "fails for the score_samples method",
         }
-    if isinstance(estimator, MLPClassifier) and estimator.precision == "float32":
-        # Classifiers only: the regressors' float32 predictions pass the
-        # check's tolerance (they once were marked too, and passed).
-        return {
-            "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON,
-            "check_sample_weight_equivalence_on_sparse_data": FLOAT32_REASON,
-        }
     return {}
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks,
+                         xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
+    skip_float32_weight_checks(estimator, check)
     check(estimator)
 
 
@@ -73,6 +72,27 @@ def test_sklearn_compatible_estimator(estimator, check):
 )
 def test_sample_weight_equivalence(estimator, check):
     check(type(estimator).__name__, estimator)
+
+
+# The float32 families, as their own test modules check them
+# (test_neural_net.py checks the bring-your-own estimators).
+FLOAT32_WEIGHTED = [
+    MLPClassifier(max_iter=100),
+    MLPRegressor(max_iter=100),
+    RNNClassifier(hidden_size=8, max_iter=60, learning_rate_init=0.02),
+    RNNRegressor(hidden_size=16, cell="gru", pooling="mean", max_iter=60,
+                 learning_rate_init=0.02),
+    TransformerClassifier(d_model=8, num_heads=2, num_layers=1, dim_feedforward=16,
+                          dropout=0.0, max_iter=30, learning_rate_init=0.03),
+    TransformerRegressor(d_model=8, num_heads=2, num_layers=1, dim_feedforward=16,
+                         dropout=0.0, max_iter=30, learning_rate_init=0.03),
+]
+
+
+@pytest.mark.parametrize("sparse_X", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("estimator", FLOAT32_WEIGHTED, ids=repr)
+def test_float32_sample_weight_equivalence(estimator, sparse_X):
+    assert_weights_equal_repeats(estimator, sparse_X)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=repr)

@@ -36,7 +36,7 @@ from sklears_neural.core.optim import SOLVERS
 from sklears_neural.core.registry import register_module
 from sklears_neural.exceptions import ModelFileError, PersistenceWarning
 from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
-from tests.conftest import DEVICES
+from tests.conftest import DEVICES, assert_weights_equal_repeats, skip_float32_weight_checks
 
 ROOT = Path(__file__).parents[1]
 
@@ -170,23 +170,21 @@ INIT_REASON = (
     "module__<name> keywords are taken, any other is a TypeError, as Python "
     "raises for an unknown keyword"
 )
-FLOAT32_REASON = (
-    "compares probabilities at rtol=1e-7, below float32 training rounding "
-    "(as MLPClassifier in tests/test_common.py)"
-)
-
-
 def _expected_failed_checks(estimator):
-    failed = {"check_do_not_raise_errors_in_init_or_set_params": INIT_REASON}
-    if isinstance(estimator, NeuralNetClassifier):
-        failed["check_sample_weight_equivalence_on_dense_data"] = FLOAT32_REASON
-        failed["check_sample_weight_equivalence_on_sparse_data"] = FLOAT32_REASON
-    return failed
+    return {"check_do_not_raise_errors_in_init_or_set_params": INIT_REASON}
 
 
-@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks,
+                         xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
+    skip_float32_weight_checks(estimator, check)
     check(estimator)
+
+
+@pytest.mark.parametrize("sparse_X", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)
+def test_float32_sample_weight_equivalence(estimator, sparse_X):
+    assert_weights_equal_repeats(estimator, sparse_X)
 
 
 @pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)

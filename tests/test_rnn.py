@@ -27,8 +27,7 @@ from sklearn.utils.estimator_checks import (
 
 import sklears_neural
 from sklears_neural.models.rnn import RNNClassifier, RNNRegressor
-from tests.conftest import DEVICES
-from tests.test_transformer import EXPECTED_FAILED
+from tests.conftest import DEVICES, skip_float32_weight_checks
 
 _digits_X, _digits_y = load_digits(return_X_y=True)
 # Each image read row by row: 8 steps of 8 pixels.
@@ -79,16 +78,9 @@ CHECKED = [
 ]
 
 
-def _expected_failed_checks(estimator):
-    if isinstance(estimator, RNNRegressor):
-        # Its float32 predictions are within the check's tolerance.
-        return {}
-    return EXPECTED_FAILED
-
-
-@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks,
-                         xfail_strict=True)
+@parametrize_with_checks(CHECKED, xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
+    skip_float32_weight_checks(estimator, check)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)

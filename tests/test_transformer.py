@@ -31,7 +31,7 @@ from sklears_neural.models.transformer import (
     TransformerClassifier,
     TransformerRegressor,
 )
-from tests.conftest import DEVICES
+from tests.conftest import DEVICES, skip_float32_weight_checks
 
 SMALL = dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32)
 
@@ -80,22 +80,9 @@ CHECKED = [
 ]
 
 # scikit-learn's checks feed flat 2-D rows: univariate sequences.
-EXPECTED_FAILED = {
-    # As for the float32 MLPClassifier (tests/test_common.py).
-    "check_sample_weight_equivalence_on_dense_data": (
-        "compares probabilities at rtol=1e-7, below float32 training rounding "
-        "(measured gap 1e-7)"
-    ),
-}
-
-
-def _expected_failed_checks(estimator):
-    return EXPECTED_FAILED
-
-
-@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks,
-                         xfail_strict=True)
+@parametrize_with_checks(CHECKED, xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
+    skip_float32_weight_checks(estimator, check)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
