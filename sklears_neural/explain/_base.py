@@ -1,0 +1,162 @@
+"""What every explainer shares: settings, targets, batching, the Explanation."""
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from sklears_neural.explain._explanation import Explanation
+from sklears_neural.explain._model import OUTPUTS, TorchModel, resolve_targets
+
+__all__ = ["Explainer", "GradientExplainer", "batch_rows"]
+
+#: Input values per model call when ``batch_size="auto"``: 2**20 float64
+#: values (8 MiB of input; activations are some multiple of it).
+AUTO_BATCH_VALUES = 2**20
+
+
+def batch_rows(batch_size, values_per_row):
+    """Rows per model call: ``batch_size``, or what fits :data:`AUTO_BATCH_VALUES`."""
+    if batch_size == "auto":
+        return int(max(1, min(4096, AUTO_BATCH_VALUES // max(1, values_per_row))))
+    return int(batch_size)
+
+
+class Explainer(BaseEstimator):
+    """Base class of the explainers: ``Explainer(estimator, **settings).explain(X)``.
+
+    Explainers are scikit-learn style objects: their settings are the
+    constructor's parameters (``get_params``, ``set_params``, ``clone`` and
+    ``repr`` work), checked when :meth:`explain` runs, with scikit-learn's
+    messages. The estimator must be fitted; the explainer never changes it.
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["predict"])],
+        "output": [StrOptions(set(OUTPUTS))],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+    }
+
+    def explain(self, X, target=None):
+        """Explain the estimator's outputs at the samples ``X``.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples in the layout the estimator takes (rows, images,
+            sequences; a pipeline's raw input). pandas column names become
+            ``feature_names``.
+        target : None, "all", class label, int, or array-like, default=None
+            Which output to explain: for a classifier a class label (None:
+            each sample's predicted class); for a regressor an output index
+            (None: its only output, or all of them). ``"all"`` explains every
+            output (``values`` gets a last axis of outputs). An array gives
+            one target per sample.
+
+        Returns
+        -------
+        Explanation
+        """
+        self._validate_params()
+        return self._explain(X, target)
+
+    def _explain(self, X, target):
+        raise NotImplementedError
+
+
+class GradientExplainer(Explainer):
+    """Base of the methods that differentiate one of our networks.
+
+    Subclasses implement :meth:`_attribute`: the attributions of one batch
+    of explained inputs for given target indices.
+    """
+
+    _parameter_constraints: dict = {
+        **Explainer._parameter_constraints,
+        "estimator": [HasMethods(["fit", "predict"])],
+    }
+
+    def _model(self):
+        return TorchModel(self.estimator, self.output, method=type(self).__name__)
+
+    def _explain(self, X, target):
+        model = self._model()
+        x, lengths, names = model.prepare(X)
+        values_per_row = int(np.prod(x.shape[1:]))
+        rows = batch_rows(self.batch_size, values_per_row * self._inputs_per_row())
+        outputs = model.predict(x, lengths, rows)
+        targets = resolve_targets(target, outputs, model.output_names, model.classifier)
+        per_output = [targets] if targets is not None else [
+            np.full(len(x), k, dtype=np.intp) for k in range(outputs.shape[1])
+        ]
+        results = []
+        for chosen in per_output:
+            parts = []
+            for start in range(0, len(x), rows):
+                batch = slice(start, start + rows)
+                part_lengths = None if lengths is None else lengths[batch]
+                parts.append(self._attribute(
+                    model, model.tensor(x[batch]), torch.as_tensor(chosen[batch]),
+                    part_lengths,
+                ))
+            results.append(_merge(parts))
+        values, extras = _stack_outputs(results, all_outputs=targets is None)
+        values = _zero_padding(values, lengths)
+        base_values = extras.pop("base_values", None)
+        return Explanation(
+            values, base_values=base_values, data=x, feature_names=names, output_names=model.output_names,
+            targets=targets, output=model.output, method=type(self).__name__,
+            lengths=lengths, feature_shape=x.shape[1:], **extras,
+        )
+
+    def _inputs_per_row(self):
+        """Model inputs evaluated per explained row (IG: its steps)."""
+        return 1
+
+    def _attribute(self, model, x, targets, lengths):
+        """Attributions of a batch: a tensor like ``x``, or ``(tensor, extras)``.
+
+        ``extras`` is a dict of per-row arrays (``base_values``,
+        ``convergence_delta``) that are concatenated over batches.
+        """
+        raise NotImplementedError
+
+
+def _merge(parts):
+    """Concatenate per-batch ``(values, extras)`` results."""
+    values = np.concatenate([_values(part).cpu().numpy() for part in parts])
+    extras = {}
+    for name in _extras(parts[0]):
+        extras[name] = np.concatenate([np.asarray(_extras(part)[name]) for part in parts])
+    return values, extras
+
+
+def _values(part):
+    return part[0] if isinstance(part, tuple) else part
+
+
+def _extras(part):
+    return part[1] if isinstance(part, tuple) else {}
+
+
+def _stack_outputs(results, all_outputs):
+    """One output's values and extras, or all outputs' stacked on a last axis."""
+    if not all_outputs:
+        return results[0]
+    values = np.stack([values for values, _ in results], axis=-1)
+    extras = {
+        name: np.stack([extras[name] for _, extras in results], axis=-1)
+        for name in results[0][1]
+    }
+    return values, extras
+
+
+def _zero_padding(values, lengths):
+    """Exact zeros beyond each padded sequence's length."""
+    if lengths is None:
+        return values
+    steps = np.arange(values.shape[1])
+    mask = steps[None, :] < np.asarray(lengths)[:, None]
+    return values * mask.reshape(mask.shape + (1,) * (values.ndim - 2))
