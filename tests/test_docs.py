@@ -19,7 +19,9 @@ import pytest
 import sklears_neural
 
 DOC_DIR = Path(__file__).parents[1] / "doc"
-GUIDES = ["user_guide.md", "architecture.md", "families.md"]
+GUIDES = ["user_guide.md", "architecture.md", "families.md"] + sorted(
+    str(path.relative_to(DOC_DIR)) for path in (DOC_DIR / "explain").glob("*.md")
+)
 # A fence opening "```python" at the start of a line, up to the closing "```".
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 

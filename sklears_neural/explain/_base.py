@@ -108,7 +108,7 @@ class GradientExplainer(Explainer):
         return Explanation(
             values, base_values=base_values, data=x, feature_names=names, output_names=model.output_names,
             targets=targets, output=model.output, method=type(self).__name__,
-            lengths=lengths, feature_shape=x.shape[1:], **extras,
+            lengths=lengths, feature_shape=x.shape[1:], layout=model.layout, **extras,
         )
 
     def _inputs_per_row(self):

@@ -51,6 +51,9 @@ class Explanation:
     feature_shape : tuple of int or None
         Shape of one sample's features; None: ``data.shape[1:]``, or
         ``values.shape[1:]`` without data.
+    layout : {"tabular", "image", "sequence"} or None
+        How a sample's features are arranged, for :meth:`plot`; None: from
+        the rank of ``feature_shape`` (1: tabular, 2: sequence, more: image).
     **extras
         Method-specific results, readable as attributes:
         ``convergence_delta`` (integrated gradients), ``local_r2`` and
@@ -59,7 +62,7 @@ class Explanation:
 
     def __init__(self, values, base_values=None, data=None, feature_names=None,
                  output_names=None, targets=None, output=None, method=None,
-                 lengths=None, feature_shape=None, **extras):
+                 lengths=None, feature_shape=None, layout=None, **extras):
         self.values = np.asarray(values)
         self.base_values = None if base_values is None else np.asarray(base_values)
         self.data = None if data is None else np.asarray(data)
@@ -73,6 +76,9 @@ class Explanation:
             source = self.data if self.data is not None else self.values
             feature_shape = source.shape[1:]
         self.feature_shape = tuple(int(d) for d in feature_shape)
+        if layout is None:
+            layout = {1: "tabular", 2: "sequence"}.get(len(self.feature_shape), "image")
+        self.layout = layout
         self.extras = dict(extras)
 
     def __getattr__(self, name):
@@ -116,7 +122,7 @@ class Explanation:
         return Explanation(self.values[rows], base, take(self.data), self.feature_names,
                            self.output_names, take(self.targets), self.output,
                            self.method, take(self.lengths), self.feature_shape,
-                           **extras)
+                           self.layout, **extras)
 
     # -- views -------------------------------------------------------------
 

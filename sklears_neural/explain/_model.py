@@ -303,6 +303,7 @@ class TorchModel:
         self.n_outputs = getattr(final, "n_outputs_", None)
         self.output_names = None
         self._sample_shape = None  # one sample as the network takes it
+        self.layout = "tabular"  # of the explained input, set by prepare()
 
     # -- input ---------------------------------------------------------------
 
@@ -332,6 +333,7 @@ class TorchModel:
                 )
             self._sample_shape = self._final_sample_shape(self._width_after_steps(x))
             names = names or _names_in(self.estimator) or generated_feature_names(x.shape[1:])
+            self.layout = "tabular"
             return x, None, names
         flat = _ndim(X) == 2
         valid = self.kind.validate(final, X, reset=False)
@@ -344,6 +346,8 @@ class TorchModel:
             values = valid.toarray() if sp.issparse(valid) else np.asarray(valid)
             self._sample_shape = values.shape[1:]
         x = np.asarray(values, dtype=np.float64)
+        self.layout = "tabular" if flat else (
+            "sequence" if isinstance(self.kind, SequenceInput) else "image")
         if flat:
             x = x.reshape(x.shape[0], -1)
             names = names or _names_in(final) or generated_feature_names(x.shape[1:])
