@@ -105,6 +105,8 @@ class GradientExplainer(Explainer):
         values, extras = _stack_outputs(results, all_outputs=targets is None)
         values = _zero_padding(values, lengths)
         base_values = extras.pop("base_values", None)
+        if model.image_shape is not None and model.layout == "tabular":
+            extras["image_shape"] = model.image_shape
         return Explanation(
             values, base_values=base_values, data=x, feature_names=names, output_names=model.output_names,
             targets=targets, output=model.output, method=type(self).__name__,

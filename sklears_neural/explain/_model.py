@@ -304,6 +304,7 @@ class TorchModel:
         self.output_names = None
         self._sample_shape = None  # one sample as the network takes it
         self.layout = "tabular"  # of the explained input, set by prepare()
+        self.image_shape = None
 
     # -- input ---------------------------------------------------------------
 
@@ -348,6 +349,8 @@ class TorchModel:
         x = np.asarray(values, dtype=np.float64)
         self.layout = "tabular" if flat else (
             "sequence" if isinstance(self.kind, SequenceInput) else "image")
+        # Flat rows of images: the picture's shape, for plots.
+        self.image_shape = self._sample_shape if isinstance(self.kind, ArrayInput) else None
         if flat:
             x = x.reshape(x.shape[0], -1)
             names = names or _names_in(final) or generated_feature_names(x.shape[1:])
