@@ -302,7 +302,6 @@ class TorchModel:
         self.module.requires_grad_(False)
         self.n_outputs = getattr(final, "n_outputs_", None)
         self.output_names = None
-        self._sample_shape = None  # one sample as the network takes it
         self.layout = "tabular"  # of the explained input, set by prepare()
         self.image_shape = None
 
@@ -332,7 +331,6 @@ class TorchModel:
                     f"X has {x.shape[1]} features, but the pipeline was fitted with "
                     f"{n_in} features."
                 )
-            self._sample_shape = self._final_sample_shape(self._width_after_steps(x))
             names = names or _names_in(self.estimator) or generated_feature_names(x.shape[1:])
             self.layout = "tabular"
             return x, None, names
@@ -342,15 +340,13 @@ class TorchModel:
         if isinstance(self.kind, SequenceInput):
             values = valid.values
             lengths = None if flat else valid.lengths  # flat rows: all full length
-            self._sample_shape = values.shape[1:]
         else:
             values = valid.toarray() if sp.issparse(valid) else np.asarray(valid)
-            self._sample_shape = values.shape[1:]
         x = np.asarray(values, dtype=np.float64)
         self.layout = "tabular" if flat else (
             "sequence" if isinstance(self.kind, SequenceInput) else "image")
         # Flat rows of images: the picture's shape, for plots.
-        self.image_shape = self._sample_shape if isinstance(self.kind, ArrayInput) else None
+        self.image_shape = values.shape[1:] if isinstance(self.kind, ArrayInput) else None
         if flat:
             x = x.reshape(x.shape[0], -1)
             names = names or _names_in(final) or generated_feature_names(x.shape[1:])
@@ -359,12 +355,6 @@ class TorchModel:
         else:
             names = generated_feature_names(x.shape[1:])
         return x, lengths, names
-
-    def _width_after_steps(self, x):
-        z = torch.as_tensor(x[:1])
-        for step in self.steps:
-            z = step(z)
-        return z.shape[1]
 
     def _final_sample_shape(self, width):
         final = self.final
@@ -386,7 +376,8 @@ class TorchModel:
         z = x
         for step in self.steps:
             z = step(z)
-        z = z.reshape((z.shape[0], *self._sample_shape))
+        if z.ndim == 2:  # flat rows: the shape of one of the network's samples
+            z = z.reshape((z.shape[0], *self._final_sample_shape(z.shape[1])))
         if isinstance(self.kind, SequenceInput):
             if lengths is not None:
                 lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64)
