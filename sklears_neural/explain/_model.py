@@ -369,6 +369,8 @@ class TorchModel:
 
     def tensor(self, x):
         """``x`` (NumPy or tensor) as a float64 tensor on the model's device."""
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            x = np.array(x)  # torch warns on read-only arrays (pandas' views)
         return torch.as_tensor(x, dtype=torch.float64, device=self.device)
 
     def network_inputs(self, x, lengths=None):
