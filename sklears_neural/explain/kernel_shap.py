@@ -1,0 +1,624 @@
+"""Kernel SHAP: Shapley values of any model, from its predictions alone.
+
+The model is evaluated on *synthetic rows*: the explained sample's values on
+a coalition of features, a background sample's values on the others. Every
+synthetic row of every explained sample goes through a few large model calls
+(``batch_size`` rows each), not one call per coalition or per sample, which
+is what makes this several times faster than ``shap.KernelExplainer`` on the
+same budget (see doc/benchmarks.md, "Explainers").
+
+Also home of the helpers the sampling explainers share (seeds, progress
+bar, the parallel map over blocks of model calls); :mod:`.lime` uses them.
+"""
+
+import itertools
+import sys
+from math import comb
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array
+
+from sklears_neural.explain._base import Explainer, batch_rows
+from sklears_neural.explain._explanation import Explanation
+from sklears_neural.explain._model import PredictFunction, resolve_targets
+
+__all__ = ["KernelShapExplainer"]
+
+#: Largest number of varying features ``exact=True`` enumerates: 2**20
+#: coalitions, times the background rows, per explained sample.
+MAX_EXACT_FEATURES = 20
+#: ``exact="auto"`` enumerates every coalition up to this many varying
+#: features (4,094 coalitions, about twice the default sampled budget).
+AUTO_EXACT_FEATURES = 12
+
+
+# -- shared by the sampling explainers (KernelSHAP, LIME) ---------------------------
+
+
+class _NamedPredictFunction(PredictFunction):
+    """:class:`PredictFunction` that hands flat rows to the estimator as a
+    DataFrame with the columns it was fitted on, so that a model fitted on
+    pandas input does not warn about missing feature names on every call."""
+
+    def _outputs(self, X):
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is not None and X.ndim == 2 and X.shape[1] == len(names):
+            import pandas as pd
+
+            X = pd.DataFrame(X, columns=names, copy=False)
+        return super()._outputs(X)
+
+
+def predict_function(estimator, output):
+    """The estimator as ``f(rows) -> outputs`` (see :class:`PredictFunction`)."""
+    return _NamedPredictFunction(estimator, output)
+
+
+def seed_sequence(random_state):
+    """A :class:`numpy.random.SeedSequence` from a scikit-learn ``random_state``.
+
+    An int seeds it directly (equal ints, equal draws); None and a
+    ``RandomState`` draw its seed from numpy's generator, as scikit-learn does.
+    """
+    if isinstance(random_state, (Integral, np.integer)):
+        return np.random.SeedSequence(int(random_state))
+    return np.random.SeedSequence(
+        int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
+
+
+class Progress:
+    """A tqdm bar on stderr when ``verbose``, a no-op otherwise.
+
+    Drawn even when stderr is not a terminal, like the estimators'
+    :class:`~sklears_neural.callbacks.ProgressBar`: the caller asked for it.
+    """
+
+    def __init__(self, verbose, total, desc, unit):
+        self._bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                             disable=False, dynamic_ncols=True, leave=True)
+
+    def update(self, n=1):
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def parallel_map(function, items, n_jobs, progress, weight=lambda item: 1):
+    """``[function(item) for item in items]``, over ``n_jobs`` threads.
+
+    Threads, not processes: the work is model calls into NumPy or torch,
+    which release the GIL, and threads share the estimator and the
+    synthetic rows without pickling them. Results keep the items' order, so
+    they do not depend on ``n_jobs``.
+    """
+    items = list(items)
+    if n_jobs is None or n_jobs == 1 or len(items) <= 1:
+        results = []
+        for item in items:
+            results.append(function(item))
+            progress.update(weight(item))
+        return results
+    from joblib import Parallel, delayed
+
+    results = []
+    parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    for item, result in zip(items, parallel(delayed(function)(item) for item in items)):
+        results.append(result)
+        progress.update(weight(item))
+    return results
+
+
+# -- coalitions ---------------------------------------------------------------------
+
+
+def _shapley_weights(n_features):
+    """``w[s] = s! (M - s - 1)! / M!``: the Shapley weight of a coalition of size s."""
+    M = n_features
+    return np.array([1.0 / (M * comb(M - 1, s)) for s in range(M)])
+
+
+def exact_coalitions(n_features):
+    """Every coalition, and the matrix that turns their values into Shapley values.
+
+    Returns
+    -------
+    masks : ndarray of bool of shape (2**M, M)
+        Row ``c`` is the coalition whose bit ``j`` of ``c`` is set.
+    coefficients : ndarray of shape (M, 2**M)
+        ``phi = coefficients @ v`` for coalition values ``v``:
+        ``phi_j = sum_{S not containing j} w(|S|) (v(S + j) - v(S))``.
+    """
+    M = n_features
+    codes = np.arange(2**M)
+    masks = ((codes[:, None] >> np.arange(M)) & 1).astype(bool)
+    sizes = masks.sum(axis=1)
+    w = np.append(_shapley_weights(M), 0.0)  # w[M] never applies: padding
+    with_j = w[np.maximum(sizes - 1, 0)]  # v(S) enters phi_j, j in S, as v(S' + j)
+    without_j = w[np.minimum(sizes, M)]  # ... and, j not in S, as -v(S)
+    coefficients = np.where(masks.T, with_j[None, :], -without_j[None, :])
+    return masks, coefficients
+
+
+def sample_coalitions(n_features, nsamples, rng):
+    """Coalitions and their Shapley-kernel weights for a sampled budget.
+
+    The scheme of Lundberg and Lee (2017), as ``shap.KernelExplainer`` runs
+    it: the kernel ``pi(S) = (M - 1) / (C(M, |S|) |S| (M - |S|))`` puts its
+    mass on the smallest and largest coalitions, so coalition sizes are
+    taken in pairs ``(s, M - s)`` from the outside in, and a size pair is
+    enumerated completely while the budget covers its share of the kernel's
+    mass; the remaining sizes are sampled (size by its remaining mass, then
+    a uniform subset of that size, with its complement), duplicates adding
+    to a coalition's weight instead of costing budget.
+
+    Returns
+    -------
+    masks : ndarray of bool of shape (n_coalitions, M)
+        Without the empty and the full coalition, which the efficiency
+        constraint covers. ``n_coalitions <= min(nsamples, 2**M - 2)``.
+    weights : ndarray of shape (n_coalitions,)
+        Kernel weights, summing to 1.
+    """
+    M = n_features
+    budget = min(nsamples, 2**M - 2) if M <= 30 else nsamples
+    n_sizes = (M - 1 + 1) // 2  # ceil((M - 1) / 2)
+    n_paired = (M - 1) // 2  # sizes s whose complement size M - s differs
+    size_weight = np.array([(M - 1) / (s * (M - s)) for s in range(1, n_sizes + 1)])
+    size_weight[:n_paired] *= 2
+    size_weight /= size_weight.sum()
+
+    masks, weights = [], []
+    left, remaining, n_full = budget, size_weight.copy(), 0
+    for s in range(1, n_sizes + 1):
+        paired = s <= n_paired
+        count = comb(M, s) * (2 if paired else 1)
+        if left * remaining[s - 1] / count < 1.0 - 1e-8:
+            break
+        n_full += 1
+        left -= count
+        if remaining[s - 1] < 1.0:
+            remaining /= 1.0 - remaining[s - 1]
+        chosen = np.zeros((comb(M, s), M), dtype=bool)
+        for row, features in enumerate(itertools.combinations(range(M), s)):
+            chosen[row, list(features)] = True
+        block = np.concatenate([chosen, ~chosen]) if paired else chosen
+        masks.append(block)
+        weights.append(np.full(len(block), size_weight[s - 1] / count))
+
+    if n_full < n_sizes and left > 0:
+        sampled, counts = _draw_coalitions(M, left, size_weight, n_full, n_paired, rng)
+        masks.append(sampled)
+        weights.append(counts * size_weight[n_full:].sum() / counts.sum())
+    if not masks:
+        return np.zeros((0, M), dtype=bool), np.zeros(0)
+    return np.concatenate(masks), np.concatenate(weights)
+
+
+def _draw_coalitions(M, budget, size_weight, n_full, n_paired, rng):
+    """``budget`` distinct sampled coalitions (with complements) and their draw counts."""
+    # Each draw of a paired size brings two coalitions: halve their odds.
+    p = size_weight.copy()
+    p[:n_paired] /= 2
+    p = p[n_full:] / p[n_full:].sum()
+    found = {}  # packed mask -> index in order
+    rows, counts = [], []
+    for _ in range(8):  # rounds of draws; the first nearly always suffices
+        sizes = rng.choice(len(p), size=4 * budget, p=p) + n_full + 1
+        ranks = rng.random((len(sizes), M)).argsort(axis=1).argsort(axis=1)
+        drawn = ranks < sizes[:, None]  # a uniform subset of each drawn size
+        keys = np.packbits(drawn, axis=1)
+        for mask, key, size in zip(drawn, keys, sizes):
+            key = key.tobytes()
+            paired = size <= n_paired
+            if key in found:
+                index = found[key]
+                counts[index] += 1
+                if paired and index + 1 < len(rows) and counts[index + 1] > 0:
+                    counts[index + 1] += 1  # its complement, stored next
+                continue
+            found[key] = len(rows)
+            rows.append(mask)
+            counts.append(1.0)
+            budget -= 1
+            if paired and budget > 0:
+                rows.append(~mask)
+                counts.append(1.0)
+                budget -= 1
+            elif paired:
+                counts.append(0.0)  # placeholder: the budget ran out before it
+                rows.append(None)
+            if budget == 0:
+                break
+        if budget == 0:
+            break
+    keep = [i for i, row in enumerate(rows) if row is not None]
+    return np.array([rows[i] for i in keep]), np.array([counts[i] for i in keep])
+
+
+def solve_constrained(masks, weights, values, totals):
+    """Kernel SHAP's weighted least squares under the efficiency constraint.
+
+    Minimizes ``sum_c k_c (v_c - sum_j z_cj phi_j)^2`` subject to
+    ``sum_j phi_j = total``, for many right-hand sides at once (every sample
+    and output of a group shares the coalitions): the last feature is
+    eliminated with the constraint, the rest solved by least squares.
+
+    Parameters
+    ----------
+    masks : ndarray of bool of shape (C, M)
+    weights : ndarray of shape (C,)
+    values : ndarray of shape (C, R)
+        ``v(S) - base`` per coalition and right-hand side.
+    totals : ndarray of shape (R,)
+        ``f(x) - base`` per right-hand side.
+
+    Returns
+    -------
+    ndarray of shape (M, R)
+    """
+    Z = masks.astype(np.float64)
+    A = Z[:, :-1] - Z[:, -1:]
+    b = values - Z[:, -1:] * totals[None, :]
+    root = np.sqrt(weights)[:, None]
+    head = np.linalg.lstsq(root * A, root * b, rcond=None)[0]
+    return np.vstack([head, totals[None, :] - head.sum(axis=0)])
+
+
+# -- background -----------------------------------------------------------------------
+
+
+def summarize(background, n_clusters, random_state):
+    """A weighted k-means summary of background rows (like ``shap.kmeans``).
+
+    Each of ``n_clusters`` k-means centers (scikit-learn's ``KMeans``,
+    ``n_init=10``) is weighted by its cluster's share of the rows, and each
+    of its values is moved to the nearest value the feature takes in the
+    data, so that integer, binary and one-hot features keep values the
+    model has seen.
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, n_features)
+    weights : ndarray of shape (n_clusters,), summing to 1
+    """
+    from sklearn.cluster import KMeans
+
+    seed = int(random_state) if isinstance(random_state, (Integral, np.integer)) else 0
+    kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(background)
+    centers = kmeans.cluster_centers_.copy()
+    for j in range(background.shape[1]):
+        column = np.unique(background[:, j])
+        right = np.clip(np.searchsorted(column, centers[:, j]), 1, len(column) - 1)
+        left = right - 1
+        nearer_left = np.abs(centers[:, j] - column[left]) <= np.abs(column[right] - centers[:, j])
+        centers[:, j] = np.where(nearer_left, column[left], column[right]) \
+            if len(column) > 1 else column[0]
+    counts = np.bincount(kmeans.labels_, minlength=n_clusters).astype(np.float64)
+    return centers, counts / counts.sum()
+
+
+# -- the explainer ------------------------------------------------------------------
+
+
+class KernelShapExplainer(Explainer):
+    """Kernel SHAP: Shapley values of any fitted estimator or pipeline.
+
+    The Shapley value of feature ``j`` at sample ``x`` (Lundberg and Lee,
+    2017) averages, over coalitions ``S`` of the other features, what adding
+    ``j`` changes in the expected output when the features outside the
+    coalition come from the background:
+
+    .. math::
+
+        \\phi_j = \\sum_{S \\subseteq F \\setminus \\{j\\}}
+            \\frac{|S|!\\,(M - |S| - 1)!}{M!} (v(S \\cup \\{j\\}) - v(S)),
+        \\qquad v(S) = \\sum_b w_b f(x_S, z^{(b)}_{\\bar S})
+
+    over background rows ``z^(b)`` of weights ``w_b``. The values add up
+    exactly to the output minus the base value:
+    ``sum_j phi_j = f(x) - E_w[f(z)]`` (``base_values``).
+
+    Two ways to compute them:
+
+    - **exact** (``exact="auto"`` with at most 12 varying features, or
+      ``exact=True``): all ``2**M`` coalitions are evaluated and combined with
+      the formula above.
+    - **sampled**: ``nsamples`` coalitions drawn as ``shap.KernelExplainer``
+      draws them (sizes enumerated from the outside in while the budget
+      covers them, the rest sampled with their complements), and the values
+      solved as Kernel SHAP's weighted least squares under the efficiency
+      constraint, which holds exactly. No L1 feature selection: every
+      varying feature gets a value.
+
+    Features whose value at ``x`` equals every background row's cannot
+    change the output; they get 0 and are left out of the coalitions (``M``
+    counts the *varying* features), as in shap.
+
+    Explains ``output``: a classifier's ``predict_proba`` columns by default
+    (``target``: the predicted class), its decision function with
+    ``output="logit"``; a regressor's predictions. Works on any estimator
+    or :class:`~sklearn.pipeline.Pipeline` with ``predict`` (in the space of
+    the pipeline's input), our torch estimators included: images and
+    sequences (3-D arrays) are explained value by value.
+
+    Parameters
+    ----------
+    estimator : fitted estimator or Pipeline
+    background : array-like of shape (n_background_rows, ...)
+        Samples in the layout the estimator takes (rows, images, 3-D
+        sequences) that stand for "feature absent": typically the training
+        set, or a part of it. Required.
+    n_background : int or None, default=10
+        When ``background`` has more rows, it is summarized by a weighted
+        k-means of this many centers (like ``shap.kmeans``; the seed is
+        ``random_state`` when an int, else 0, so that the summary, and exact
+        values, do not change between calls). None uses every row.
+        Cost is proportional to the rows used.
+    nsamples : int or "auto", default="auto"
+        Coalitions evaluated per explained sample in sampled mode (shap's
+        name and meaning); ``"auto"`` is shap's ``2 * M + 2048``. Capped at
+        ``2**M - 2``, where sampling becomes a complete enumeration.
+    exact : bool or "auto", default="auto"
+        ``"auto"``: exact with at most 12 varying features, sampled above.
+        True: always exact (at most 20 varying features). False: always
+        sampled.
+    random_state : None, int or RandomState, default=None
+        Seeds the coalition sampling (and the k-means summary, see
+        ``n_background``). Values do not depend on ``n_jobs`` or
+        ``batch_size``.
+    output : {"auto", "probability", "logit"}, default="auto"
+    batch_size : int or "auto", default="auto"
+        Synthetic rows per model call; ``"auto"`` keeps a call near 2**20
+        input values (at most 4,096 rows).
+    verbose : int, default=0
+        Draw a progress bar over the model calls on stderr.
+    n_jobs : int or None, default=None
+        Threads evaluating model calls in parallel (the model must be safe to
+        call from threads; ours and scikit-learn's are). None: one.
+
+    See Also
+    --------
+    LimeExplainer : a local linear surrogate instead of Shapley values.
+    PermutationImportance : a global importance per feature.
+
+    Notes
+    -----
+    Cost: ``1 + n_samples * C * B / batch_size`` model calls over
+    ``n_samples * C * B`` synthetic rows, ``C`` the coalitions (``2**M - 2``
+    exact, ``min(nsamples, 2**M - 2)`` sampled) and ``B`` the background
+    rows. Samples with the same varying features share one set of
+    coalitions, and their least squares share one factorization.
+
+    Extras of the :class:`Explanation`: ``n_coalitions`` (per sample, the
+    coalitions evaluated) and ``exact`` (per sample, whether every coalition
+    was).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklears_neural.explain import KernelShapExplainer
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = LogisticRegression(max_iter=500).fit(X, y)
+    >>> explanation = KernelShapExplainer(model, background=X).explain(X[:3])
+    >>> explanation.values.shape
+    (3, 4)
+    >>> total = explanation.values.sum(axis=1) + explanation.base_values
+    >>> proba = model.predict_proba(X[:3])[[0, 1, 2], explanation.targets]
+    >>> bool(abs(total - proba).max() < 1e-9)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **Explainer._parameter_constraints,
+        "background": ["array-like", None],
+        "n_background": [Interval(Integral, 1, None, closed="left"), None],
+        "nsamples": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "exact": ["boolean", StrOptions({"auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(self, estimator, *, background=None, n_background=10, nsamples="auto",
+                 exact="auto", random_state=None, output="auto", batch_size="auto",
+                 verbose=0, n_jobs=None):
+        self.estimator = estimator
+        self.background = background
+        self.n_background = n_background
+        self.nsamples = nsamples
+        self.exact = exact
+        self.random_state = random_state
+        self.output = output
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.n_jobs = n_jobs
+
+    # -- explain ------------------------------------------------------------
+
+    def _explain(self, X, target):
+        f = predict_function(self.estimator, self.output)
+        rows, names = f.prepare(X)
+        background, bg_weights = self._background(f)
+        outputs = f(rows)  # f(x), and the output names for the targets
+        base = bg_weights @ f(background)  # E_w[f(z)], (n_outputs,)
+        targets = resolve_targets(target, outputs, f.output_names, f.classifier)
+
+        varying = (rows[:, None, :] != background[None, :, :]).any(axis=1)
+        groups = _groups(varying)
+        rng = np.random.default_rng(seed_sequence(self.random_state))
+        plans = [self._plan(varying[members[0]], rng) for members in groups]
+        per_call = batch_rows(self.batch_size, rows.shape[1])
+        calls = sum(-(-len(members) * len(plan[0]) * len(background) // per_call)
+                    for members, plan in zip(groups, plans))
+
+        phi = np.zeros(rows.shape + (outputs.shape[1],))
+        n_coalitions = np.zeros(len(rows), dtype=np.intp)
+        exact = np.zeros(len(rows), dtype=bool)
+        with Progress(self.verbose, calls, type(self).__name__, "call") as progress:
+            for members, (masks, weights, is_exact, features) in zip(groups, plans):
+                coalition_values = _coalition_values(
+                    f, rows[members], _full_masks(masks, features, rows.shape[1]),
+                    background, bg_weights, per_call, self.n_jobs, progress,
+                )
+                phi[np.ix_(members, features)] = _shapley_values(
+                    coalition_values, masks, weights, base,
+                    outputs[members] - base, len(features),
+                )
+                n_coalitions[members] = len(masks)
+                exact[members] = is_exact
+        return self._explanation(rows, f, phi, base, outputs, targets, names,
+                                 n_coalitions, exact)
+
+    def _background(self, f):
+        """Background rows (flat) and their weights."""
+        if self.background is None:
+            raise ValueError(
+                "KernelShapExplainer needs background data: the values feature "
+                "absence takes. Pass background=X_train (or a sample of it); it is "
+                f"summarized to n_background={self.n_background} weighted k-means "
+                "centers."
+            )
+        background = check_array(self.background, dtype=np.float64, allow_nd=True,
+                                 input_name="background")
+        if background.shape[1:] != f.sample_shape:
+            raise ValueError(
+                f"background has samples of shape {background.shape[1:]}; X has "
+                f"samples of shape {f.sample_shape}. Pass background in the layout "
+                "of X."
+            )
+        background = background.reshape(len(background), -1)
+        if self.n_background is not None and len(background) > self.n_background:
+            return summarize(background, self.n_background, self.random_state)
+        return background, np.full(len(background), 1.0 / len(background))
+
+    def _plan(self, varying, rng):
+        """``(masks, weights, exact, features)`` for samples varying in ``varying``."""
+        features = np.flatnonzero(varying)
+        M = len(features)
+        exact = self.exact is True or (self.exact == "auto" and M <= AUTO_EXACT_FEATURES)
+        if M <= 1:  # nothing to share: phi = f(x) - base, or nothing
+            return np.zeros((0, M), dtype=bool), np.zeros(0), True, features
+        if exact:
+            if M > MAX_EXACT_FEATURES:
+                raise ValueError(
+                    f"exact=True enumerates all 2**M coalitions, and these samples "
+                    f"have M={M} varying features (at most {MAX_EXACT_FEATURES}). Use "
+                    "exact='auto', which samples nsamples coalitions above "
+                    f"{AUTO_EXACT_FEATURES} features."
+                )
+            masks, _ = exact_coalitions(M)
+            return masks[1:-1], None, True, features  # empty and full: base, f(x)
+        nsamples = 2 * M + 2048 if self.nsamples == "auto" else self.nsamples
+        if nsamples < M and nsamples < 2**M - 2:
+            raise ValueError(
+                f"nsamples={nsamples} coalitions cannot determine the values of "
+                f"M={M} varying features: pass nsamples >= {M} (the default "
+                f"'auto' gives 2 * M + 2048 = {2 * M + 2048})."
+            )
+        masks, weights = sample_coalitions(M, nsamples, rng)
+        return masks, weights, len(masks) == 2**M - 2 if M <= 30 else False, features
+
+    def _explanation(self, rows, f, phi, base, outputs, targets, names, n_coalitions,
+                     exact):
+        n = len(rows)
+        shape = f.sample_shape
+        if targets is None:
+            values = phi.reshape((n, *shape, phi.shape[-1]))
+            base_values = np.tile(base, (n, 1))
+        else:
+            values = phi[np.arange(n), :, targets].reshape((n, *shape))
+            base_values = base[targets]
+        return Explanation(
+            values, base_values=base_values, data=rows.reshape((n, *shape)),
+            feature_names=names, output_names=f.output_names, targets=targets,
+            output=f.output, method=type(self).__name__, feature_shape=shape,
+            n_coalitions=n_coalitions, exact=exact,
+        )
+
+
+def _groups(varying):
+    """Indices of the samples, grouped by their set of varying features."""
+    keys = np.packbits(varying, axis=1)
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = np.ravel(inverse)
+    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] \
+        if len(varying) else []
+
+
+def _full_masks(masks, features, n_features):
+    """Coalitions over the varying ``features`` as masks over every feature."""
+    full = np.zeros((len(masks), n_features), dtype=bool)
+    full[:, features] = masks
+    return full
+
+
+def _coalition_values(f, rows, masks, background, bg_weights, per_call, n_jobs, progress):
+    """``v(S) = sum_b w_b f(x_S, z_b)`` for every sample and coalition: (n, C, n_outputs).
+
+    The synthetic rows of all samples, coalitions and background rows are
+    numbered ``((i * C) + c) * B + b`` and evaluated in blocks of
+    ``per_call`` consecutive numbers, one model call each.
+    """
+    n, C, B = len(rows), len(masks), len(background)
+    total = n * C * B
+    if total == 0:
+        return np.zeros((n, C, 0))
+
+    def block(start):
+        index = np.arange(start, min(start + per_call, total))
+        pair, b = np.divmod(index, B)
+        i, c = np.divmod(pair, C)
+        synthetic = np.where(masks[c], rows[i], background[b])
+        out = f(synthetic) * bg_weights[b][:, None]
+        first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        return pair[first], np.add.reduceat(out, first, axis=0)
+
+    values = None
+    for pairs, sums in parallel_map(block, range(0, total, per_call), n_jobs, progress):
+        if values is None:
+            values = np.zeros((n * C, sums.shape[1]))
+        values[pairs] += sums  # a pair cut by a block boundary gets two sums
+    return values.reshape(n, C, -1)
+
+
+def _shapley_values(coalition_values, masks, weights, base, totals, M):
+    """Values ``(n, M, n_outputs)`` of one group from its coalition values.
+
+    ``coalition_values`` (n, C, n_outputs) holds ``v(S)`` of every coalition
+    but the empty (``v = base``) and the full one (``v = f(x) = base +
+    totals``): those two come from the model's outputs directly, so that the
+    efficiency constraint holds to rounding whatever the batch composition.
+    ``weights`` is None for the exact enumeration.
+    """
+    n, n_outputs = totals.shape
+    if M <= 1:
+        return totals[:, None, :] if M else np.zeros((n, 0, n_outputs))
+    centered = coalition_values - base  # v(S) - base
+    if weights is None:  # exact: the Shapley formula over all 2**M coalitions
+        all_values = np.concatenate(
+            [np.zeros((n, 1, n_outputs)), centered, totals[:, None, :]], axis=1)
+        _, coefficients = exact_coalitions(M)
+        return np.einsum("jc,nck->njk", coefficients, all_values)
+    # sampled: one least squares for every sample and output of the group
+    C = len(masks)
+    rhs = centered.transpose(1, 0, 2).reshape(C, n * n_outputs)
+    phi = solve_constrained(masks, weights, rhs, totals.reshape(-1))
+    return phi.reshape(M, n, n_outputs).transpose(1, 0, 2)
