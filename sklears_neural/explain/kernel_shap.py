@@ -212,44 +212,38 @@ def sample_coalitions(n_features, nsamples, rng):
 
 
 def _draw_coalitions(M, budget, size_weight, n_full, n_paired, rng):
-    """``budget`` distinct sampled coalitions (with complements) and their draw counts."""
+    """``budget`` distinct sampled coalitions (with complements) and their draw counts.
+
+    A draw of a coalition already found adds 1 to its count (and to its
+    complement's) instead of spending budget, as in shap.
+    """
     # Each draw of a paired size brings two coalitions: halve their odds.
     p = size_weight.copy()
     p[:n_paired] /= 2
     p = p[n_full:] / p[n_full:].sum()
-    found = {}  # packed mask -> index in order
+    found = {}  # packed drawn mask -> its index in `rows`
     rows, counts = [], []
     for _ in range(8):  # rounds of draws; the first nearly always suffices
         sizes = rng.choice(len(p), size=4 * budget, p=p) + n_full + 1
         ranks = rng.random((len(sizes), M)).argsort(axis=1).argsort(axis=1)
         drawn = ranks < sizes[:, None]  # a uniform subset of each drawn size
-        keys = np.packbits(drawn, axis=1)
-        for mask, key, size in zip(drawn, keys, sizes):
-            key = key.tobytes()
-            paired = size <= n_paired
-            if key in found:
-                index = found[key]
-                counts[index] += 1
-                if paired and index + 1 < len(rows) and counts[index + 1] > 0:
-                    counts[index + 1] += 1  # its complement, stored next
+        for mask, key, size in zip(drawn, np.packbits(drawn, axis=1), sizes):
+            # Complements (sizes above M / 2) are never drawn: keys are drawn masks.
+            members = [mask, ~mask] if size <= n_paired else [mask]
+            index = found.get(key.tobytes())
+            if index is not None:
+                for offset in range(len(members)):
+                    if index + offset < len(rows):
+                        counts[index + offset] += 1.0
                 continue
-            found[key] = len(rows)
-            rows.append(mask)
-            counts.append(1.0)
-            budget -= 1
-            if paired and budget > 0:
-                rows.append(~mask)
-                counts.append(1.0)
-                budget -= 1
-            elif paired:
-                counts.append(0.0)  # placeholder: the budget ran out before it
-                rows.append(None)
+            found[key.tobytes()] = len(rows)
+            members = members[:budget]  # the budget may end between a pair
+            rows.extend(members)
+            counts.extend([1.0] * len(members))
+            budget -= len(members)
             if budget == 0:
-                break
-        if budget == 0:
-            break
-    keep = [i for i, row in enumerate(rows) if row is not None]
-    return np.array([rows[i] for i in keep]), np.array([counts[i] for i in keep])
+                return np.array(rows), np.array(counts)
+    return np.array(rows), np.array(counts)
 
 
 def solve_constrained(masks, weights, values, totals):
@@ -276,8 +270,12 @@ def solve_constrained(masks, weights, values, totals):
     Z = masks.astype(np.float64)
     A = Z[:, :-1] - Z[:, -1:]
     b = values - Z[:, -1:] * totals[None, :]
-    root = np.sqrt(weights)[:, None]
-    head = np.linalg.lstsq(root * A, root * b, rcond=None)[0]
+    weighted = A * weights[:, None]
+    try:  # normal equations: (M-1) x (M-1), whatever the number of coalitions
+        head = np.linalg.solve(weighted.T @ A, weighted.T @ b)
+    except np.linalg.LinAlgError:  # too few distinct coalitions: least norm
+        root = np.sqrt(weights)[:, None]
+        head = np.linalg.lstsq(root * A, root * b, rcond=None)[0]
     return np.vstack([head, totals[None, :] - head.sum(axis=0)])
 
 
@@ -304,14 +302,19 @@ def summarize(background, n_clusters, random_state):
     kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(background)
     centers = kmeans.cluster_centers_.copy()
     for j in range(background.shape[1]):
-        column = np.unique(background[:, j])
-        right = np.clip(np.searchsorted(column, centers[:, j]), 1, len(column) - 1)
-        left = right - 1
-        nearer_left = np.abs(centers[:, j] - column[left]) <= np.abs(column[right] - centers[:, j])
-        centers[:, j] = np.where(nearer_left, column[left], column[right]) \
-            if len(column) > 1 else column[0]
+        centers[:, j] = _nearest(np.unique(background[:, j]), centers[:, j])
     counts = np.bincount(kmeans.labels_, minlength=n_clusters).astype(np.float64)
     return centers, counts / counts.sum()
+
+
+def _nearest(sorted_values, targets):
+    """The element of ``sorted_values`` nearest each target (the lower on ties)."""
+    if len(sorted_values) == 1:
+        return np.full(len(targets), sorted_values[0])
+    right = np.clip(np.searchsorted(sorted_values, targets), 1, len(sorted_values) - 1)
+    left = right - 1
+    nearer_left = targets - sorted_values[left] <= sorted_values[right] - targets
+    return np.where(nearer_left, sorted_values[left], sorted_values[right])
 
 
 # -- the explainer ------------------------------------------------------------------
@@ -466,7 +469,7 @@ class KernelShapExplainer(Explainer):
         rng = np.random.default_rng(seed_sequence(self.random_state))
         plans = [self._plan(varying[members[0]], rng) for members in groups]
         per_call = batch_rows(self.batch_size, rows.shape[1])
-        calls = sum(-(-len(members) * len(plan[0]) * len(background) // per_call)
+        calls = sum(_n_calls(len(members) * len(plan[0]), len(background), per_call)
                     for members, plan in zip(groups, plans))
 
         phi = np.zeros(rows.shape + (outputs.shape[1],))
@@ -556,11 +559,18 @@ class KernelShapExplainer(Explainer):
 
 def _groups(varying):
     """Indices of the samples, grouped by their set of varying features."""
-    keys = np.packbits(varying, axis=1)
-    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    if not len(varying):
+        return []
+    _, inverse = np.unique(np.packbits(varying, axis=1), axis=0, return_inverse=True)
     inverse = np.ravel(inverse)
-    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] \
-        if len(varying) else []
+    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+
+
+def _n_calls(n_pairs, n_background, per_call):
+    """Model calls :func:`_coalition_values` makes."""
+    if per_call >= n_background:
+        return -(-n_pairs // (per_call // n_background))
+    return n_pairs * -(-n_background // per_call)
 
 
 def _full_masks(masks, features, n_features):
@@ -573,29 +583,36 @@ def _full_masks(masks, features, n_features):
 def _coalition_values(f, rows, masks, background, bg_weights, per_call, n_jobs, progress):
     """``v(S) = sum_b w_b f(x_S, z_b)`` for every sample and coalition: (n, C, n_outputs).
 
-    The synthetic rows of all samples, coalitions and background rows are
-    numbered ``((i * C) + c) * B + b`` and evaluated in blocks of
-    ``per_call`` consecutive numbers, one model call each.
+    The (sample, coalition) pairs are numbered ``i * C + c``; a model call
+    takes whole pairs, each with all its ``B`` background rows (``per_call
+    // B`` pairs), or, for a background larger than ``per_call``, one pair
+    with a slice of its background rows.
     """
     n, C, B = len(rows), len(masks), len(background)
-    total = n * C * B
-    if total == 0:
+    n_pairs = n * C
+    if n_pairs == 0:
         return np.zeros((n, C, 0))
+    pairs_per_call = per_call // B
+    if pairs_per_call:
+        blocks = [(p, min(p + pairs_per_call, n_pairs), 0, B)
+                  for p in range(0, n_pairs, pairs_per_call)]
+    else:
+        blocks = [(p, p + 1, b, min(b + per_call, B))
+                  for p in range(n_pairs) for b in range(0, B, per_call)]
 
-    def block(start):
-        index = np.arange(start, min(start + per_call, total))
-        pair, b = np.divmod(index, B)
-        i, c = np.divmod(pair, C)
-        synthetic = np.where(masks[c], rows[i], background[b])
-        out = f(synthetic) * bg_weights[b][:, None]
-        first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-        return pair[first], np.add.reduceat(out, first, axis=0)
+    def evaluate(block):
+        first, last, b0, b1 = block
+        i, c = np.divmod(np.arange(first, last), C)
+        # (pairs, background rows, features): x on the coalition, z elsewhere
+        synthetic = np.where(masks[c][:, None, :], rows[i][:, None, :],
+                             background[None, b0:b1, :])
+        out = f(synthetic.reshape(-1, rows.shape[1]))
+        return out.reshape(last - first, b1 - b0, -1).transpose(0, 2, 1) @ bg_weights[b0:b1]
 
-    values = None
-    for pairs, sums in parallel_map(block, range(0, total, per_call), n_jobs, progress):
-        if values is None:
-            values = np.zeros((n * C, sums.shape[1]))
-        values[pairs] += sums  # a pair cut by a block boundary gets two sums
+    results = parallel_map(evaluate, blocks, n_jobs, progress)
+    values = np.zeros((n_pairs, results[0].shape[1]))
+    for (first, last, _, _), part in zip(blocks, results):
+        values[first:last] += part
     return values.reshape(n, C, -1)
 
 
