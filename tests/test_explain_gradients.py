@@ -171,8 +171,8 @@ def test_integrated_gradients_equal_captum(case, method, request):
                              baselines=case.baseline)
     ours = ig.explain(case.X)
     theirs, delta = captum_attr.IntegratedGradients(case.probabilities).attribute(
-        case.inputs(), baselines=torch.as_tensor(case.baseline)[None], target=case.targets(),
-        n_steps=20, method=method, return_convergence_delta=True)
+        case.inputs(), baselines=torch.as_tensor(case.baseline)[None],
+        target=case.targets(), n_steps=20, method=method, return_convergence_delta=True)
     _assert_close(ours.values, theirs)
     assert_allclose(ours.convergence_delta, delta.numpy(), atol=TOL)
     baseline = torch.as_tensor(case.baseline)[None]
@@ -273,7 +273,7 @@ def test_guided_backprop_equals_captum(case, request):
 def test_lrp_epsilon_equals_captum(case, request):
     case = request.getfixturevalue(case)
     network = copy.deepcopy(case.network)
-    if isinstance(network.head[0] if hasattr(network, "head") else None, torch.nn.Flatten):
+    if hasattr(network, "head") and isinstance(network.head[0], torch.nn.Flatten):
         # captum has no default rule for Flatten; epsilon passes it through.
         network.head[0].rule = captum_attr._utils.lrp_rules.EpsilonRule()
     ours = LRP(case.estimator).explain(case.X)
@@ -440,7 +440,9 @@ def test_integrated_gradients_through_a_pipeline_equal_captum():
 def test_ragged_sequences_match_each_sequence_alone(case, explainer, request):
     case = request.getfixturevalue(case)
     sequences = [case.X[0][:5], case.X[1], case.X[2][:3]]
-    settings = {"n_steps": 16, "baselines": 0.1} if explainer is IntegratedGradients else {}
+    settings = {}
+    if explainer is IntegratedGradients:
+        settings = {"n_steps": 16, "baselines": 0.1}
     together = explainer(case.estimator, **settings).explain(sequences)
     assert together.values.shape == (3, 8, 8)
     assert_array_equal(together.lengths, [5, 8, 3])
@@ -461,8 +463,8 @@ def test_target_all_stacks_each_output(mlp):
     for index, label in enumerate(mlp.estimator.classes_):
         one = ig.explain(mlp.X, target=label)
         assert_allclose(everything.values[..., index], one.values, rtol=1e-12)
-    for explainer in [SmoothGrad(mlp.estimator, nt_samples=2), GuidedBackprop(mlp.estimator),
-                      LRP(mlp.estimator)]:
+    for explainer in [SmoothGrad(mlp.estimator, nt_samples=2),
+                      GuidedBackprop(mlp.estimator), LRP(mlp.estimator)]:
         assert explainer.explain(mlp.X, target="all").values.shape == (n, 4, k)
 
 
@@ -492,7 +494,8 @@ def test_regressor_and_local_variant():
     assert explanation.output == "prediction"
     assert_allclose(explanation.values.sum(axis=1) + explanation.base_values,
                     reg.predict(X[:5, :3]), atol=1e-9)
-    local = IntegratedGradients(reg, n_steps=64, multiply_by_inputs=False).explain(X[:5, :3])
+    local = IntegratedGradients(reg, n_steps=64, multiply_by_inputs=False)
+    local = local.explain(X[:5, :3])
     assert "convergence_delta" not in local.extras
     assert_allclose(local.values * X[:5, :3], explanation.values, rtol=1e-12)
 
@@ -551,7 +554,8 @@ def test_integrated_gradients_passes_stay_within_batch_size():
     est = _fit(MLPClassifier(hidden_layer_sizes=(32,), max_iter=1, random_state=0,
                              precision="float64"), X, y)
     seen = []
-    handle = est.module_.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    handle = est.module_.register_forward_pre_hook(
+        lambda module, args: seen.append(len(args[0])))
     try:  # TorchModel's copy of the network carries the hook
         bounded = IntegratedGradients(est, n_steps=50, batch_size=500).explain(X)
         assert max(seen) <= 500 and sum(seen) >= 2000 * 50
@@ -612,7 +616,8 @@ def test_user_guide_examples_run():
     # Fenced python blocks run in order in one namespace, as tests/test_docs.py
     # runs the other guides.
     text = DOC.read_text(encoding="utf-8")
-    blocks = re.findall(r"^```python[ \t]*\n(.*?)^```[ \t]*$", text, re.DOTALL | re.MULTILINE)
+    fence = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+    blocks = fence.findall(text)
     assert len(blocks) >= 5
     namespace = {"__name__": "doc_gradients"}
     with warnings.catch_warnings():

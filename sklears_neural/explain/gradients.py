@@ -115,6 +115,7 @@ class _RowTrackingModel(TorchModel):
     def prepare(self, X):
         x, lengths, names = super().prepare(X)
         self.n_rows, self.next_row = len(x), 0
+        self.baselines = None  # resolved by the first batch, for this X
         return x, lengths, names
 
     def take_rows(self, n):
@@ -151,7 +152,8 @@ def _selected_outputs(model, inputs, targets, lengths, max_inputs):
     with torch.no_grad():
         for start in range(0, len(inputs), max_inputs):
             chunk = slice(start, start + max_inputs)
-            outputs = model(inputs[chunk], _index_lengths(lengths, range(len(inputs))[chunk]))
+            part_lengths = _index_lengths(lengths, range(len(inputs))[chunk])
+            outputs = model(inputs[chunk], part_lengths)
             parts.append(outputs.gather(1, targets[chunk].view(-1, 1)).view(-1))
     return torch.cat(parts)
 
@@ -255,7 +257,8 @@ def _path_gradients(model, x, baseline, targets, lengths, alphas, weights, max_i
                              device=x.device)
         row, step = point // n_steps, point % n_steps
         inputs = baseline[row] + alphas[step].view(per_point) * difference[row]
-        grads, _ = model.gradient(inputs, targets[row], _index_lengths(lengths, row.cpu()))
+        part_lengths = _index_lengths(lengths, row.cpu())
+        grads, _ = model.gradient(inputs, targets[row], part_lengths)
         total.index_add_(0, row, grads * weights[step].view(per_point))
     return total
 
@@ -367,10 +370,12 @@ class IntegratedGradients(GradientExplainer):
 
     def _baselines(self, model, x, rows):
         """The batch's baselines: a tensor like ``x`` or like one sample."""
-        if self.baselines is None:
-            return torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
-        baselines = _broadcast_rows(self.baselines, model.n_rows, tuple(x.shape[1:]),
-                                    "baselines")
+        if model.baselines is None:
+            model.baselines = (
+                np.zeros(x.shape[1:]) if self.baselines is None
+                else _broadcast_rows(self.baselines, model.n_rows, tuple(x.shape[1:]),
+                                     "baselines"))
+        baselines = model.baselines
         if baselines.ndim > x.dim() - 1:
             baselines = baselines[rows]
         return model.tensor(baselines)
@@ -392,7 +397,8 @@ class IntegratedGradients(GradientExplainer):
             return mean_gradient, extras
         values = mean_gradient * (x - baseline)
         at_x = _selected_outputs(model, x, targets, lengths, max_inputs)
-        extras["convergence_delta"] = (_per_row(values) - (at_x - at_baseline)).cpu().numpy()
+        delta = _per_row(values) - (at_x - at_baseline)
+        extras["convergence_delta"] = delta.cpu().numpy()
         return values, extras
 
 
@@ -538,8 +544,10 @@ IntegratedGradients, default="saliency"
 
     def _model(self):
         random_state = self.random_state
-        seed = (int(random_state) if isinstance(random_state, Integral)
-                else int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
+        if isinstance(random_state, Integral):
+            seed = int(random_state)
+        else:
+            seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         return _NoiseModel(self.estimator, self.output, method=type(self).__name__,
                            seed=seed)
 

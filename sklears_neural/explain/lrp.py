@@ -24,10 +24,15 @@ from sklearn.base import is_classifier
 from torch import nn
 
 from sklears_neural.core._compat import Interval, InvalidParameterError, StrOptions
+from sklears_neural.core.layers import ResidualBlock
 from sklears_neural.core.noise import NoiseLayer
 from sklears_neural.explain._base import GradientExplainer
 from sklears_neural.explain._model import TorchModel, split_pipeline
 from sklears_neural.explain.gradients import RELU_FAMILY
+from sklears_neural.nn.attention import AttentionPooling, MultiHeadAttention
+from sklears_neural.nn.conv import ResidualConvBlock
+from sklears_neural.nn.recurrent import RecurrentEncoder
+from sklears_neural.nn.transformer import TransformerEncoderLayer
 
 __all__ = ["LRP"]
 
@@ -49,6 +54,13 @@ PASS_THROUGH = (
 #: Containers whose children are visited; any other module with children
 #: must be a layer above, or is refused.
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+#: Blocks whose forward combines branches or loops: never a chain.
+_BRANCHING = (
+    ResidualBlock, ResidualConvBlock, MultiHeadAttention, AttentionPooling,
+    TransformerEncoderLayer, RecurrentEncoder, nn.RNNBase, nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+)
 
 #: Pipeline steps that scale each feature on its own, so relevance of the
 #: network's input feature j is relevance of the pipeline's input feature j.
@@ -102,14 +114,18 @@ def alpha_beta_rule(module, a, relevance, alpha, beta, epsilon):
     for same, cross in ((w_pos, w_neg), (w_neg, w_pos)):  # positive, then negative part
         # (a w)^+ = a^+ w^+ + a^- w^-;  (a w)^- = a^+ w^- + a^- w^+
         part = _weighted_sum(module, a_pos, same) + _weighted_sum(module, a_neg, cross)
-        grads = torch.autograd.grad(part, (a_pos, a_neg), _divide(relevance, part, epsilon))
+        share = _divide(relevance, part, epsilon)
+        grads = torch.autograd.grad(part, (a_pos, a_neg), share)
         shares.append(a_pos.detach() * grads[0] + a_neg.detach() * grads[1])
     positive, negative = shares
     return alpha * positive - beta * negative
 
 
 def layer_units(module):
-    """The layers of ``module`` in registration order, or a TypeError naming the first unsupported one."""
+    """The layers of ``module``, in registration order.
+
+    Raises a TypeError naming the first module without a rule.
+    """
     units = []
 
     def visit(m, name):
@@ -138,16 +154,14 @@ def layer_units(module):
 
 
 def _plain_chain(module):
-    """Whether ``module`` is a known network class that only chains its children.
+    """Whether the children of ``module`` may be visited as a chain of layers.
 
-    Our MLP and ConvNet (and user modules) are checked at run time instead:
-    the recorded layers must feed one another (see :func:`_check_chain`).
-    Here we only refuse classes known to combine branches.
+    Blocks known to combine branches (skip connections, attention, gates) or
+    to loop (recurrent cells) are refused by class. Other modules, ours (MLP,
+    ConvNet) and users', are checked at run time instead: the recorded
+    layers must feed one another (see :func:`_check_chain`).
     """
-    refused = {"ResidualConvBlock", "AddResidual", "ConcatResidual", "GatedResidual",
-               "MultiHeadAttention", "TransformerEncoderLayer", "RecurrentEncoder"}
-    return type(module).__name__ not in refused and not isinstance(
-        module, (nn.RNNBase, nn.MultiheadAttention, nn.LayerNorm, nn.TransformerEncoderLayer))
+    return not isinstance(module, _BRANCHING)
 
 
 def _check_chain(records, network_input, output):
@@ -156,8 +170,8 @@ def _check_chain(records, network_input, output):
     for module, a, z in records:
         if not _same_storage(a, previous):
             raise TypeError(
-                f"LRP follows a chain of layers, but the input of {type(module).__name__} "
-                f"is not the output of {previous_name}: the network's forward computes "
+                f"LRP follows a chain of layers, but the input of "
+                f"{type(module).__name__} is not the output of {previous_name}: the network's forward computes "
                 "something outside its modules there (a skip connection, a functional "
                 "op such as F.relu, a sum). Use IntegratedGradients for such networks."
             )
@@ -350,5 +364,6 @@ class LRP(GradientExplainer):
         if isinstance(module, PASS_THROUGH):
             return relevance.reshape(a.shape)
         if self.rule == "alpha_beta" and isinstance(module, WEIGHTED):
-            return alpha_beta_rule(module, a, relevance, self.alpha, self.beta, self.epsilon)
+            return alpha_beta_rule(module, a, relevance, self.alpha, self.beta,
+                                   self.epsilon)
         return epsilon_rule(module, a, z, relevance, self.epsilon)
