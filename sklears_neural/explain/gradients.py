@@ -134,14 +134,13 @@ def _index_lengths(lengths, index):
     return None if lengths is None else np.asarray(lengths)[np.asarray(index)]
 
 
-def _gradients(model, inputs, targets, lengths, max_inputs, module=None):
+def _gradients(model, inputs, targets, lengths, max_inputs):
     """d f_t / d input for many inputs, ``max_inputs`` per backward pass."""
     parts = []
     for start in range(0, len(inputs), max_inputs):
         chunk = slice(start, start + max_inputs)
-        grads, _ = model.gradient(inputs[chunk], targets[chunk],
-                                  _index_lengths(lengths, range(len(inputs))[chunk]),
-                                  module=module)
+        part_lengths = _index_lengths(lengths, range(len(inputs))[chunk])
+        grads, _ = model.gradient(inputs[chunk], targets[chunk], part_lengths)
         parts.append(grads)
     return torch.cat(parts)
 
@@ -382,6 +381,7 @@ class IntegratedGradients(GradientExplainer):
 
     def _attribute(self, model, x, targets, lengths):
         baseline = self._baselines(model, x, model.take_rows(len(x)))
+        targets = targets.to(x.device)  # they index path points on x's device
         return self._integrate(model, x, baseline, targets, lengths,
                                _inputs_per_pass(self.batch_size, x))
 
@@ -557,6 +557,7 @@ IntegratedGradients, default="saliency"
     def _attribute(self, model, x, targets, lengths):
         base = self._base_method()
         rows = model.take_rows(len(x))
+        targets = targets.to(x.device)
         sample_shape = tuple(x.shape[1:])
         stdevs = model.tensor(_noise_scale(self.stdevs, sample_shape))
         if isinstance(base, IntegratedGradients):
@@ -618,16 +619,14 @@ class _GuidedModel(TorchModel):
         self.guided = copy.deepcopy(self.module)
         hooked = [m for m in self.guided.modules() if isinstance(m, RELU_FAMILY)]
         if not hooked:
-            activations = sorted({type(m).__name__ for m in self.module.modules()
-                                  if not list(m.children()) and not list(m.parameters())
-                                  } - {"Dropout", "Identity", "Flatten"})
+            layers = sorted({type(m).__name__ for m in self.module.modules()
+                             if not list(m.children())})
             raise TypeError(
                 f"GuidedBackprop rectifies the backward pass of ReLU-family activation "
                 f"modules ({', '.join(c.__name__ for c in RELU_FAMILY[:4])}, ...), and "
-                f"{type(self.module).__name__} has none (parameter-free modules: "
-                f"{', '.join(activations) or 'none'}): it would return the plain "
-                "gradient. Use Saliency(abs=False) for the gradient, or "
-                "IntegratedGradients."
+                f"{type(self.module).__name__} has none (its layers: "
+                f"{', '.join(layers)}): it would return the plain gradient. Use "
+                "Saliency(abs=False) for the gradient, or IntegratedGradients."
             )
         for module in hooked:
             module.register_full_backward_hook(_rectify_gradient)

@@ -320,6 +320,7 @@ class LRP(GradientExplainer):
 
     def _attribute(self, model, x, targets, lengths):
         network = model.network
+        targets = targets.to(x.device)
         with torch.no_grad():
             inputs = model.network_inputs(x, lengths)
         if isinstance(inputs, tuple):  # sequences: their layers were refused already
