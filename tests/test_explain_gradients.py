@@ -7,12 +7,10 @@ about 1e-8 (captum rounds its step weights to float32).
 """
 
 import copy
-import re
 import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +49,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 TOL = 1e-5
-DOC = Path(__file__).parents[1] / "doc" / "explain" / "gradients.md"
 
 
 def _fit(estimator, X, y):
@@ -607,20 +604,3 @@ def test_integrated_gradients_peak_memory_is_bounded():
     bounded, unbounded = map(float, result.stdout.split())
     assert bounded < 30, f"peak memory grew by {bounded:.0f} MiB"
     assert unbounded > bounded + 40
-
-
-# -- the user guide -----------------------------------------------------------------
-
-
-def test_user_guide_examples_run():
-    # Fenced python blocks run in order in one namespace, as tests/test_docs.py
-    # runs the other guides.
-    text = DOC.read_text(encoding="utf-8")
-    fence = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-    blocks = fence.findall(text)
-    assert len(blocks) >= 5
-    namespace = {"__name__": "doc_gradients"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for block in blocks:
-            exec(compile(block, str(DOC), "exec"), namespace)
