@@ -24,8 +24,16 @@ from sklearn.preprocessing import StandardScaler
 
 from sklears_neural import CNNClassifier, MLPClassifier, MLPRegressor, RNNClassifier
 from sklears_neural.core._compat import InvalidParameterError
-from sklears_neural.explain import KernelShapExplainer, LimeExplainer, PermutationImportance
-from sklears_neural.explain.kernel_shap import exact_coalitions, sample_coalitions, summarize
+from sklears_neural.explain import (
+    KernelShapExplainer,
+    LimeExplainer,
+    PermutationImportance,
+)
+from sklears_neural.explain.kernel_shap import (
+    exact_coalitions,
+    sample_coalitions,
+    summarize,
+)
 from sklears_neural.explain.lime import _WeightedGram
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -44,7 +52,7 @@ X12, y12 = make_classification(n_samples=240, n_features=12, n_informative=6,
 
 @pytest.fixture(scope="module")
 def networks():
-    """Float64 networks on the same 12 values: rows, (1, 3, 4) images, (4, 3) sequences."""
+    """Float64 networks of the same 12 values: rows, (1, 3, 4) images, (4, 3) steps."""
     mlp = _fit(MLPClassifier(hidden_layer_sizes=(16,), max_iter=20, random_state=0,
                              precision="float64"), X12, y12)
     cnn = _fit(CNNClassifier(layers=["conv4", "gap"], input_shape=(1, 3, 4), max_iter=3,
@@ -69,7 +77,8 @@ def test_kernel_shap_exact_equals_shap(networks, name):
     shap = pytest.importorskip("shap")
     model, X = networks[name]
     background, explained = X[:6], X[100:103]
-    ours = KernelShapExplainer(model, background=background).explain(explained, target="all")
+    ours = KernelShapExplainer(model, background=background).explain(
+        explained, target="all")
     assert ours.exact.all() and (ours.n_coalitions == 2**12 - 2).all()
     assert ours.values.shape == explained.shape + (3,)
 
@@ -126,8 +135,10 @@ def test_kernel_shap_additivity(cancer, exact):
 def test_kernel_shap_regressor_additivity():
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)[:, :14]
-    model = _fit(MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0), X, y)
-    explanation = KernelShapExplainer(model, background=X, random_state=0).explain(X[:5])
+    model = _fit(MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0),
+                 X, y)
+    explainer = KernelShapExplainer(model, background=X, random_state=0)
+    explanation = explainer.explain(X[:5])
     assert not explanation.exact.any()  # 14 features: sampled
     assert explanation.values.shape == (5, 14)
     total = explanation.values.sum(axis=1) + explanation.base_values
@@ -140,7 +151,8 @@ def test_kernel_shap_sampled_converges_to_exact(cancer):
     shap = pytest.importorskip("shap")
     _, X, y = cancer
     Xs = X[:, :14]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(Xs, y)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(Xs, y)
     background, explained = summarize(Xs, 5, 0)[0], Xs[[3, 50]]
     exact = KernelShapExplainer(model, background=background, exact=True).explain(
         explained, target=1).values
@@ -212,7 +224,8 @@ def test_kernel_shap_pandas_and_pipeline(cancer):
         frame, data.target)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "X does not have valid feature names"
-        explanation = KernelShapExplainer(model, background=frame).explain(frame.iloc[:3])
+        explanation = KernelShapExplainer(model, background=frame).explain(
+            frame.iloc[:3])
     assert explanation.feature_names == list(frame.columns)
     assert list(explanation.to_frame().columns) == list(frame.columns)
     total = explanation.values.sum(axis=1) + explanation.base_values
@@ -283,7 +296,8 @@ def test_lime_recovers_a_linear_model(linear):
     assert_allclose(explanation.local_r2, 1.0, atol=1e-6)
     assert_allclose(explanation.local_prediction, model.predict(X[:4]), atol=1e-2)
     # top-3: the three largest coefficients, with their signs
-    top = LimeExplainer(model, training_data=X, num_features=3, random_state=0).explain(X[:4])
+    top = LimeExplainer(model, training_data=X, num_features=3,
+                        random_state=0).explain(X[:4])
     for row in top.values:
         assert set(np.flatnonzero(row)) == {0, 1, 2}
         assert_array_equal(np.sign(row[:3]), np.sign(LINEAR_COEF[:3]))
@@ -353,7 +367,10 @@ def test_lime_feature_selection_equals_limes(method):
     weights = rng.random(500)
     y = Z @ [2.0, -1.5, 0.0, 1.0, 0.2, 0.0, -0.7, 0.05] + 0.5 * rng.normal(size=500)
     gram = _WeightedGram(Z, weights, y[:, None])
-    ours = gram.forward(0, 4) if method == "forward_selection" else gram.lasso_path(0, 4)
+    if method == "forward_selection":
+        ours = gram.forward(0, 4)
+    else:
+        ours = gram.lasso_path(0, 4)
     theirs = lime_base.LimeBase(lambda d: d).feature_selection(Z, y, weights, 4, method)
     assert_array_equal(np.sort(ours), np.sort(theirs))
 
@@ -368,7 +385,8 @@ def test_weighted_gram_fits_are_sklearns_ridge():
     beta = gram.fit(used, 0, alpha=1.0)
     ridge = Ridge(alpha=1.0).fit(Z[:, used], y, sample_weight=weights)
     assert_allclose(beta, ridge.coef_, atol=1e-12)
-    assert_allclose(gram.y_mean[0] - gram.x_mean[used] @ beta, ridge.intercept_, atol=1e-12)
+    intercept = gram.y_mean[0] - gram.x_mean[used] @ beta
+    assert_allclose(intercept, ridge.intercept_, atol=1e-12)
     assert_allclose(gram.r2(used, 0, beta, 1.0),
                     ridge.score(Z[:, used], y, sample_weight=weights), atol=1e-12)
 
@@ -446,7 +464,8 @@ def test_permutation_importance_is_sklearns():
 
 def test_permutation_importance_sequences_and_errors(networks):
     rnn, X = networks["rnn"]
-    explanation = PermutationImportance(rnn, n_repeats=2, random_state=0).explain(X, y12)
+    explainer = PermutationImportance(rnn, n_repeats=2, random_state=0)
+    explanation = explainer.explain(X, y12)
     assert explanation.values.shape == (1, 4, 3)
     assert explanation.importances.shape == (1, 4, 3, 2)
     with pytest.raises(ValueError, match="explain\\(X, y\\)"):

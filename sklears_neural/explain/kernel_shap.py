@@ -516,7 +516,8 @@ class KernelShapExplainer(Explainer):
         """``(masks, weights, exact, features)`` for samples varying in ``varying``."""
         features = np.flatnonzero(varying)
         M = len(features)
-        exact = self.exact is True or (self.exact == "auto" and M <= AUTO_EXACT_FEATURES)
+        exact = self.exact is True or (
+            self.exact == "auto" and M <= AUTO_EXACT_FEATURES)
         if M <= 1:  # nothing to share: phi = f(x) - base, or nothing
             return np.zeros((0, M), dtype=bool), np.zeros(0), True, features
         if exact:
@@ -580,8 +581,9 @@ def _full_masks(masks, features, n_features):
     return full
 
 
-def _coalition_values(f, rows, masks, background, bg_weights, per_call, n_jobs, progress):
-    """``v(S) = sum_b w_b f(x_S, z_b)`` for every sample and coalition: (n, C, n_outputs).
+def _coalition_values(f, rows, masks, background, bg_weights, per_call, n_jobs,
+                      progress):
+    """``v(S) = sum_b w_b f(x_S, z_b)`` of every sample and coalition: (n, C, K).
 
     The (sample, coalition) pairs are numbered ``i * C + c``; a model call
     takes whole pairs, each with all its ``B`` background rows (``per_call
@@ -612,7 +614,8 @@ def _coalition_values(f, rows, masks, background, bg_weights, per_call, n_jobs, 
         synthetic = outside[c][:, None, :] * background[None, b0:b1, :]
         synthetic += (inside[c] * rows[i])[:, None, :]
         out = f(synthetic.reshape(-1, rows.shape[1]))
-        return out.reshape(last - first, b1 - b0, -1).transpose(0, 2, 1) @ bg_weights[b0:b1]
+        out = out.reshape(last - first, b1 - b0, -1)
+        return np.einsum("pbk,b->pk", out, bg_weights[b0:b1])
 
     results = parallel_map(evaluate, blocks, n_jobs, progress)
     values = np.zeros((n_pairs, results[0].shape[1]))

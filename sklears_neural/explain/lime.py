@@ -19,7 +19,8 @@ from sklears_neural.explain.kernel_shap import (
 
 __all__ = ["LimeExplainer"]
 
-FEATURE_SELECTION = ("auto", "forward_selection", "highest_weights", "lasso_path", "none")
+FEATURE_SELECTION = ("auto", "forward_selection", "highest_weights", "lasso_path",
+                     "none")
 
 
 class LimeExplainer(Explainer):
@@ -118,7 +119,8 @@ class LimeExplainer(Explainer):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 3))
     >>> model = LinearRegression().fit(X, X @ [3.0, -2.0, 0.5])
-    >>> explanation = LimeExplainer(model, training_data=X, random_state=0).explain(X[:2])
+    >>> explainer = LimeExplainer(model, training_data=X, random_state=0)
+    >>> explanation = explainer.explain(X[:2])
     >>> np.round(explanation.values[0] / X.std(axis=0), 2)
     array([ 3. , -2. ,  0.5])
     >>> np.round(explanation.local_r2, 3)
@@ -137,9 +139,10 @@ class LimeExplainer(Explainer):
         "n_jobs": [Integral, None],
     }
 
-    def __init__(self, estimator, *, training_data=None, kernel_width=None, num_samples=5000,
-                 num_features=10, feature_selection="auto", random_state=None,
-                 output="auto", batch_size="auto", verbose=0, n_jobs=None):
+    def __init__(self, estimator, *, training_data=None, kernel_width=None,
+                 num_samples=5000, num_features=10, feature_selection="auto",
+                 random_state=None, output="auto", batch_size="auto", verbose=0,
+                 n_jobs=None):
         self.estimator = estimator
         self.training_data = training_data
         self.kernel_width = kernel_width
@@ -161,7 +164,8 @@ class LimeExplainer(Explainer):
         n, n_features = rows.shape
         width = (0.75 * np.sqrt(n_features) if self.kernel_width is None
                  else float(self.kernel_width))
-        k = n_features if self.num_features is None else min(self.num_features, n_features)
+        k = n_features if self.num_features is None else min(self.num_features,
+                                                              n_features)
         method = self.feature_selection
         if method == "auto":
             method = "forward_selection" if k <= 6 else "highest_weights"
@@ -178,7 +182,8 @@ class LimeExplainer(Explainer):
                                       mean, scale, width, k, method, per_call)
 
         with Progress(self.verbose, n, type(self).__name__, "sample") as progress:
-            parts = parallel_map(explain_chunk, chunks, self.n_jobs, progress, weight=len)
+            parts = parallel_map(explain_chunk, chunks, self.n_jobs, progress,
+                                 weight=len)
         coef, intercept, r2, local = (np.concatenate(part) for part in zip(*parts))
         shape = f.sample_shape
         if targets is None:
@@ -187,9 +192,9 @@ class LimeExplainer(Explainer):
             values = coef[..., 0].reshape((n, *shape))
             intercept, r2, local = intercept[:, 0], r2[:, 0], local[:, 0]
         return Explanation(
-            values, base_values=None, data=rows.reshape((n, *shape)), feature_names=names,
-            output_names=f.output_names, targets=targets, output=f.output,
-            method=type(self).__name__, feature_shape=shape,
+            values, base_values=None, data=rows.reshape((n, *shape)),
+            feature_names=names, output_names=f.output_names, targets=targets,
+            output=f.output, method=type(self).__name__, feature_shape=shape,
             local_r2=r2, intercept=intercept, local_prediction=local,
         )
 
@@ -222,7 +227,8 @@ class LimeExplainer(Explainer):
         R^2 and local predictions (n, K'), K' = 1 or every output."""
         noise = []
         for seed in seeds:
-            e = np.random.default_rng(seed).standard_normal((self.num_samples, rows.shape[1]))
+            e = np.random.default_rng(seed).standard_normal(
+                (self.num_samples, rows.shape[1]))
             e[0] = 0.0  # the sample itself
             noise.append(e)
         noise = np.stack(noise)  # (n, N, D)
@@ -233,7 +239,8 @@ class LimeExplainer(Explainer):
         results = [
             self._surrogate(noise[i] + (rows[i] - mean) / scale,
                             np.sqrt(np.exp(-(noise[i] ** 2).sum(axis=1) / width**2)),
-                            labels[i] if targets is None else labels[i][:, [targets[i]]],
+                            labels[i] if targets is None
+                            else labels[i][:, [targets[i]]],
                             k, method)
             for i in range(len(rows))
         ]

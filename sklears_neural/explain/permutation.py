@@ -146,7 +146,8 @@ class PermutationImportance(Explainer):
         estimator, data = self.estimator, X
         if len(shape) > 1:  # shuffle flat values; the estimator sees samples
             estimator = Pipeline([
-                ("unflatten", FunctionTransformer(_unflatten, kw_args={"shape": shape})),
+                ("unflatten",
+                 FunctionTransformer(_unflatten, kw_args={"shape": shape})),
                 ("estimator", self.estimator),
             ])
             data = rows
@@ -178,7 +179,8 @@ class PermutationImportance(Explainer):
             output_names=output_names, targets=None, output=output,
             method=type(self).__name__, feature_shape=shape,
             importances_std=std.reshape(values.shape),
-            importances=every.reshape((*values.shape[:1 + len(shape)], *every.shape[1:])),
+            importances=every.reshape(
+                (*values.shape[:1 + len(shape)], *every.shape[1:])),
         )
 
     def _explain(self, X, target):  # explain() is overridden: it needs y
