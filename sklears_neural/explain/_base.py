@@ -4,8 +4,8 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import BaseEstimator, clone
+from sklears_neural.core._compat import HasMethods, Interval, StrOptions
 
 from sklears_neural.explain._explanation import Explanation
 from sklears_neural.explain._model import OUTPUTS, TorchModel, resolve_targets
@@ -18,7 +18,7 @@ AUTO_BATCH_VALUES = 2**20
 
 
 def batch_rows(batch_size, values_per_row):
-    """Rows per model call: ``batch_size``, or what fits :data:`AUTO_BATCH_VALUES`."""
+    """Model inputs per call: ``batch_size``, or what fits :data:`AUTO_BATCH_VALUES`."""
     if batch_size == "auto":
         return int(max(1, min(4096, AUTO_BATCH_VALUES // max(1, values_per_row))))
     return int(batch_size)
@@ -38,6 +38,14 @@ class Explainer(BaseEstimator):
         "output": [StrOptions(set(OUTPUTS))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
+
+    def __sklearn_clone__(self):
+        # clone() would clone the estimator too, which unfits it: an explainer
+        # explains *this* fitted model, so the copy shares it (as it shares a
+        # model's weights) and clones only its own settings.
+        params = self.get_params(deep=False)
+        estimator = params.pop("estimator")
+        return type(self)(estimator, **clone(params, safe=False))
 
     def explain(self, X, target=None):
         """Explain the estimator's outputs at the samples ``X``.
@@ -84,9 +92,13 @@ class GradientExplainer(Explainer):
     def _explain(self, X, target):
         model = self._model()
         x, lengths, names = model.prepare(X)
-        values_per_row = int(np.prod(x.shape[1:]))
-        rows = batch_rows(self.batch_size, values_per_row * self._inputs_per_row())
-        outputs = model.predict(x, lengths, rows)
+        # batch_size counts model inputs per forward/backward pass: a batch
+        # holds as many rows as their inputs (IG's steps, SmoothGrad's noisy
+        # copies) fill; a method splits a row's inputs over several passes
+        # when one row alone is more.
+        per_pass = batch_rows(self.batch_size, int(np.prod(x.shape[1:])))
+        rows = max(1, per_pass // self._inputs_per_row())
+        outputs = model.predict(x, lengths, per_pass)
         targets = resolve_targets(target, outputs, model.output_names, model.classifier)
         per_output = [targets] if targets is not None else [
             np.full(len(x), k, dtype=np.intp) for k in range(outputs.shape[1])
@@ -98,8 +110,9 @@ class GradientExplainer(Explainer):
                 batch = slice(start, start + rows)
                 part_lengths = None if lengths is None else lengths[batch]
                 parts.append(self._attribute(
-                    model, model.tensor(x[batch]), torch.as_tensor(chosen[batch]),
-                    part_lengths,
+                    model, model.tensor(x[batch]),
+                    torch.as_tensor(chosen[batch], device=model.device), part_lengths,
+                    batch,
                 ))
             results.append(_merge(parts))
         values, extras = _stack_outputs(results, all_outputs=targets is None)
@@ -117,8 +130,11 @@ class GradientExplainer(Explainer):
         """Model inputs evaluated per explained row (IG: its steps)."""
         return 1
 
-    def _attribute(self, model, x, targets, lengths):
+    def _attribute(self, model, x, targets, lengths, rows):
         """Attributions of a batch: a tensor like ``x``, or ``(tensor, extras)``.
+
+        ``x`` holds the rows ``rows`` (a slice) of the explained input, in
+        order; a batch of every row comes once per explained output.
 
         ``extras`` is a dict of per-row arrays (``base_values``,
         ``convergence_delta``) that are concatenated over batches.

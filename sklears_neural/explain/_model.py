@@ -440,7 +440,7 @@ class TorchModel:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), _cudnn_rnn_backward(self.device):
             outputs = self(x, lengths, module)
-            selected = outputs.gather(1, targets.view(-1, 1)).sum()
+            selected = outputs.gather(1, targets.to(outputs.device).view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(selected, x)
         return grads, outputs.detach()
 

@@ -94,7 +94,7 @@ class Saliency(GradientExplainer):
         self.output = output
         self.batch_size = batch_size
 
-    def _attribute(self, model, x, targets, lengths):
+    def _attribute(self, model, x, targets, lengths, rows):
         grads, _ = model.gradient(x, targets, lengths)
         return grads.abs() if self.abs else grads
 
@@ -102,27 +102,18 @@ class Saliency(GradientExplainer):
 # -- shared machinery -------------------------------------------------------------
 
 
-class _RowTrackingModel(TorchModel):
-    """A :class:`TorchModel` that knows which rows of ``X`` a batch holds.
+class _CallModel(TorchModel):
+    """A :class:`TorchModel` with the per-call state of one ``explain``.
 
-    The base class hands ``_attribute`` a batch of rows but not their
-    positions in ``X``; per-sample baselines and the noise stream of
-    :class:`SmoothGrad` need them. Batches come in order, once per explained
-    output (``target="all"`` explains each output in turn), so a cursor
-    that wraps at ``len(X)`` gives every batch its rows.
+    Per-sample baselines are resolved once for the X of the call; the state
+    lives here, not on the explainer, so one explainer may run in threads.
     """
 
     def prepare(self, X):
         x, lengths, names = super().prepare(X)
-        self.n_rows, self.next_row = len(x), 0
+        self.n_rows = len(x)
         self.baselines = None  # resolved by the first batch, for this X
         return x, lengths, names
-
-    def take_rows(self, n):
-        """The slice of ``X`` of the next batch of ``n`` rows."""
-        start = self.next_row
-        self.next_row = (start + n) % self.n_rows
-        return slice(start, start + n)
 
 
 def _inputs_per_pass(batch_size, x):
@@ -362,7 +353,7 @@ class IntegratedGradients(GradientExplainer):
             )
 
     def _model(self):
-        return _RowTrackingModel(self.estimator, self.output, method=type(self).__name__)
+        return _CallModel(self.estimator, self.output, method=type(self).__name__)
 
     def _inputs_per_row(self):
         return self.n_steps
@@ -379,9 +370,8 @@ class IntegratedGradients(GradientExplainer):
             baselines = baselines[rows]
         return model.tensor(baselines)
 
-    def _attribute(self, model, x, targets, lengths):
-        baseline = self._baselines(model, x, model.take_rows(len(x)))
-        targets = targets.to(x.device)  # they index path points on x's device
+    def _attribute(self, model, x, targets, lengths, rows):
+        baseline = self._baselines(model, x, rows)
         return self._integrate(model, x, baseline, targets, lengths,
                                _inputs_per_pass(self.batch_size, x))
 
@@ -405,8 +395,8 @@ class IntegratedGradients(GradientExplainer):
 # -- SmoothGrad -----------------------------------------------------------------
 
 
-class _NoiseModel(_RowTrackingModel):
-    """Row tracking plus the noise stream of one ``explain`` call."""
+class _NoiseModel(_CallModel):
+    """Per-call state plus the noise stream of one ``explain`` call."""
 
     def __init__(self, *args, seed, **kwargs):
         super().__init__(*args, **kwargs)
@@ -554,10 +544,8 @@ IntegratedGradients, default="saliency"
     def _inputs_per_row(self):
         return self.nt_samples * self._base_method()._inputs_per_row()
 
-    def _attribute(self, model, x, targets, lengths):
+    def _attribute(self, model, x, targets, lengths, rows):
         base = self._base_method()
-        rows = model.take_rows(len(x))
-        targets = targets.to(x.device)
         sample_shape = tuple(x.shape[1:])
         stdevs = model.tensor(_noise_scale(self.stdevs, sample_shape))
         if isinstance(base, IntegratedGradients):
@@ -680,7 +668,7 @@ class GuidedBackprop(GradientExplainer):
     def _model(self):
         return _GuidedModel(self.estimator, self.output, method=type(self).__name__)
 
-    def _attribute(self, model, x, targets, lengths):
+    def _attribute(self, model, x, targets, lengths, rows):
         grads, _ = model.gradient(x, targets, lengths, module=model.guided)
         return grads
 

@@ -318,9 +318,8 @@ class LRP(GradientExplainer):
         output = "logit" if is_classifier(final) else self.output
         return _LRPModel(self.estimator, output, method=type(self).__name__)
 
-    def _attribute(self, model, x, targets, lengths):
+    def _attribute(self, model, x, targets, lengths, rows):
         network = model.network
-        targets = targets.to(x.device)
         with torch.no_grad():
             inputs = model.network_inputs(x, lengths)
         if isinstance(inputs, tuple):  # sequences: their layers were refused already
