@@ -12,6 +12,7 @@ __all__ = ["plot"]
 
 KINDS = ("auto", "bar", "summary", "image", "sequence", "heatmap")
 DIVERGING = "RdBu_r"
+SEQUENTIAL = "Reds"
 
 
 def _pyplot():
@@ -88,11 +89,14 @@ def _new_axes(plt, ax, n_rows):
 def _bar(plt, explanation, ax, max_display, title):
     values = explanation.flat_values()
     names = _names(explanation, values.shape[1])
+    if len(values) == 1 and values.ndim == 2:
+        return _signed_bar(plt, values[0], names, ax, max_display, title)
     if values.ndim == 3:
         per_output = np.abs(values).mean(axis=0)  # (n_features, n_outputs)
     else:
         per_output = np.abs(values).mean(axis=0)[:, None]
-    top = _top_features(per_output.sum(axis=1), max_display)[::-1]
+    top = _nonzero(_top_features(per_output.sum(axis=1), max_display),
+                   per_output.sum(axis=1))[::-1]
     figure, ax = _new_axes(plt, ax, len(top))
     left = np.zeros(len(top))
     outputs = explanation.output_names if values.ndim == 3 else None
@@ -107,6 +111,27 @@ def _bar(plt, explanation, ax, max_display, title):
     ax.set_title(title)
     figure.tight_layout()
     return figure
+
+
+def _signed_bar(plt, values, names, ax, max_display, title):
+    """One sample: each feature's signed attribution, largest magnitude on top."""
+    top = _nonzero(_top_features(np.abs(values), max_display), values)[::-1]
+    figure, ax = _new_axes(plt, ax, len(top))
+    colors = ["tab:red" if values[i] > 0 else "tab:blue" for i in top]
+    ax.barh(np.arange(len(top)), values[top], color=colors)
+    ax.axvline(0.0, color="0.4", linewidth=0.8)
+    ax.set_yticks(np.arange(len(top)), [names[i] for i in top])
+    ax.set_xlabel("attribution (red raises the output, blue lowers it)")
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def _nonzero(order, values):
+    """``order`` without features whose attribution is exactly zero (LIME's
+    unselected features), keeping at least one."""
+    kept = [i for i in order if values[i] != 0]
+    return np.array(kept or list(order[:1]), dtype=np.intp)
 
 
 def _summary(plt, explanation, ax, max_display, cmap, title):
@@ -160,6 +185,19 @@ def _symmetric_limit(values):
     return limit if limit > 0 else 1.0
 
 
+def _color_scale(values, cmap):
+    """``imshow`` color settings: diverging around 0, or sequential from 0.
+
+    Signed attributions get a diverging map centered at zero; values that
+    are never negative (saliency magnitudes, attention weights) a
+    sequential one from zero, so that no half of the scale goes unused.
+    """
+    limit = _symmetric_limit(values)
+    if values.size and np.nanmin(values) >= 0:
+        return {"cmap": cmap or SEQUENTIAL, "vmin": 0.0, "vmax": limit}
+    return {"cmap": cmap or DIVERGING, "vmin": -limit, "vmax": limit}
+
+
 def _heatmap(plt, explanation, ax, max_display, cmap, title):
     values = _one_output(explanation, "heatmap")
     names = _names(explanation, values.shape[1])
@@ -169,8 +207,7 @@ def _heatmap(plt, explanation, ax, max_display, cmap, title):
         figure, ax = plt.subplots(figsize=(1.5 + 0.35 * len(top), 1.5 + 0.25 * len(values)))
     else:
         figure = ax.figure
-    limit = _symmetric_limit(shown)
-    image = ax.imshow(shown, aspect="auto", cmap=cmap or DIVERGING, vmin=-limit, vmax=limit)
+    image = ax.imshow(shown, aspect="auto", **_color_scale(shown, cmap))
     ax.set_xticks(np.arange(len(top)), [names[i] for i in top], rotation=90)
     ax.set_ylabel("sample")
     figure.colorbar(image, ax=ax, label="attribution")
@@ -216,13 +253,12 @@ def _images(plt, explanation, rows, cmap, title, shape):
                                 squeeze=False)
     for line, row in enumerate(rows):
         heat = _as_picture(values[row], shape)
-        limit = _symmetric_limit(heat)
         if with_data:
             picture = _as_picture(explanation.data[row], shape)
             axes[line, 0].imshow(picture, cmap="gray")
             axes[line, 0].set_title(_row_label(explanation, row), fontsize="small")
         ax = axes[line, columns - 1]
-        image = ax.imshow(heat, cmap=cmap or DIVERGING, vmin=-limit, vmax=limit)
+        image = ax.imshow(heat, **_color_scale(heat, cmap))
         figure.colorbar(image, ax=ax, fraction=0.046)
         for ax in axes[line]:
             ax.set_xticks([])
@@ -251,9 +287,8 @@ def _sequences(plt, explanation, rows, cmap, title, step_labels):
         heat = values[row].reshape(shape)
         if explanation.lengths is not None:
             heat = heat[: int(explanation.lengths[row])]
-        limit = _symmetric_limit(heat)
         ax = axes[line, 0]
-        image = ax.imshow(heat.T, aspect="auto", cmap=cmap or DIVERGING, vmin=-limit, vmax=limit)
+        image = ax.imshow(heat.T, aspect="auto", **_color_scale(heat, cmap))
         ax.set_ylabel("feature" if shape[1] > 1 else "")
         if shape[1] == 1:
             ax.set_yticks([])
