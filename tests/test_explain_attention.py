@@ -6,10 +6,10 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import InvalidParameterError
 
 from sklears_neural import (
     MLPClassifier,
@@ -18,6 +18,7 @@ from sklears_neural import (
     TransformerClassifier,
     TransformerRegressor,
 )
+from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.explain import AttentionMap
 from sklears_neural.explain.attention import attention_rollout, to_html
 
@@ -207,6 +208,15 @@ def test_cls_attention_finds_the_marked_step(global_random_seed):
     # step (1/9 if uniform); the largest weight is there for >= 98%.
     assert values[np.arange(100), position[300:]].mean() > 0.35
     assert np.mean(values.argmax(axis=1) == position[300:]) > 0.95
+
+
+def test_clone_and_repr(transformer):
+    explainer = AttentionMap(transformer, rollout=True, head_fusion="max")
+    copy = clone(explainer)
+    assert copy.estimator is transformer and copy.head_fusion == "max"
+    assert "rollout=True" in repr(explainer)
+    X = ragged(4)
+    assert_allclose(copy.explain(X).values, explainer.explain(X).values)
 
 
 def test_layer_and_family_errors(transformer):

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.utils._param_validation import InvalidParameterError
 
 from sklears_neural import MLPClassifier, MLPRegressor, RNNClassifier
+from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.explain import TCAV
 
 N_FEATURES = 6
@@ -141,6 +142,19 @@ def test_second_explain_reuses_cavs_and_new_concept_data_retrains(small, monkeyp
     tcav.set_params(cache=False)
     assert tcav.explain(X[:20]).cavs_trained == 9
     assert tcav.explain(X[:20]).cavs_trained == 9
+
+
+def test_clone_keeps_settings_and_model_but_not_the_cache(small):
+    model, X, concepts, random_examples = small
+    tcav = TCAV(model, layer="layers.1", concepts=concepts, random_examples=random_examples,
+                n_random=2, random_state=0)
+    first = tcav.explain(X[:10])
+    copy = clone(tcav)
+    assert copy.estimator is model and copy.layer == "layers.1" and copy.n_random == 2
+    assert repr(tcav).startswith("TCAV(")
+    again = copy.explain(X[:10])
+    assert again.cavs_trained == 6  # a new explainer starts without CAVs
+    assert_allclose(again.cavs, first.cavs)  # the same seed gives the same CAVs
 
 
 def test_refitted_weights_retrain(small):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from sklears_neural.core._compat import HasMethods, Interval, StrOptions
 from sklears_neural.explain._base import Explainer, batch_rows
 from sklears_neural.explain._explanation import Explanation
 from sklears_neural.explain._model import TorchModel, resolve_targets, split_pipeline

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from scipy import stats
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
+from sklears_neural.core._compat import HasMethods, Interval, StrOptions
 from sklears_neural.explain._base import Explainer, batch_rows
 from sklears_neural.explain._explanation import Explanation
 from sklears_neural.explain._model import (
