@@ -234,6 +234,10 @@ def test_layer_and_family_errors(transformer):
     last = fit(RNNClassifier(hidden_size=4, max_iter=2, random_state=0), X3, y)
     with pytest.raises(TypeError, match=r"pooling='last'\) has none.*pooling='additive'"):
         AttentionMap(last).explain(X3)
+    per_step = fit(RNNRegressor(hidden_size=4, pooling="additive", per_step=True, max_iter=2,
+                                random_state=0), X3, X3[:, :, 0])
+    with pytest.raises(TypeError, match=r"per_step=True\) pools nothing"):
+        AttentionMap(per_step).explain(X3)
     mlp = fit(MLPClassifier((4,), max_iter=5, random_state=0), X3[:, :, 0], y)
     with pytest.raises(TypeError, match="MLPClassifier has no attention.*IntegratedGradients"):
         AttentionMap(mlp).explain(X3[:, :, 0])

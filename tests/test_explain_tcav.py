@@ -24,6 +24,12 @@ USED = np.r_[1.0, 1.0, 0, 0, 0, 0] / np.sqrt(2)
 UNUSED = np.r_[0, 0, 0, 0, 0, 1.0]
 
 
+def fit_quietly(estimator, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator.fit(X, y)
+
+
 def planted(seed):
     """A fitted pipeline whose label is sign(x . USED), and data around it."""
     rng = np.random.RandomState(seed)
@@ -243,6 +249,12 @@ def test_sequence_model_layer_with_tuple_output():
     assert expl.values.shape == (1, 1) and expl.cavs.shape == (1, 3, 8)
     with pytest.raises(ValueError, match="does not depend on the output of layer='encoder'"):
         TCAV(model, layer="encoder", **settings).explain(X[:20], target=1)
+    # Step activations have a width per sequence length: one length only.
+    mean = fit_quietly(RNNClassifier(hidden_size=8, pooling="mean", max_iter=5,
+                                     random_state=0), X, y)
+    assert TCAV(mean, layer="encoder", **settings).explain(X[:20]).cavs.shape == (1, 3, 40)
+    with pytest.raises(ValueError, match="40 values per sample for some inputs and 32.*same number of steps"):
+        TCAV(mean, layer="encoder", **settings).explain(X[:20, :4])
     # Ragged input runs the LSTM on packed sequences.
     ragged = [x[:3] for x in X[:10]] + [X[10]]
     with pytest.raises(TypeError, match="tuple starting with PackedSequence, not a tensor"):

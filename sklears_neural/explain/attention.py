@@ -263,6 +263,13 @@ def _attention_family(estimator):
     if isinstance(module, TransformerNet):
         return "transformer"
     if isinstance(module, RecurrentNet):
+        if module.pool is None and module.per_step:
+            raise TypeError(
+                f"AttentionMap reads attention weights, and {name}(per_step=True) pools "
+                "nothing, so it has none. Attribute its per-step predictions with "
+                "IntegratedGradients or Saliency, or fit a TransformerClassifier/"
+                "TransformerRegressor, whose self-attention AttentionMap reads."
+            )
         if module.pool is None:
             pooling = getattr(final, "pooling", module.pooling)
             raise TypeError(

@@ -436,8 +436,8 @@ class _Activations:
             self.width = width
         elif width != self.width:
             raise ValueError(
-                f"The activations at layer={self.layer!r} have {width} values per sample "
-                f"here and {self.width} for other inputs: CAVs need one activation "
+                f"The activations at layer={self.layer!r} have {self.width} values per "
+                f"sample for some inputs and {width} for others: CAVs need one activation "
                 "space. For sequences, give the concept examples, random examples and X "
                 "the same number of steps, or choose a layer after the pooling."
             )
