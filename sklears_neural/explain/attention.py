@@ -212,9 +212,9 @@ class AttentionMap(Explainer):
             if self.rollout:
                 matrix = rolled
             else:
-                matrix = _normalize(fuse_heads(maps[last], self.head_fusion, axis=1) * valid[
-                    :, None, :])
-                matrix = matrix * valid[:, :, None]
+                fused = fuse_heads(maps[last], self.head_fusion, axis=1)
+                # max/min fusion leaves rows that do not sum to 1.
+                matrix = _normalize(fused * valid[:, None, :]) * valid[:, :, None]
         else:
             matrix = np.eye(pooling.shape[-1])[None] * valid[:, :, None]
         query = _query(module.pooling, pooling, valid, cls, per_step)
