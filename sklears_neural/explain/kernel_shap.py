@@ -39,17 +39,26 @@ AUTO_EXACT_FEATURES = 12
 
 
 class _NamedPredictFunction(PredictFunction):
-    """:class:`PredictFunction` that hands flat rows to the estimator as a
-    DataFrame with the columns it was fitted on, so that a model fitted on
-    pandas input does not warn about missing feature names on every call."""
+    """:class:`PredictFunction` for the perturbation methods.
+
+    Rows go to the estimator as a DataFrame with the columns it was fitted
+    on, so that a model fitted on pandas input does not warn about missing
+    feature names on every call; and scikit-learn's finiteness checks are
+    skipped (``assume_finite``): every row is built from ``X`` and
+    background or training data that passed them, and the checks would
+    otherwise scan each of the (millions of) synthetic values again.
+    """
 
     def _outputs(self, X):
+        from sklearn import config_context
+
         names = getattr(self.estimator, "feature_names_in_", None)
         if names is not None and X.ndim == 2 and X.shape[1] == len(names):
             import pandas as pd
 
             X = pd.DataFrame(X, columns=names, copy=False)
-        return super()._outputs(X)
+        with config_context(assume_finite=True):  # thread-local: safe in n_jobs
+            return super()._outputs(X)
 
 
 def predict_function(estimator, output):
@@ -214,36 +223,43 @@ def sample_coalitions(n_features, nsamples, rng):
 def _draw_coalitions(M, budget, size_weight, n_full, n_paired, rng):
     """``budget`` distinct sampled coalitions (with complements) and their draw counts.
 
-    A draw of a coalition already found adds 1 to its count (and to its
-    complement's) instead of spending budget, as in shap.
+    Draws are read in order until they bring ``budget`` distinct coalitions
+    (a draw of a paired size brings two: it and its complement, the second
+    dropped if the budget ends between them); a draw of a coalition already
+    found adds 1 to its count, and its complement's, instead of spending
+    budget, as in shap.
     """
     # Each draw of a paired size brings two coalitions: halve their odds.
     p = size_weight.copy()
     p[:n_paired] /= 2
     p = p[n_full:] / p[n_full:].sum()
-    found = {}  # packed drawn mask -> its index in `rows`
-    rows, counts = [], []
+    sizes = np.zeros(0, dtype=np.intp)
+    drawn = np.zeros((0, M), dtype=bool)
     for _ in range(8):  # rounds of draws; the first nearly always suffices
-        sizes = rng.choice(len(p), size=4 * budget, p=p) + n_full + 1
-        ranks = rng.random((len(sizes), M)).argsort(axis=1).argsort(axis=1)
-        drawn = ranks < sizes[:, None]  # a uniform subset of each drawn size
-        for mask, key, size in zip(drawn, np.packbits(drawn, axis=1), sizes):
-            # Complements (sizes above M / 2) are never drawn: keys are drawn masks.
-            members = [mask, ~mask] if size <= n_paired else [mask]
-            index = found.get(key.tobytes())
-            if index is not None:
-                for offset in range(len(members)):
-                    if index + offset < len(rows):
-                        counts[index + offset] += 1.0
-                continue
-            found[key.tobytes()] = len(rows)
-            members = members[:budget]  # the budget may end between a pair
-            rows.extend(members)
-            counts.extend([1.0] * len(members))
-            budget -= len(members)
-            if budget == 0:
-                return np.array(rows), np.array(counts)
-    return np.array(rows), np.array(counts)
+        more = rng.choice(len(p), size=budget, p=p) + n_full + 1
+        ranks = rng.random((len(more), M)).argsort(axis=1).argsort(axis=1)
+        sizes = np.concatenate([sizes, more])
+        drawn = np.concatenate([drawn, ranks < more[:, None]])  # uniform subsets
+        # Complements (sizes above M / 2) are never drawn: drawn masks are keys.
+        keys = np.packbits(drawn, axis=1)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True,
+                                      return_inverse=True)
+        inverse = np.ravel(inverse)
+        new = first[inverse] == np.arange(len(drawn))
+        paired = sizes <= n_paired
+        brought = np.cumsum(np.where(new, np.where(paired, 2, 1), 0))
+        if brought[-1] >= budget:
+            break
+    stop = int(np.searchsorted(brought, budget)) if brought[-1] >= budget \
+        else len(drawn) - 1
+    counts = np.bincount(inverse[:stop + 1]).astype(np.float64)
+    found = np.flatnonzero(new[:stop + 1])
+    with_complement = found[paired[found]]
+    if brought[stop] > budget:  # the last draw's complement is over budget
+        with_complement = with_complement[with_complement != found[-1]]
+    masks = np.concatenate([drawn[found], ~drawn[with_complement]])
+    weights = np.concatenate([counts[inverse[found]], counts[inverse[with_complement]]])
+    return masks, weights
 
 
 def solve_constrained(masks, weights, values, totals):
@@ -302,19 +318,23 @@ def summarize(background, n_clusters, random_state):
     kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(background)
     centers = kmeans.cluster_centers_.copy()
     for j in range(background.shape[1]):
-        centers[:, j] = _nearest(np.unique(background[:, j]), centers[:, j])
+        centers[:, j] = _nearest(background[:, j], centers[:, j])
     counts = np.bincount(kmeans.labels_, minlength=n_clusters).astype(np.float64)
     return centers, counts / counts.sum()
 
 
-def _nearest(sorted_values, targets):
-    """The element of ``sorted_values`` nearest each target (the lower on ties)."""
-    if len(sorted_values) == 1:
-        return np.full(len(targets), sorted_values[0])
-    right = np.clip(np.searchsorted(sorted_values, targets), 1, len(sorted_values) - 1)
+def _nearest(column, targets):
+    """The value of ``column`` nearest each target; on a tie, the one that
+    comes first in ``column`` (what ``argmin`` over the column, and shap, pick)."""
+    values, first = np.unique(column, return_index=True)
+    if len(values) == 1:
+        return np.full(len(targets), values[0])
+    right = np.clip(np.searchsorted(values, targets), 1, len(values) - 1)
     left = right - 1
-    nearer_left = targets - sorted_values[left] <= sorted_values[right] - targets
-    return np.where(nearer_left, sorted_values[left], sorted_values[right])
+    to_left, to_right = np.abs(values[left] - targets), np.abs(values[right] - targets)
+    tie = (to_left == to_right) & (first[left] < first[right])
+    pick_left = (to_left < to_right) | tie
+    return np.where(pick_left, values[left], values[right])
 
 
 # -- the explainer ------------------------------------------------------------------
