@@ -423,7 +423,7 @@ class KernelShapExplainer(Explainer):
 
     Notes
     -----
-    Cost: ``1 + n_samples * C * B / batch_size`` model calls over
+    Cost: ``2 + n_samples * C * B / batch_size`` model calls over
     ``n_samples * C * B`` synthetic rows, ``C`` the coalitions (``2**M - 2``
     exact, ``min(nsamples, 2**M - 2)`` sampled) and ``B`` the background
     rows. Samples with the same varying features share one set of
@@ -484,7 +484,7 @@ class KernelShapExplainer(Explainer):
         base = bg_weights @ f(background)  # E_w[f(z)], (n_outputs,)
         targets = resolve_targets(target, outputs, f.output_names, f.classifier)
 
-        varying = (rows[:, None, :] != background[None, :, :]).any(axis=1)
+        varying = _varying(rows, background)
         groups = _groups(varying)
         rng = np.random.default_rng(seed_sequence(self.random_state))
         plans = [self._plan(varying[members[0]], rng) for members in groups]
@@ -578,10 +578,17 @@ class KernelShapExplainer(Explainer):
         )
 
 
+def _varying(rows, background):
+    """Per sample, the features whose value differs from some background row's."""
+    chunk = max(1, 2**22 // max(1, background.size))  # compare ~4M values at a time
+    return np.concatenate([
+        (rows[start:start + chunk, None, :] != background[None]).any(axis=1)
+        for start in range(0, len(rows), chunk)
+    ])
+
+
 def _groups(varying):
     """Indices of the samples, grouped by their set of varying features."""
-    if not len(varying):
-        return []
     _, inverse = np.unique(np.packbits(varying, axis=1), axis=0, return_inverse=True)
     inverse = np.ravel(inverse)
     return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
