@@ -131,7 +131,8 @@ def test_transformer_rollout_values(transformer):
     manual = attention_rollout(transformer.get_attention(X), [len(x) for x in X])
     assert_allclose(expl.rollout, manual, atol=1e-10)
     for i, x in enumerate(X):
-        assert_allclose(expl.values[i, :len(x)], manual[i, :len(x), :len(x)].mean(axis=0),
+        steps = len(x)
+        assert_allclose(expl.values[i, :steps], manual[i, :steps, :steps].mean(axis=0),
                         atol=1e-10)
     # layer=0 rolls out the first layer only; without rollout it shows it.
     first = AttentionMap(transformer, rollout=True, layer=0).explain(X)
@@ -170,12 +171,13 @@ def test_no_layers_and_per_step_models():
     expl = AttentionMap(pooled).explain(X[:3])
     assert expl.attention == [] and expl.rollout is None
     assert_allclose(expl.values, expl.pooling_attention)
-    with pytest.raises(ValueError, match="num_layers=0: no self-attention.*pooling='attention'"):
+    with pytest.raises(ValueError,
+                       match="num_layers=0: no self-attention.*pooling='attention'"):
         AttentionMap(fit(TransformerClassifier(**settings), X, y)).explain(X[:3])
     # Per step: no pooling; every valid row counts; no target per sequence.
     sequences = ragged(3, features=1)
-    per_step = fit(TransformerRegressor(d_model=8, num_heads=2, per_step=True, max_iter=2,
-                                        random_state=0),
+    per_step = fit(TransformerRegressor(d_model=8, num_heads=2, per_step=True,
+                                        max_iter=2, random_state=0),
                    sequences, [np.cumsum(x[:, 0]) for x in sequences])
     expl = AttentionMap(per_step, rollout=True).explain(sequences)
     assert expl.targets is None
@@ -201,7 +203,8 @@ def test_transformer_rollout_finds_the_marked_step(global_random_seed):
 def test_cls_attention_finds_the_marked_step(global_random_seed):
     X, y, position = marked(global_random_seed)
     model = fit(TransformerRegressor(d_model=16, num_heads=2, num_layers=1, dropout=0.0,
-                                     pooling="cls", max_iter=60, learning_rate_init=0.01,
+                                     pooling="cls", max_iter=60,
+                                     learning_rate_init=0.01,
                                      random_state=global_random_seed), X[:300], y[:300])
     values = AttentionMap(model).explain(X[300:]).values
     # Seeds 0-9: the CLS token puts 0.45-1.0 of its attention on the marked
@@ -232,14 +235,16 @@ def test_layer_and_family_errors(transformer):
     X3 = rng.normal(size=(30, 4, 2))
     y = (X3[:, 0, 0] > 0).astype(int)
     last = fit(RNNClassifier(hidden_size=4, max_iter=2, random_state=0), X3, y)
-    with pytest.raises(TypeError, match=r"pooling='last'\) has none.*pooling='additive'"):
+    with pytest.raises(TypeError,
+                       match=r"pooling='last'\) has none.*pooling='additive'"):
         AttentionMap(last).explain(X3)
-    per_step = fit(RNNRegressor(hidden_size=4, pooling="additive", per_step=True, max_iter=2,
-                                random_state=0), X3, X3[:, :, 0])
+    per_step = fit(RNNRegressor(hidden_size=4, pooling="additive", per_step=True,
+                                max_iter=2, random_state=0), X3, X3[:, :, 0])
     with pytest.raises(TypeError, match=r"per_step=True\) pools nothing"):
         AttentionMap(per_step).explain(X3)
     mlp = fit(MLPClassifier((4,), max_iter=5, random_state=0), X3[:, :, 0], y)
-    with pytest.raises(TypeError, match="MLPClassifier has no attention.*IntegratedGradients"):
+    with pytest.raises(TypeError,
+                       match="MLPClassifier has no attention.*IntegratedGradients"):
         AttentionMap(mlp).explain(X3[:, :, 0])
     with pytest.raises(NotFittedError):
         AttentionMap(TransformerClassifier()).explain(X3)
@@ -248,7 +253,8 @@ def test_layer_and_family_errors(transformer):
 # -- RNNs --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pooling", ["additive", "multiplicative", "scaled_dot", "multi_head"])
+@pytest.mark.parametrize("pooling",
+                         ["additive", "multiplicative", "scaled_dot", "multi_head"])
 def test_rnn_values_are_its_pooling_weights(pooling):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(40, 5, 2))
@@ -323,8 +329,8 @@ def test_html_of_an_rnn_and_the_sequence_plot(tmp_path):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(30, 5, 2))
     y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
-    model = fit(RNNClassifier(hidden_size=4, pooling="multi_head", num_heads=2, max_iter=2,
-                              random_state=0), X, y)
+    model = fit(RNNClassifier(hidden_size=4, pooling="multi_head", num_heads=2,
+                              max_iter=2, random_state=0), X, y)
     expl = AttentionMap(model).explain(X[:3])
     page = to_html(expl, tmp_path / "rnn.html")
     assert page.count('<table class="map">') == 3 and "head 1" in page

@@ -145,8 +145,8 @@ class AttentionMap(Explainer):
         "layer": [Integral, None],
     }
 
-    def __init__(self, estimator, *, rollout=False, head_fusion="mean", discard_ratio=0.0,
-                 layer=None, output="auto", batch_size="auto"):
+    def __init__(self, estimator, *, rollout=False, head_fusion="mean",
+                 discard_ratio=0.0, layer=None, output="auto", batch_size="auto"):
         self.estimator = estimator
         self.rollout = rollout
         self.head_fusion = head_fusion
@@ -174,17 +174,20 @@ class AttentionMap(Explainer):
         targets = None
         if not per_step:
             outputs = model.predict(x, lengths, rows)
-            targets = resolve_targets(target, outputs, model.output_names, model.classifier)
+            targets = resolve_targets(target, outputs, model.output_names,
+                                      model.classifier)
         maps, pooling = _forward(model, family, x, lengths, rows)
         if family == "rnn":
+            heads = maps.ndim == 3  # multi_head pooling: (n, H, T)
             values = _normalize(fuse_heads(maps, self.head_fusion, axis=1)
-                                if maps.ndim == 3 else maps)
-            extras = dict(attention=maps, rollout=None, pooling_attention=None, cls=False,
-                          description="attention pooling weights"
-                          + (f" (heads fused by {self.head_fusion})" if maps.ndim == 3 else ""))
+                                if heads else maps)
+            description = "attention pooling weights" + (
+                f" (heads fused by {self.head_fusion})" if heads else "")
+            extras = dict(attention=maps, rollout=None, pooling_attention=None,
+                          cls=False, description=description)
         else:
-            values, extras = self._transformer_values(module, maps, pooling, len(x), lengths,
-                                                      per_step)
+            values, extras = self._transformer_values(module, maps, pooling, len(x),
+                                                      lengths, per_step)
         values = _zero_padding(values, lengths)
         return Explanation(
             values, data=x, feature_names=[f"t{t}" for t in range(values.shape[1])],
@@ -220,7 +223,8 @@ class AttentionMap(Explainer):
         query = _query(module.pooling, pooling, valid, cls, per_step)
         summary = np.einsum("ns,nst->nt", query, matrix)
         values = summary[:, 1:] if cls else summary
-        extras = dict(attention=maps, rollout=rolled, pooling_attention=pooling, cls=cls,
+        extras = dict(attention=maps, rollout=rolled, pooling_attention=pooling,
+                      cls=cls,
                       description=self._description(n_layers, module.pooling, per_step))
         return values, extras
 
@@ -232,18 +236,19 @@ class AttentionMap(Explainer):
         layers = f"layers 0-{last}" if last else "layer 0"
         shown = (f"attention rollout of {layers}" if self.rollout
                  else f"attention of layer {last}")
-        read = ("the CLS token's row" if pooling == "cls" and not per_step
-                else "the attention pooling's weights" if pooling == "attention" and not per_step
-                else "the mean of the rows")
+        pooled = None if per_step else pooling
+        read = {"cls": "the CLS token's row",
+                "attention": "the attention pooling's weights"}.get(
+                    pooled, "the mean of the rows")
         return f"{shown}, heads fused by {self.head_fusion}, read through {read}"
 
     def _layer_index(self, n_layers):
         layer = n_layers - 1 if self.layer is None else int(self.layer)
         if not -n_layers <= layer < n_layers:
             raise ValueError(
-                f"layer={self.layer} is out of range for a Transformer of {n_layers} "
-                f"layer(s): pass an index in [{-n_layers}, {n_layers - 1}], or None for "
-                "the last layer."
+                f"layer={self.layer} is out of range for a Transformer of "
+                f"{n_layers} layer(s): pass an index in [{-n_layers}, "
+                f"{n_layers - 1}], or None for the last layer."
             )
         return layer % n_layers
 
@@ -265,24 +270,26 @@ def _attention_family(estimator):
     if isinstance(module, RecurrentNet):
         if module.pool is None and module.per_step:
             raise TypeError(
-                f"AttentionMap reads attention weights, and {name}(per_step=True) pools "
-                "nothing, so it has none. Attribute its per-step predictions with "
-                "IntegratedGradients or Saliency, or fit a TransformerClassifier/"
-                "TransformerRegressor, whose self-attention AttentionMap reads."
+                f"AttentionMap reads attention weights, and {name}(per_step=True) "
+                "pools nothing, so it has none. Attribute its per-step predictions "
+                "with IntegratedGradients or Saliency, or fit a "
+                "TransformerClassifier/TransformerRegressor, whose self-attention "
+                "AttentionMap reads."
             )
         if module.pool is None:
             pooling = getattr(final, "pooling", module.pooling)
             raise TypeError(
-                f"AttentionMap reads attention weights, and {name}(pooling={pooling!r}) "
-                "has none. Fit it with an attention pooling: pooling='additive', "
-                "'multiplicative', 'scaled_dot' or 'multi_head' (per_step=False); or "
-                "attribute its predictions with IntegratedGradients or Saliency."
+                "AttentionMap reads attention weights, and "
+                f"{name}(pooling={pooling!r}) has none. Fit it with an attention "
+                "pooling: pooling='additive', 'multiplicative', 'scaled_dot' or "
+                "'multi_head' (per_step=False); or attribute its predictions with "
+                "IntegratedGradients or Saliency."
             )
         return "rnn"
     raise TypeError(
-        f"AttentionMap reads the attention of a TransformerClassifier/"
-        f"TransformerRegressor or of an RNNClassifier/RNNRegressor with an attention "
-        f"pooling; {name} has no attention. Attribute its predictions with "
+        "AttentionMap reads the attention of a TransformerClassifier/"
+        "TransformerRegressor or of an RNNClassifier/RNNRegressor with an "
+        f"attention pooling; {name} has no attention. Attribute its predictions with "
         "IntegratedGradients, Saliency or KernelShapExplainer instead."
     )
 
@@ -302,7 +309,11 @@ def _heads(module, family):
 
 
 def _forward(model, family, x, lengths, rows):
-    """Attention of every sequence: Transformer ``(maps, pooling)``, RNN ``(weights, None)``."""
+    """Attention of every sequence.
+
+    A Transformer's ``(maps, pooling weights or None)``; an RNN's
+    ``(pooling weights, None)``.
+    """
     module = model.module
     parts, pools = [], []
     with torch.no_grad():
@@ -311,7 +322,8 @@ def _forward(model, family, x, lengths, rows):
             part_lengths = None if lengths is None else lengths[batch]
             z, z_lengths = model.network_inputs(model.tensor(x[batch]), part_lengths)
             if family == "rnn":
-                parts.append(module.forward_with_attention(z, z_lengths)[1].steps.cpu().numpy())
+                weights = module.forward_with_attention(z, z_lengths)[1].steps
+                parts.append(weights.cpu().numpy())
                 continue
             # TransformerNet.get_attention's computation, keeping the
             # encoder's output for the attention pooling.
@@ -324,7 +336,8 @@ def _forward(model, family, x, lengths, rows):
                 pools.append(module.pool(h, key_padding_mask=pad)[1].cpu().numpy())
     if family == "rnn":
         return np.concatenate(parts), None
-    maps = [np.concatenate([part[layer] for part in parts]) for layer in range(len(parts[0]))]
+    maps = [np.concatenate([part[layer] for part in parts])
+            for layer in range(len(parts[0]))]
     return maps, (np.concatenate(pools) if pools else None)
 
 
@@ -335,7 +348,8 @@ def fuse_heads(attention, head_fusion="mean", axis=1):
     """One map from several heads: their mean, maximum or minimum along ``axis``."""
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(
-            f"head_fusion={head_fusion!r} is not one of {', '.join(map(repr, HEAD_FUSIONS))}."
+            f"head_fusion={head_fusion!r} is not one of "
+            f"{', '.join(map(repr, HEAD_FUSIONS))}."
         )
     return getattr(np, head_fusion)(np.asarray(attention, dtype=np.float64), axis=axis)
 
@@ -438,7 +452,8 @@ def _zero_padding(values, lengths):
 # -- HTML -----------------------------------------------------------------------------
 
 
-def to_html(explanation, path=None, *, tokens=None, samples=None, maps=True, title=None):
+def to_html(explanation, path=None, *, tokens=None, samples=None, maps=True,
+            title=None):
     """A standalone HTML page of an :class:`AttentionMap` explanation.
 
     Per sample: its steps, each labelled by its token (``tokens``) or input
@@ -469,24 +484,27 @@ def to_html(explanation, path=None, *, tokens=None, samples=None, maps=True, tit
     """
     if explanation.method != "AttentionMap":
         raise ValueError(
-            f"to_html draws AttentionMap explanations; this one is from "
+            "to_html draws AttentionMap explanations; this one is from "
             f"{explanation.method!r}. Use Explanation.plot for other methods."
         )
     n = len(explanation)
     rows = list(range(min(4, n))) if samples is None else [int(i) for i in samples]
     for row in rows:
         if not 0 <= row < n:
-            raise ValueError(f"samples holds {row}, but the explanation has {n} samples.")
+            raise ValueError(
+                f"samples holds {row}, but the explanation has {n} samples."
+            )
     title = title or "Attention"
+    description = explanation.extras.get("description", "weight")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Steps shaded by {html.escape(explanation.extras.get('description', 'weight'))}"
-        ", relative to each sample's largest weight (tables: to each table's "
-        "largest); hover over a step or cell for its weight.</p>",
+        f"<p>Steps shaded by {html.escape(description)}, relative to each "
+        "sample's largest weight (tables: to each table's largest); hover over "
+        "a step or cell for its weight.</p>",
     ]
     for row in rows:
         parts.append(_sample_html(explanation, row, tokens, maps))
@@ -501,7 +519,8 @@ _CSS = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}"
     "h2{font-size:1.1em;margin-top:1.5em}h3{font-size:.95em;margin:.8em 0 .3em}"
     ".steps{display:flex;flex-wrap:wrap;gap:3px;margin:.4em 0}"
-    ".step{padding:2px 5px;border:1px solid #ccc;border-radius:3px;font-family:monospace}"
+    ".step{padding:2px 5px;border:1px solid #ccc;border-radius:3px;"
+    "font-family:monospace}"
     ".maps{display:flex;flex-wrap:wrap;gap:1.2em}"
     "table.map{border-collapse:collapse;font-size:9px}"
     "table.map td{width:14px;height:14px;padding:0;border:1px solid #eee}"
@@ -518,13 +537,14 @@ def _shade(weight, top):
 def _labels(explanation, row, tokens, steps):
     if tokens is not None:
         labels = tokens[row] if tokens and not isinstance(tokens[0], str) else tokens
-        return [str(label) for label in list(labels)[:steps]] + [""] * (steps - len(labels))
+        labels = [str(label) for label in list(labels)[:steps]]
+        return labels + [""] * (steps - len(labels))
     data = explanation.data
     if data is None:
         return [f"t{t}" for t in range(steps)]
-    values = np.asarray(data[row]).reshape(steps, -1) if data[row].size % steps == 0 else None
-    if values is None:
+    if np.size(data[row]) % steps:
         return [f"t{t}" for t in range(steps)]
+    values = np.asarray(data[row]).reshape(steps, -1)
     return [", ".join(f"{v:.3g}" for v in step[:3]) + (", ..." if len(step) > 3 else "")
             for step in values]
 
@@ -543,7 +563,8 @@ def _sample_html(explanation, row, tokens, maps):
         f'title="step {t}: {values[t]:.4f}">{html.escape(labels[t])}</span>'
         for t in range(length)
     )
-    parts = [f"<section><h2>{html.escape(heading)}</h2>", f'<div class="steps">{spans}</div>']
+    parts = [f"<section><h2>{html.escape(heading)}</h2>",
+             f'<div class="steps">{spans}</div>']
     if maps:
         parts.append(_maps_html(explanation, row, labels[:length], length))
     parts.append("</section>")
@@ -560,7 +581,8 @@ def _maps_html(explanation, row, labels, length):
     if isinstance(attention, list):  # Transformer: layers of (n, H, T', T')
         for layer, heads in enumerate(attention):
             for head, matrix in enumerate(heads[row]):
-                tables.append((f"layer {layer}, head {head}", matrix[:size, :size], axis, axis))
+                tables.append((f"layer {layer}, head {head}", matrix[:size, :size],
+                               axis, axis))
         if extras.get("rollout") is not None:
             tables.append(("rollout", extras["rollout"][row][:size, :size], axis, axis))
     elif attention is not None:  # RNN pooling: (n, T) or (n, H, T)
@@ -580,8 +602,8 @@ def _table(matrix, rows, columns):
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         f"<tr><th>{html.escape(rows[i])}</th>" + "".join(
-            f'<td style="{_shade(w, top)}" '
-            f'title="{html.escape(rows[i])} &#8594; {html.escape(columns[j])}: {w:.4f}"></td>'
+            f'<td style="{_shade(w, top)}" title="{html.escape(rows[i])} &#8594; '
+            f'{html.escape(columns[j])}: {w:.4f}"></td>'
             for j, w in enumerate(line)
         ) + "</tr>"
         for i, line in enumerate(matrix)

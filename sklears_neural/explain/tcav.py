@@ -54,7 +54,12 @@ class TCAV(Explainer):
         S_{C,i,k}(x) = \\nabla_{h_l} f_k(x) \\cdot v_{C,i},
 
     and the TCAV score is the fraction of explained inputs where it is
-    positive: :math:`\\mathrm{TCAV}_{C,i,k} = |\\{x \\in X : S_{C,i,k}(x) > 0\\}| / |X|`.
+    positive:
+
+    .. math::
+
+        \\mathrm{TCAV}_{C,i,k} = |\\{x \\in X : S_{C,i,k}(x) > 0\\}| / |X|.
+
     ``values`` holds the mean score over the ``n_random`` runs.
 
     A CAV always exists, even for a concept the network ignores, so the
@@ -194,7 +199,9 @@ class TCAV(Explainer):
         "concepts": [dict],
         "random_examples": ["array-like", None],
         "n_random": [Interval(Integral, 2, None, closed="left")],
-        "n_examples": [Interval(Integral, 2, None, closed="left"), StrOptions({"auto"})],
+        "n_examples": [
+            Interval(Integral, 2, None, closed="left"), StrOptions({"auto"})
+        ],
         "classifier": [StrOptions({"sgd", "logistic"})],
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "significance_level": [Interval(Real, 0, 1, closed="neither")],
@@ -204,10 +211,10 @@ class TCAV(Explainer):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator, *, layer, concepts, random_examples=None, n_random=10,
-                 n_examples="auto", classifier="sgd", alpha=0.01, significance_level=0.05,
-                 cache=True, cache_dir=None, random_state=None, output="auto",
-                 batch_size="auto", verbose=0):
+    def __init__(self, estimator, *, layer, concepts, random_examples=None,
+                 n_random=10, n_examples="auto", classifier="sgd", alpha=0.01,
+                 significance_level=0.05, cache=True, cache_dir=None,
+                 random_state=None, output="auto", batch_size="auto", verbose=0):
         self.estimator = estimator
         self.layer = layer
         self.concepts = concepts
@@ -286,14 +293,14 @@ class TCAV(Explainer):
         for name, examples in self.concepts.items():
             if not isinstance(name, str):
                 raise TypeError(
-                    f"Concept names must be strings (they become feature_names); got "
+                    "Concept names must be strings (they become feature_names); got "
                     f"{name!r} of type {type(name).__name__}."
                 )
             xc, lc, _ = model.prepare(examples)
             if len(xc) < 2:
                 raise ValueError(
-                    f"Concept {name!r} has {len(xc)} example(s); a CAV needs at least 2 "
-                    "(tens are usual)."
+                    f"Concept {name!r} has {len(xc)} example(s); a CAV needs at "
+                    "least 2 (tens are usual)."
                 )
             names.append(name)
             sets.append((xc, lc, _digest(xc, lc)))
@@ -324,9 +331,10 @@ class TCAV(Explainer):
             return max(min(5, largest), largest // 5)
         if self.n_examples > largest:
             raise ValueError(
-                f"n_examples={self.n_examples} is more than the smallest set allows: "
-                f"{min(concept_sizes)} examples in the smallest concept and half of the "
-                f"{pool_size} random examples. Pass n_examples <= {largest}, or 'auto'."
+                f"n_examples={self.n_examples} is more than the smallest set "
+                f"allows: {min(concept_sizes)} examples in the smallest concept and "
+                f"half of the {pool_size} random examples. Pass n_examples <= "
+                f"{largest}, or 'auto'."
             )
         return int(self.n_examples)
 
@@ -360,7 +368,8 @@ def _first_tensor(output, layer):
     """The tensor of a layer's output, and how to put a replacement back."""
     if isinstance(output, torch.Tensor):
         return output, lambda tensor: tensor
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+    sequence = isinstance(output, (tuple, list)) and output
+    if sequence and isinstance(output[0], torch.Tensor):
         return output[0], lambda tensor: type(output)((tensor, *output[1:]))
     inner = output[0] if isinstance(output, (tuple, list)) and output else output
     raise TypeError(
@@ -383,7 +392,7 @@ class _Activations:
         self.width = None
 
     def _run(self, x, lengths, targets=None):
-        """Flat activations ``(n, d)``, or with ``targets`` d f_target / d activation."""
+        """Flat activations ``(n, d)``; with ``targets``, d f_target / d activation."""
         model = self.model
         captured = {}
 
@@ -419,7 +428,7 @@ class _Activations:
                                                           allow_unused=True)
                     if part is None:
                         raise ValueError(
-                            f"The explained output does not depend on the output of "
+                            "The explained output does not depend on the output of "
                             f"layer={self.layer!r} (of its first tensor, for a layer "
                             "returning several): choose a layer on the path to the "
                             "output, such as the pooled vector ('dropout' of an RNN)."
@@ -436,10 +445,11 @@ class _Activations:
             self.width = width
         elif width != self.width:
             raise ValueError(
-                f"The activations at layer={self.layer!r} have {self.width} values per "
-                f"sample for some inputs and {width} for others: CAVs need one activation "
-                "space. For sequences, give the concept examples, random examples and X "
-                "the same number of steps, or choose a layer after the pooling."
+                f"The activations at layer={self.layer!r} have {self.width} values "
+                f"per sample for some inputs and {width} for others: CAVs need one "
+                "activation space. For sequences, give the concept examples, random "
+                "examples and X the same number of steps, or choose a layer after "
+                "the pooling."
             )
 
     def activations(self, x, lengths):
@@ -493,13 +503,14 @@ class _CavTrainer:
         xr, lr = pool
         jobs = []
         for c, (name, (xc, lc, _)) in enumerate(zip(names, concept_sets)):
-            for i, (concept_rows, negative, _) in enumerate(runs):
+            for concept_rows, negative, _ in runs:
                 rows = concept_rows[c]
                 key = ("concept", name, _digest(*_rows(xc, lc, rows)),
                        _digest(*_rows(xr, lr, negative)))
                 jobs.append((key, ("concept", name, xc, lc, rows), ("pool", negative)))
         for negative, reference in ((run[1], run[2]) for run in runs):
-            key = ("random", _digest(*_rows(xr, lr, reference)), _digest(*_rows(xr, lr, negative)))
+            key = ("random", _digest(*_rows(xr, lr, reference)),
+                   _digest(*_rows(xr, lr, negative)))
             jobs.append((key, ("pool", reference), ("pool", negative)))
         results = [self._cav(key, positive, negative, pool)
                    for key, positive, negative in self._progress(jobs)]
@@ -536,7 +547,8 @@ class _CavTrainer:
                 self.reused += 1
                 self.memory[digest] = stored
                 return stored
-        result = _fit_cav(self.explainer, self._of(positive, pool), self._of(negative, pool),
+        result = _fit_cav(self.explainer, self._of(positive, pool),
+                          self._of(negative, pool),
                           seed=int(digest[:8], 16) % (2**31 - 1),
                           what=key[0] if key[0] == "random" else f"concept {key[1]!r}")
         self.trained += 1
@@ -582,9 +594,10 @@ def _fit_cav(explainer, positive, negative, seed, what):
     norm = np.linalg.norm(weights)
     if not np.isfinite(norm) or norm == 0:
         raise ValueError(
-            f"The classifier of the {what} CAV at layer={explainer.layer!r} has all-zero "
-            "weights: the activations of its examples do not differ from the random "
-            "examples' there (dead units?). Choose another layer, or other examples."
+            f"The classifier of the {what} CAV at layer={explainer.layer!r} has "
+            "all-zero weights: the activations of its examples do not differ from "
+            "the random examples' there (dead units?). Choose another layer, or "
+            "other examples."
         )
     return weights / norm, float(classifier.score(features, labels))
 
@@ -631,7 +644,7 @@ def _fingerprint(model, estimator):
 
 
 def _store(path, result):
-    """A CAV and its accuracy as one float64 ``.npy`` file (no pickle), written atomically."""
+    """A CAV and its accuracy as one float64 ``.npy`` file (no pickle), atomically."""
     cav, accuracy = result
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.tmp")
