@@ -86,7 +86,8 @@ def explain_digits_transformer(out_dir, fast):
     transformer = TransformerClassifier(max_iter=3 if fast else 40, random_state=0)
     transformer.fit(X_train, y_train)
     print(f"digits Transformer test accuracy: {transformer.score(X_test, y_test):.3f}")
-    attention = AttentionMap(transformer).explain(X_test[:4])
+    # Attention rolled out through both layers (Abnar & Zuidema, 2020).
+    attention = AttentionMap(transformer, rollout=True).explain(X_test[:4])
     html = out_dir / "digits_transformer_attention.html"
     AttentionMap.to_html(attention, html)
     return [_save(attention.plot("sequence"), out_dir / "digits_transformer_attention.png"),

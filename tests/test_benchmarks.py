@@ -290,3 +290,24 @@ def test_peak_rss_in_process():
         a = np.ones(20 * MiB // 8)
         del a
     assert peak.delta >= 19 * MiB
+
+
+def test_explain_quick(tmp_path):
+    """bench_explain.py --quick: a row per method and model, shap's k-means summary, the page."""
+    explain = _load("bench_explain")
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Title\n\nkept\n")
+    out = explain.main(["--quick", "--output", str(page)], log=lambda *a: None)
+    rows = explain.table_rows(out["results"])
+    assert [(r[0], r[1]) for r in rows[1:]] == [
+        ("KernelSHAP", "MLP"), ("KernelSHAP", "logistic regression"),
+        ("LIME", "MLP"), ("LIME", "logistic regression")]
+    for result in out["results"]:
+        ours = result["runners"]["ours"]
+        # Values within sampling error of a high-budget reference.
+        assert ours["best"] > 0 and ours["rms_error"] < 0.3 * result["scale"]
+    if out["background"] is not None:  # shap installed: the same summary as shap.kmeans
+        assert out["background"] == (0.0, 0.0)
+    text = page.read_text()
+    assert text.startswith("# Title\n\nkept\n\n" + explain.BEGIN)
+    assert text.count("| KernelSHAP |") == 2

@@ -567,7 +567,7 @@ def test_integrated_gradients_passes_stay_within_batch_size():
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
-    import resource, warnings
+    import warnings
     warnings.simplefilter("ignore")
     import numpy as np, torch
     from sklears_neural import MLPClassifier
@@ -580,7 +580,12 @@ MEMORY_SCRIPT = textwrap.dedent("""
                         precision="float64").fit(X, y)
 
     def peak_mib():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent
+        # across fork and exec, so under a large pytest process it never grew.
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
 
     IntegratedGradients(est, batch_size=500).explain(X[:10])  # warm up
     start = peak_mib()
@@ -592,15 +597,17 @@ MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_integrated_gradients_peak_memory_is_bounded():
     # torch's CPU allocations are invisible to tracemalloc, so a fresh process
-    # reports its peak resident memory (ru_maxrss) before and after. 2,000 rows
-    # x 50 steps x 64 features are 51 MiB of path points alone; in passes of
-    # 500 the peak grew by 5 MiB (measured), in one pass by 210 MiB: the same
-    # measure, run on the unbounded call, shows it would catch a regression.
+    # reports its peak resident memory (VmHWM) before and after. 2,000 rows
+    # x 50 steps x 64 features are 51 MiB of path points alone, and their
+    # gradients as much again: in one pass the peak grew by 195-210 MiB
+    # (measured); in passes of 500 inputs by 5-36 MiB, the spread being glibc's
+    # heap (freed 256 KiB blocks are reused or not). 60 MiB sits between: any
+    # pass holding all path points fails it.
     result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True,
                             text=True, timeout=120, check=True)
     bounded, unbounded = map(float, result.stdout.split())
-    assert bounded < 30, f"peak memory grew by {bounded:.0f} MiB"
-    assert unbounded > bounded + 40
+    assert bounded < 60, f"peak memory grew by {bounded:.0f} MiB"
+    assert unbounded > bounded + 40, f"the one-pass run grew by only {unbounded:.0f} MiB"

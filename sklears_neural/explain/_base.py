@@ -1,16 +1,19 @@
 """What every explainer shares: settings, targets, batching, the Explanation."""
 
+import sys
 from numbers import Integral
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils import check_random_state
 from sklears_neural.core._compat import HasMethods, Interval, StrOptions
 
 from sklears_neural.explain._explanation import Explanation
 from sklears_neural.explain._model import OUTPUTS, TorchModel, resolve_targets
 
-__all__ = ["Explainer", "GradientExplainer", "batch_rows"]
+__all__ = ["Explainer", "GradientExplainer", "Progress", "batch_rows", "parallel_map",
+           "seed_sequence"]
 
 #: Input values per model call when ``batch_size="auto"``: 2**20 float64
 #: values (8 MiB of input; activations are some multiple of it).
@@ -178,3 +181,74 @@ def _zero_padding(values, lengths):
     steps = np.arange(values.shape[1])
     mask = steps[None, :] < np.asarray(lengths)[:, None]
     return values * mask.reshape(mask.shape + (1,) * (values.ndim - 2))
+
+
+# -- shared by the sampling explainers (KernelSHAP, LIME, TCAV) ---------------------
+
+
+def seed_sequence(random_state):
+    """A :class:`numpy.random.SeedSequence` from a scikit-learn ``random_state``.
+
+    An int seeds it directly (equal ints, equal draws); None and a
+    ``RandomState`` draw its seed from numpy's generator, as scikit-learn does.
+    """
+    if isinstance(random_state, (Integral, np.integer)):
+        return np.random.SeedSequence(int(random_state))
+    return np.random.SeedSequence(
+        int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
+
+
+class Progress:
+    """A tqdm bar on stderr when ``verbose``, a no-op otherwise.
+
+    Drawn even when stderr is not a terminal, like the estimators'
+    :class:`~sklears_neural.callbacks.ProgressBar`: the caller asked for it.
+    """
+
+    def __init__(self, verbose, total, desc, unit):
+        self._bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                             disable=False, dynamic_ncols=True, leave=True)
+
+    def update(self, n=1):
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def parallel_map(function, items, n_jobs, progress, weight=lambda item: 1):
+    """``[function(item) for item in items]``, over ``n_jobs`` threads.
+
+    Threads, not processes: the work is model calls into NumPy or torch,
+    which release the GIL, and threads share the estimator and the
+    synthetic rows without pickling them. Results keep the items' order, so
+    they do not depend on ``n_jobs``.
+    """
+    items = list(items)
+    if n_jobs is None or n_jobs == 1 or len(items) <= 1:
+        results = []
+        for item in items:
+            results.append(function(item))
+            progress.update(weight(item))
+        return results
+    from joblib import Parallel, delayed
+
+    results = []
+    parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    for item, result in zip(items, parallel(delayed(function)(item) for item in items)):
+        results.append(result)
+        progress.update(weight(item))
+    return results

@@ -28,8 +28,9 @@ class Explanation:
         SHAP, the output at the baseline for integrated gradients, None where
         a method has none (saliency maps).
     data : ndarray or None
-        The explained samples, in the layout of ``values`` without the
-        outputs axis.
+        The explained samples; for attribution methods in the layout of
+        ``values`` without the outputs axis (attention maps have one value
+        per step of ``(n, T, F)`` samples).
     feature_names : list of str or None
         One name per feature of ``data``'s flattened feature shape: the
         columns of a DataFrame, the estimator's ``feature_names_in_``, or
@@ -113,16 +114,24 @@ class Explanation:
         base = self.base_values
         if base is not None and base.ndim > 0 and base.shape[0] == len(self):
             base = base[rows]
-        extras = {
-            name: value[rows]
-            if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == len(self)
-            else value
-            for name, value in self.extras.items()
-        }
+        extras = {name: self._rows_of(value, rows) for name, value in self.extras.items()}
         return Explanation(self.values[rows], base, take(self.data), self.feature_names,
                            self.output_names, take(self.targets), self.output,
                            self.method, take(self.lengths), self.feature_shape,
                            self.layout, **extras)
+
+    def _rows_of(self, value, rows):
+        """An extra's entries for ``rows``: arrays with a row per sample are
+        sliced, and so is each array of a list of them (attention maps per
+        layer); anything else is shared by every sample."""
+        def per_sample(item):
+            return isinstance(item, np.ndarray) and item.ndim and item.shape[0] == len(self)
+
+        if per_sample(value):
+            return value[rows]
+        if isinstance(value, list) and value and all(per_sample(item) for item in value):
+            return [item[rows] for item in value]
+        return value
 
     # -- views -------------------------------------------------------------
 

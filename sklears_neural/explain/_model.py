@@ -25,6 +25,7 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn import config_context
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_array, check_is_fitted
@@ -105,26 +106,41 @@ class PredictFunction:
     axis; :meth:`__call__` restores each sample's shape before calling the
     estimator.
 
+    Rows reach an estimator fitted on a DataFrame as a DataFrame with its
+    columns, so that scikit-learn does not warn about missing feature names
+    on every call.
+
     Parameters
     ----------
     estimator : fitted estimator or Pipeline
     output : {"auto", "probability", "logit"}
+    perturbed : bool, default=False
+        Rows are built from input that was checked already (perturbation
+        methods mix the explained samples with background or training
+        data): scikit-learn's finiteness checks are skipped
+        (``assume_finite``), which would otherwise scan each of millions of
+        synthetic values again.
 
     Attributes
     ----------
     output : str
         ``"probability"``, ``"logit"`` or ``"prediction"``.
     classifier : bool
+    layout : {"tabular", "image", "sequence"}
+        Of the samples seen by :meth:`prepare`: from the input kind of one
+        of our networks, else from the rank of a sample.
     """
 
-    def __init__(self, estimator, output="auto"):
+    def __init__(self, estimator, output="auto", *, perturbed=False):
         _check_fitted(estimator)
         self.estimator = estimator
         _, self.final = split_pipeline(estimator)
         self.classifier = is_classifier(self.final)
         self.output = _resolve_output(self.final, output)
+        self.perturbed = perturbed
         self.sample_shape = None
         self.output_names = None
+        self.layout = "tabular"
 
     def prepare(self, X):
         """``X`` as float64 rows ``(n, n_values)``, and its feature names.
@@ -153,19 +169,39 @@ class PredictFunction:
                 f"samples of shape {self.sample_shape}."
             )
         self.sample_shape = shape
+        self.layout = self._layout(shape)
         if names is None:
             names = getattr(self.estimator, "feature_names_in_", None)
             names = None if names is None or len(shape) > 1 else [str(n) for n in names]
         if names is None:
-            names = generated_feature_names(shape)
+            names = (_sequence_feature_names(*shape) if self.layout == "sequence"
+                     else generated_feature_names(shape))
         return X.reshape(X.shape[0], -1), names
+
+    def _layout(self, shape):
+        if len(shape) == 1:
+            return "tabular"
+        kind = (self.final._input_kind() if isinstance(self.final, BaseNeuralEstimator)
+                else None)
+        if isinstance(kind, SequenceInput) or (kind is None and len(shape) == 2):
+            return "sequence"
+        return "image"
 
     def __call__(self, rows):
         """Explained outputs ``(n, n_outputs)`` of rows ``(n, n_values)``."""
         X = np.asarray(rows, dtype=np.float64)
         if self.sample_shape is not None and len(self.sample_shape) > 1:
             X = X.reshape((X.shape[0], *self.sample_shape))
-        outputs = self._outputs(X)
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is not None and X.ndim == 2 and X.shape[1] == len(names):
+            import pandas as pd
+
+            X = pd.DataFrame(X, columns=names, copy=False)
+        if self.perturbed:
+            with config_context(assume_finite=True):  # thread-local: safe in threads
+                outputs = self._outputs(X)
+        else:
+            outputs = self._outputs(X)
         if self.output_names is None:
             self.output_names = _output_names(self.final, outputs.shape[1])
         return outputs
@@ -438,7 +474,7 @@ class TorchModel:
             A hooked copy of :attr:`module` (guided backprop, LRP).
         """
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad(), _cudnn_rnn_backward(self.device):
+        with torch.enable_grad(), cudnn_rnn_backward(self.device):
             outputs = self(x, lengths, module)
             selected = outputs.gather(1, targets.to(outputs.device).view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(selected, x)
@@ -460,7 +496,7 @@ def _names_in(estimator):
     return None if names is None else [str(n) for n in names]
 
 
-class _cudnn_rnn_backward:
+class cudnn_rnn_backward:
     """cuDNN runs an RNN's backward pass only in training mode: use the native one."""
 
     def __init__(self, device):

@@ -6,9 +6,6 @@ synthetic row of every explained sample goes through a few large model calls
 (``batch_size`` rows each), not one call per coalition or per sample, which
 is what makes this several times faster than ``shap.KernelExplainer`` on the
 same budget (see doc/benchmarks.md, "Explainers").
-
-Also home of the helpers the sampling explainers share (seeds, progress
-bar, the parallel map over blocks of model calls); :mod:`.lime` uses them.
 """
 
 import itertools
@@ -21,7 +18,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 
-from sklears_neural.explain._base import Explainer, batch_rows
+from sklears_neural.explain._base import (
+    Explainer,
+    Progress,
+    batch_rows,
+    parallel_map,
+    seed_sequence,
+)
 from sklears_neural.explain._explanation import Explanation
 from sklears_neural.explain._model import PredictFunction, resolve_targets
 
@@ -33,105 +36,6 @@ MAX_EXACT_FEATURES = 20
 #: ``exact="auto"`` enumerates every coalition up to this many varying
 #: features (4,094 coalitions, about twice the default sampled budget).
 AUTO_EXACT_FEATURES = 12
-
-
-# -- shared by the sampling explainers (KernelSHAP, LIME) ---------------------------
-
-
-class _NamedPredictFunction(PredictFunction):
-    """:class:`PredictFunction` for the perturbation methods.
-
-    Rows go to the estimator as a DataFrame with the columns it was fitted
-    on, so that a model fitted on pandas input does not warn about missing
-    feature names on every call; and scikit-learn's finiteness checks are
-    skipped (``assume_finite``): every row is built from ``X`` and
-    background or training data that passed them, and the checks would
-    otherwise scan each of the (millions of) synthetic values again.
-    """
-
-    def _outputs(self, X):
-        from sklearn import config_context
-
-        names = getattr(self.estimator, "feature_names_in_", None)
-        if names is not None and X.ndim == 2 and X.shape[1] == len(names):
-            import pandas as pd
-
-            X = pd.DataFrame(X, columns=names, copy=False)
-        with config_context(assume_finite=True):  # thread-local: safe in n_jobs
-            return super()._outputs(X)
-
-
-def predict_function(estimator, output):
-    """The estimator as ``f(rows) -> outputs`` (see :class:`PredictFunction`)."""
-    return _NamedPredictFunction(estimator, output)
-
-
-def seed_sequence(random_state):
-    """A :class:`numpy.random.SeedSequence` from a scikit-learn ``random_state``.
-
-    An int seeds it directly (equal ints, equal draws); None and a
-    ``RandomState`` draw its seed from numpy's generator, as scikit-learn does.
-    """
-    if isinstance(random_state, (Integral, np.integer)):
-        return np.random.SeedSequence(int(random_state))
-    return np.random.SeedSequence(
-        int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
-
-
-class Progress:
-    """A tqdm bar on stderr when ``verbose``, a no-op otherwise.
-
-    Drawn even when stderr is not a terminal, like the estimators'
-    :class:`~sklears_neural.callbacks.ProgressBar`: the caller asked for it.
-    """
-
-    def __init__(self, verbose, total, desc, unit):
-        self._bar = None
-        if verbose:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
-                             disable=False, dynamic_ncols=True, leave=True)
-
-    def update(self, n=1):
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def parallel_map(function, items, n_jobs, progress, weight=lambda item: 1):
-    """``[function(item) for item in items]``, over ``n_jobs`` threads.
-
-    Threads, not processes: the work is model calls into NumPy or torch,
-    which release the GIL, and threads share the estimator and the
-    synthetic rows without pickling them. Results keep the items' order, so
-    they do not depend on ``n_jobs``.
-    """
-    items = list(items)
-    if n_jobs is None or n_jobs == 1 or len(items) <= 1:
-        results = []
-        for item in items:
-            results.append(function(item))
-            progress.update(weight(item))
-        return results
-    from joblib import Parallel, delayed
-
-    results = []
-    parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-    for item, result in zip(items, parallel(delayed(function)(item) for item in items)):
-        results.append(result)
-        progress.update(weight(item))
-    return results
 
 
 # -- coalitions ---------------------------------------------------------------------
@@ -477,7 +381,7 @@ class KernelShapExplainer(Explainer):
     # -- explain ------------------------------------------------------------
 
     def _explain(self, X, target):
-        f = predict_function(self.estimator, self.output)
+        f = PredictFunction(self.estimator, self.output, perturbed=True)
         rows, names = f.prepare(X)
         background, bg_weights = self._background(f)
         outputs = f(rows)  # f(x), and the output names for the targets
@@ -574,7 +478,7 @@ class KernelShapExplainer(Explainer):
             values, base_values=base_values, data=rows.reshape((n, *shape)),
             feature_names=names, output_names=f.output_names, targets=targets,
             output=f.output, method=type(self).__name__, feature_shape=shape,
-            n_coalitions=n_coalitions, exact=exact,
+            layout=f.layout, n_coalitions=n_coalitions, exact=exact,
         )
 
 

@@ -7,15 +7,15 @@ from sklearn.linear_model import lars_path
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 
-from sklears_neural.explain._base import Explainer, batch_rows
-from sklears_neural.explain._explanation import Explanation
-from sklears_neural.explain._model import resolve_targets
-from sklears_neural.explain.kernel_shap import (
+from sklears_neural.explain._base import (
+    Explainer,
     Progress,
+    batch_rows,
     parallel_map,
-    predict_function,
     seed_sequence,
 )
+from sklears_neural.explain._explanation import Explanation
+from sklears_neural.explain._model import PredictFunction, resolve_targets
 
 __all__ = ["LimeExplainer"]
 
@@ -156,7 +156,7 @@ class LimeExplainer(Explainer):
         self.n_jobs = n_jobs
 
     def _explain(self, X, target):
-        f = predict_function(self.estimator, self.output)
+        f = PredictFunction(self.estimator, self.output, perturbed=True)
         rows, names = f.prepare(X)
         mean, scale = self._statistics(rows, f.sample_shape)
         outputs = f(rows)
@@ -195,7 +195,7 @@ class LimeExplainer(Explainer):
             values, base_values=None, data=rows.reshape((n, *shape)),
             feature_names=names, output_names=f.output_names, targets=targets,
             output=f.output, method=type(self).__name__, feature_shape=shape,
-            local_r2=r2, intercept=intercept, local_prediction=local,
+            layout=f.layout, local_r2=r2, intercept=intercept, local_prediction=local,
         )
 
     def _statistics(self, rows, sample_shape):

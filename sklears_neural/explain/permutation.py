@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 
 from sklears_neural.explain._base import Explainer
 from sklears_neural.explain._explanation import Explanation
-from sklears_neural.explain.kernel_shap import predict_function
+from sklears_neural.explain._model import PredictFunction
 
 __all__ = ["PermutationImportance"]
 
@@ -140,7 +140,7 @@ class PermutationImportance(Explainer):
         return self._explain_scored(X, y, sample_weight)
 
     def _explain_scored(self, X, y, sample_weight):
-        f = predict_function(self.estimator, "auto")  # checks fitted; names, shape
+        f = PredictFunction(self.estimator, "auto")  # checks fitted; names, shape
         rows, names = f.prepare(X)
         shape = f.sample_shape
         estimator, data = self.estimator, X
@@ -177,7 +177,7 @@ class PermutationImportance(Explainer):
         return Explanation(
             values, base_values=base_values, data=None, feature_names=names,
             output_names=output_names, targets=None, output=output,
-            method=type(self).__name__, feature_shape=shape,
+            method=type(self).__name__, feature_shape=shape, layout=f.layout,
             importances_std=std.reshape(values.shape),
             importances=every.reshape(
                 (*values.shape[:1 + len(shape)], *every.shape[1:])),

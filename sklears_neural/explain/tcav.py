@@ -26,7 +26,7 @@ from sklears_neural.explain._base import Explainer, batch_rows
 from sklears_neural.explain._explanation import Explanation
 from sklears_neural.explain._model import (
     TorchModel,
-    _cudnn_rnn_backward,
+    cudnn_rnn_backward,
     resolve_targets,
     split_pipeline,
 )
@@ -418,7 +418,7 @@ class _Activations:
                         model.raw(xt, part_lengths)
                     part = captured["value"]
                 else:
-                    with torch.enable_grad(), _cudnn_rnn_backward(model.device):
+                    with torch.enable_grad(), cudnn_rnn_backward(model.device):
                         outputs = model(xt, part_lengths)
                         chosen = torch.as_tensor(targets[batch], device=outputs.device)
                         selected = outputs.gather(1, chosen.view(-1, 1)).sum()
