@@ -23,7 +23,6 @@ more than ``batch_size`` model inputs at once (integrated gradients split
 a row's steps over several passes when they do not fit in one).
 """
 
-import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -600,11 +599,15 @@ def _rectify_gradient(module, grad_input, grad_output):
 
 
 class _GuidedModel(TorchModel):
-    """A :class:`TorchModel` with a hooked copy of the network for guided backprop."""
+    """A :class:`TorchModel` whose network is hooked for guided backprop.
+
+    The network is the model's own float64 copy, private to one ``explain``
+    call: the hooks never reach the estimator's module.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.guided = copy.deepcopy(self.module)
+        self.guided = self.module
         hooked = [m for m in self.guided.modules() if isinstance(m, RELU_FAMILY)]
         if not hooked:
             layers = sorted({type(m).__name__ for m in self.module.modules()

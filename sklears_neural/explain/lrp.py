@@ -15,7 +15,6 @@ residual blocks) has no rule here and raises a TypeError that points to
 :class:`~sklears_neural.explain.IntegratedGradients`.
 """
 
-import copy
 from numbers import Real
 
 import numpy as np
@@ -208,7 +207,7 @@ class _LRPModel(TorchModel):
                 "LRP decomposes the network's raw output, and this regressor predicts "
                 "exp(raw output). Use IntegratedGradients to explain the prediction."
             )
-        self.network = copy.deepcopy(self.module)
+        self.network = self.module  # the model's private copy: hooks stay in this call
         self.units = layer_units(self.network)
 
 
