@@ -82,7 +82,6 @@ import io
 import os
 import platform
 import pstats
-import re
 import statistics
 import sys
 import time
@@ -114,7 +113,7 @@ from sklears_neural.nn.conv import ConvNet  # noqa: E402
 from sklears_neural.nn.recurrent import RecurrentNet  # noqa: E402
 from sklears_neural.nn.transformer import TransformerNet  # noqa: E402
 
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, write_section  # noqa: E402
 
 try:  # optional peer
     import skorch
@@ -757,18 +756,8 @@ def render_markdown(results_by_threads, agreements, args, argv, env, total_secon
 
 
 def write_output(path, generated):
-    """Replace the generated section of ``path``, or append it (the rest is kept)."""
-    text = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    if BEGIN in text and END in text:
-        pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-        text = pattern.sub(lambda _: generated, text, count=1)
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + generated + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    """Replace this benchmark's section of ``path``, or append it (the rest is kept)."""
+    write_section(path, generated, BEGIN, END)
 
 
 def parse_args(argv):

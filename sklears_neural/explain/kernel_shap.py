@@ -9,12 +9,10 @@ same budget (see doc/benchmarks.md, "Explainers").
 """
 
 import itertools
-import sys
 from math import comb
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 
