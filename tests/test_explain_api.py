@@ -384,3 +384,30 @@ def test_explaining_again_and_again_does_not_grow_memory(iris_mlp):
     # A kept copy of the network per call (~25 KiB with its float64 state)
     # would grow by ~5 MiB; measured growth is allocator noise (< 0.5 MiB).
     assert growth < 200 * 10 * 1024, f"grew {growth / 2**20:.1f} MiB"
+
+
+class _SmoothNet(torch.nn.Module):
+    """A user's module: the bring-your-own estimators are explained like ours."""
+
+    def __init__(self, n_features_in, n_outputs, hidden=8):
+        super().__init__()
+        self.inner = torch.nn.Linear(n_features_in, hidden)
+        self.outer = torch.nn.Linear(hidden, n_outputs)
+
+    def forward(self, x):
+        return self.outer(torch.tanh(self.inner(x)))
+
+
+def test_bring_your_own_module_is_explained():
+    from sklears_neural import NeuralNetClassifier
+    from sklears_neural.explain import IntegratedGradients
+
+    X, y = load_iris(return_X_y=True)
+    net = _fit(NeuralNetClassifier(_SmoothNet, max_iter=30, random_state=0,
+                                   precision="float64"), X, y)
+    explained = IntegratedGradients(net, n_steps=200).explain(X[::30])
+    # Completeness on a smooth network: the values add up to f(x) - f(0).
+    assert np.abs(explained.convergence_delta).max() < 1e-8
+    proba = net.predict_proba(X[::30])[np.arange(5), explained.targets]
+    assert_allclose(explained.values.sum(axis=1) + explained.base_values, proba,
+                    atol=1e-8)

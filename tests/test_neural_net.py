@@ -34,7 +34,7 @@ from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.core.config import from_config
 from sklears_neural.core.optim import SOLVERS
 from sklears_neural.core.registry import register_module
-from sklears_neural.exceptions import ModelFileError, PersistenceWarning
+from sklears_neural.exceptions import PersistenceWarning
 from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
 from tests.conftest import DEVICES, assert_weights_equal_repeats, skip_float32_weight_checks
 
