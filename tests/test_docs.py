@@ -20,7 +20,8 @@ import sklears_neural
 
 DOC_DIR = Path(__file__).parents[1] / "doc"
 GUIDES = ["user_guide.md", "architecture.md", "families.md"] + sorted(
-    str(path.relative_to(DOC_DIR)) for path in (DOC_DIR / "explain").glob("*.md")
+    str(path.relative_to(DOC_DIR))
+    for folder in ("explain", "generative") for path in (DOC_DIR / folder).glob("*.md")
 )
 # A fence opening "```python" at the start of a line, up to the closing "```".
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
