@@ -164,7 +164,7 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
     noise_level : float, default=0.2
         Standard deviation ("gaussian") or masking probability ("masking").
     sparsity : {"l1", "kl"}, default="l1"
-        Penalty of ``kind="sparse"``: the mean absolute code value per
+        Penalty of ``kind="sparse"``: the sum of absolute code values per
         sample (linear codes), or the KL divergence between
         ``sparsity_target`` and each code unit's mean activation over the
         batch (logistic codes in (0, 1)).
@@ -210,7 +210,7 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
     over features), where ``x~`` is ``x`` ("vanilla", "sparse") or its
     corruption ("denoising"), plus ``alpha`` times the weight penalty as
     in the MLPs. "sparse" adds ``sparsity_weight`` times
-    ``mean_j |c_j|`` per sample ("l1", linear codes ``c``) or
+    ``sum_j |c_j|`` per sample ("l1", linear codes ``c``) or
     ``sum_j KL(rho || rho_hat_j)`` per batch ("kl", logistic codes,
     ``rho_hat_j`` the batch's mean activation of unit ``j``).
     ``score_samples(x) = -0.5 * ||r(x) - x||^2`` with the clean input.
@@ -398,7 +398,7 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
                 reconstruction, code = reconstruction.float(), code.float()
             losses = loss_fn(reconstruction, y)
             if self.sparsity == "l1":
-                losses = losses + weight * code.abs().mean(dim=1)
+                losses = losses + weight * code.abs().sum(dim=1)
             return losses, code
 
         if self.sparsity == "l1":
