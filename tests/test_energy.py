@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 import sklears_neural
+from sklears_neural.callbacks import Callback, Checkpoint
 from sklears_neural.models.energy import EnergyBasedModel
 from sklears_neural.nn.energy import gibbs, hmc, langevin
 
@@ -214,6 +215,31 @@ def test_warm_start_resume_is_exact(sampler):
     np.testing.assert_array_equal(whole._chains, halves._chains)
     np.testing.assert_array_equal(whole.score_samples(X_HELD[:50]),
                                   halves.score_samples(X_HELD[:50]))
+
+
+class _StopAt(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, **kwargs):
+        trainer.should_stop = len(trainer.history) == self.epoch
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "hmc"])
+def test_checkpoint_resume_is_exact(sampler, tmp_path):
+    # A fit stopped after 2 of 4 epochs, saved by Checkpoint, loaded and
+    # resumed, ends exactly where the uninterrupted fit does.
+    params = {"sampler": sampler, "n_mcmc_steps": 2, "max_iter": 4}
+    path = tmp_path / "ckpt.zip"
+    straight = _small(**params).fit(X_TRAIN[:200])
+    _small(**params, callbacks=[Checkpoint(path), _StopAt(2)]).fit(X_TRAIN[:200])
+    resumed = sklears_neural.load(path)
+    assert resumed.n_iter_ == 2
+    resumed.set_params(warm_start=True, callbacks=None).fit(X_TRAIN[:200])
+    assert resumed.n_iter_ == 4
+    for a, b in zip(straight.module_.parameters(), resumed.module_.parameters()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(straight._chains, resumed._chains)
 
 
 def test_pickle_and_save_load_are_exact_and_continue(tmp_path):
