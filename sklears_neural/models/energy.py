@@ -99,10 +99,11 @@ n_sample_steps : int or None, default=None
     (training chains from the replay buffer have run far longer than one
     batch's steps).""",
     "batch_size": """\
-batch_size : int or "auto", default=64
-    Rows per training batch (and chains per batch). Smaller than the MLPs'
-    ``min(200, n_samples)``: contrastive divergence needs many updates,
-    and an epoch of 1,000 rows then makes 16 of them.""",
+batch_size : int or "auto", default="auto"
+    Rows per training batch (and chains per batch). "auto" is
+    ``min(64, n_samples)`` here, smaller than the MLPs' ``min(200,
+    n_samples)``: contrastive divergence needs many updates, and an epoch
+    of 1,000 rows then makes 16 of them.""",
     "learning_rate_init": """\
 learning_rate_init : float, default=0.01
     Initial step size (stochastic solvers). Ten times the MLPs': measured
@@ -229,7 +230,7 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         n_sample_steps=None,
         solver="adam",
         alpha=0.0001,
-        batch_size=64,
+        batch_size="auto",
         learning_rate="constant",
         learning_rate_init=0.01,
         power_t=0.5,
@@ -378,7 +379,10 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         return (low - margin) + u * (high - low + 2 * margin)
 
     def _run_chains(self, module, x, generator, n_steps):
-        """Run the sampler on ``E = module(x)[:, 0]``; returns the chains."""
+        """Run the sampler on ``E = module(x)[:, 0]``: ``(chains, acceptance rate)``.
+
+        The rate is None except for HMC.
+        """
         forward = self._forward
 
         def energy(z):
@@ -387,14 +391,12 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         if self.sampler == "langevin":
             return langevin(energy, x, generator, n_steps=n_steps,
                             step_size=float(self.step_size),
-                            noise_scale=self.noise_scale)
+                            noise_scale=self.noise_scale), None
         if self.sampler == "hmc":
-            x, rate = hmc(energy, x, generator, n_steps=n_steps,
-                          step_size=float(self.step_size),
-                          n_leapfrog_steps=int(self.n_leapfrog_steps))
-            self.acceptance_rate_ = rate
-            return x
-        return gibbs(energy, x, generator, n_steps=n_steps)
+            return hmc(energy, x, generator, n_steps=n_steps,
+                       step_size=float(self.step_size),
+                       n_leapfrog_steps=int(self.n_leapfrog_steps))
+        return gibbs(energy, x, generator, n_steps=n_steps), None
 
     def _negatives(self, module, X):
         """Negatives for a batch ``X``: MCMC from the buffer or from noise."""
@@ -416,7 +418,9 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
             restart = torch.rand((n,), generator=generator, dtype=X.dtype,
                                  device=generator.device).to(X.device) < REINIT_FRACTION
             start = torch.where(restart[:, None], self._noise(n, generator, X), start)
-        negatives = self._run_chains(module, start, generator, int(self.n_mcmc_steps))
+        negatives, self.acceptance_rate_ = self._run_chains(
+            module, start, generator, int(self.n_mcmc_steps)
+        )
         chains = negatives.detach().cpu().numpy()
         if self.persistent:
             # A new array, not an in-place write: the rollback of a failed fit
@@ -470,6 +474,11 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
             e_chains = float(self._forward(module, chains)[:, 0].double().mean())
         return -(valid_loss - e_chains)
 
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(64, n_samples)
+        return super()._batch_size(n_samples)
+
     def _make_stopping(self, incremental):
         stopping = super()._make_stopping(incremental)
         if not self.early_stopping:
@@ -489,9 +498,7 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         with torch.inference_mode(False):
             like = torch.empty(0, dtype=parameter.dtype, device=network_device(module))
             start = self._noise(n_samples, generator, like)
-            rate = self.acceptance_rate_
-            samples = self._run_chains(module, start, generator, steps)
-            self.acceptance_rate_ = rate
+            samples, _ = self._run_chains(module, start, generator, steps)
             return samples.detach().clone()
 
     def __sklearn_tags__(self):
