@@ -67,7 +67,9 @@ def default_beta_range(n_timesteps):
 
 
 def cosine_alphas_cumprod(n_timesteps, s=COSINE_OFFSET):
-    """Nichol & Dhariwal's ``abar(t) = f(t) / f(0)``, ``f(t) = cos((t/T + s)/(1 + s) pi/2)^2``.
+    """Nichol & Dhariwal's ``abar(t) = f(t) / f(0)``.
+
+    ``f(t) = cos((t/T + s) / (1 + s) * pi/2)^2``.
 
     Returns
     -------
@@ -158,7 +160,8 @@ def _randn(shape, generator, like):
         device.index is None or like.device.index is None
         or device.index == like.device.index
     ):
-        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+        return torch.randn(shape, generator=generator, dtype=like.dtype,
+                           device=like.device)
     return torch.randn(shape, generator=generator, dtype=like.dtype,
                        device=device).to(like.device)
 
@@ -290,7 +293,8 @@ class GaussianDiffusion:
             return self.langevin_sample(model, noise, generator, n_levels=n_steps,
                                         n_steps=langevin_steps, snr=langevin_snr)
         raise ValueError(
-            f"Unknown sampler {sampler!r}. Valid names are: {', '.join(sorted(SAMPLERS))}."
+            f"Unknown sampler {sampler!r}. Valid names are: "
+            f"{', '.join(sorted(SAMPLERS))}."
         )
 
     def ddpm_sample(self, model, x, generator, *, variance="beta_tilde"):
@@ -304,9 +308,8 @@ class GaussianDiffusion:
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
             eps = model(x, t).to(x.dtype)
             beta = float(self.betas[i])
-            mean = (x - beta / math.sqrt(1.0 - float(self.alphas_cumprod[i])) * eps) / math.sqrt(
-                1.0 - beta
-            )
+            scale = beta / math.sqrt(1.0 - float(self.alphas_cumprod[i]))
+            mean = (x - scale * eps) / math.sqrt(1.0 - beta)
             x = mean + math.sqrt(float(sigma2[i])) * _randn(
                 x.shape, generator, x
             )
@@ -332,16 +335,20 @@ class GaussianDiffusion:
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
             eps = model(x, t).to(x.dtype)
             abar = float(self.alphas_cumprod[i])
-            abar_prev = float(self.alphas_cumprod[steps[k + 1]]) if k + 1 < len(steps) else 1.0
+            last = k + 1 == len(steps)
+            abar_prev = 1.0 if last else float(self.alphas_cumprod[steps[k + 1]])
             x0 = (x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
-            sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev))
+            sigma = eta * math.sqrt(
+                (1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev)
+            )
             direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * eps
             x = math.sqrt(abar_prev) * x0 + direction
             if sigma > 0:
                 x = x + sigma * _randn(x.shape, generator, x)
         return x
 
-    def langevin_sample(self, model, x, generator, *, n_levels=None, n_steps=1, snr=0.1):
+    def langevin_sample(self, model, x, generator, *, n_levels=None, n_steps=1,
+                        snr=0.1):
         """Annealed Langevin dynamics on the noise levels, high to low.
 
         At each level ``t`` (``n_levels`` of them, evenly spaced), ``n_steps``
@@ -370,7 +377,7 @@ class GaussianDiffusion:
     # -- the variational bound ------------------------------------------------------
 
     def bound_noise(self, n_features, seed=0):
-        """The fixed noise of :meth:`negative_elbo`: one ``(n_features,)`` draw per step.
+        """The fixed noise of :meth:`negative_elbo`: a ``(n_features,)`` draw per step.
 
         Returns
         -------
@@ -418,7 +425,9 @@ class GaussianDiffusion:
         abar = self.alphas_cumprod.to(device=device, dtype=dtype)
         # The weight of |eps - eps_hat|^2 in each step's term.
         sigma2 = self.reverse_variance(variance)
-        weights = self.betas**2 / (2.0 * sigma2 * self.alphas * (1.0 - self.alphas_cumprod))
+        weights = self.betas**2 / (
+            2.0 * sigma2 * self.alphas * (1.0 - self.alphas_cumprod)
+        )
         weights[0] = 1.0 / (2.0 * self.alphas[0])
         ratio = (self.posterior_variance / sigma2)[1:]
         mismatch = 0.5 * n_features * float((ratio - 1.0 - torch.log(ratio)).sum())
@@ -426,19 +435,21 @@ class GaussianDiffusion:
         abar_T = float(self.alphas_cumprod[-1])
         prior = 0.5 * (abar_T * x0.pow(2).sum(1)
                        + n_features * (-abar_T - math.log1p(-abar_T)))
-        decoder_constant = 0.5 * n_features * math.log(2 * math.pi * float(self.betas[0]))
+        beta_1 = float(self.betas[0])
+        decoder_constant = 0.5 * n_features * math.log(2 * math.pi * beta_1)
         total = prior + (decoder_constant + mismatch)
         for start in range(0, T, block):
             steps = torch.arange(start, min(start + block, T), device=device)
             k = steps.shape[0]
             a = abar[steps]  # (k,)
             eps = noise[steps]  # (k, n_features)
-            x_t = a.sqrt()[:, None, None] * x0[None] + (1.0 - a).sqrt()[:, None, None] * eps[
-                :, None, :
-            ]  # (k, batch, n_features)
+            # (k, batch, n_features)
+            x_t = (a.sqrt()[:, None, None] * x0[None]
+                   + (1.0 - a).sqrt()[:, None, None] * eps[:, None, :])
             t = steps[:, None].expand(k, batch).reshape(-1)
             predicted = model(x_t.reshape(k * batch, n_features), t).to(dtype)
-            errors = (predicted.reshape(k, batch, n_features) - eps[:, None, :]).pow(2).sum(2)
+            residual = predicted.reshape(k, batch, n_features) - eps[:, None, :]
+            errors = residual.pow(2).sum(2)
             total = total + (weights[steps][:, None] * errors).sum(0)
         return total
 
@@ -477,8 +488,9 @@ class DenoisingMLP(nn.Module):
     - output: ``(batch, n_features)``
     """
 
-    def __init__(self, n_features, hidden_layer_sizes, n_timesteps, noise_schedule="linear",
-                 beta_start=None, beta_end=None, activation="silu", time_embedding_dim=32):
+    def __init__(self, n_features, hidden_layer_sizes, n_timesteps,
+                 noise_schedule="linear", beta_start=None, beta_end=None,
+                 activation="silu", time_embedding_dim=32):
         super().__init__()
         sizes = [int(size) for size in hidden_layer_sizes]
         if not sizes or min(sizes) < 1:
@@ -488,16 +500,20 @@ class DenoisingMLP(nn.Module):
             )
         if time_embedding_dim < 2 or time_embedding_dim % 2:
             raise ValueError(
-                f"time_embedding_dim must be an even int >= 2, got {time_embedding_dim!r}."
+                "time_embedding_dim must be an even int >= 2, got "
+                f"{time_embedding_dim!r}."
             )
         self.n_features = int(n_features)
         self.time_embedding_dim = int(time_embedding_dim)
         self.activation = activation
-        self.diffusion = GaussianDiffusion(n_timesteps, noise_schedule, beta_start, beta_end)
+        self.diffusion = GaussianDiffusion(n_timesteps, noise_schedule, beta_start,
+                                           beta_end)
         self.time = nn.Linear(self.time_embedding_dim, sizes[0])
         self.time_activation = ACTIVATIONS.build(activation, width=sizes[0])
         widths = [self.n_features] + sizes
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])
+        )
         self.time_projections = nn.ModuleList(nn.Linear(sizes[0], b) for b in sizes)
         self.activations = nn.ModuleList(
             ACTIVATIONS.build(activation, width=b) for b in sizes
