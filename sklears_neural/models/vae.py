@@ -10,6 +10,7 @@ per-sample ELBO in nats, or the importance-weighted bound (IWAE) with
 with the log-densities of ``KernelDensity``, ``GaussianMixture`` or a flow.
 """
 
+import hashlib
 from numbers import Integral, Real
 
 import numpy as np
@@ -37,12 +38,37 @@ from sklears_neural.nn.autoencoder import VariationalAutoencoder
 
 __all__ = ["VAE"]
 
-#: Draws of the ELBO's reconstruction term in ``score_samples`` (the KL
-#: term is exact): the same draws for every sample, from a fixed seed, so a
-#: sample's score does not depend on the other rows or on the call.
-N_SCORE_DRAWS = 64
-#: Seed of those draws.
+#: Draws of ``eps`` per sample in ``score_samples``: the ELBO's
+#: reconstruction term averages them (the KL term is exact); the importance
+#: weighted bound with K draws averages ``N_SCORE_DRAWS // K`` independent
+#: K-draw estimates (at least one).
+N_SCORE_DRAWS = 256
+#: Draws per evaluation: ``score_samples`` loops over groups of draws so
+#: that a chunk of rows times the draws stays bounded in memory.
+_DRAW_GROUP_VALUES = 2**21
+#: Seed of the draws of ``score_samples``, combined with each row's hash.
 SCORE_SEED = 0
+
+
+def row_draws(x, n_draws, n_latent):
+    """Standard normal draws ``(n_draws, n_rows, n_latent)``, a function of each row's values.
+
+    Each row seeds its own generator with a hash of its values (rounded to
+    float32, so the float64 and float32 prediction paths agree): a score
+    is deterministic, does not depend on the rows beside it, and the draws
+    of different rows are independent, so errors average out over a data
+    set. (One set of draws shared by all rows did not: its error moved
+    every score the same way, and a mean 256-draw importance weighted bound
+    came out 0.013 nats above the exact log-likelihood of a linear VAE.)
+    """
+    rows = x.detach().to("cpu", torch.float32).numpy()
+    out = np.empty((n_draws, len(rows), n_latent))
+    for i, row in enumerate(rows):
+        key = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+        out[:, i] = np.random.default_rng([SCORE_SEED, key]).standard_normal(
+            (n_draws, n_latent)
+        )
+    return torch.from_numpy(out).to(x)
 
 
 @register_estimator
@@ -117,11 +143,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, SamplerMixin, NeuralUnsupervisedMixin
     one reparameterized draw ``z = mu(x) + sigma(x) * eps``, ``eps`` from
     the fit's generator.
 
-    ``score_samples`` uses ``N_SCORE_DRAWS`` (64) draws of ``eps`` for the
-    ELBO's expectation, or ``n_importance_samples`` draws for the bound
-    ``log (1/K) sum_k p(x, z_k) / q(z_k|x)``; the draws come from a fixed
-    seed and are the same for every sample, so scores are deterministic and
-    a sample's score does not depend on the rows beside it.
+    ``score_samples`` uses ``N_SCORE_DRAWS`` (256) draws of ``eps`` for
+    the ELBO's expectation; with ``n_importance_samples=K`` it averages
+    ``256 // K`` (at least one) estimates of the bound ``log (1/K) sum_k
+    p(x, z_k) / q(z_k|x)``, each from K draws. Each sample's draws come
+    from a generator seeded with a hash of its values, so scores are
+    deterministic, a sample's score does not depend on the rows beside it,
+    and the draws of different samples are independent.
 
     The Gaussian decoder's variance is learned (one value per feature):
     with a fixed unit variance the ELBO would not be a bound on the
@@ -314,20 +342,28 @@ class VAE(ClassNamePrefixFeaturesOutMixin, SamplerMixin, NeuralUnsupervisedMixin
 
         return evaluate
 
-    def _score_draws(self, n_draws):
-        generator = torch_generator(SCORE_SEED)
-        return torch.randn((n_draws, 1, int(self.n_components)), generator=generator,
-                           dtype=torch.float64)
-
     def _bound(self, module, X):
-        """Per-sample ELBO (or IWAE bound) of a batch, with the fixed draws."""
+        """Per-sample ELBO (or IWAE bound) of a batch, with each row's own draws."""
         K = int(self.n_importance_samples)
         if K == 1:
-            eps = self._score_draws(N_SCORE_DRAWS).to(X)
-            return module.elbo(X, eps)
-        eps = self._score_draws(K).to(X)
-        log_w = module.log_weights(X, eps)
-        return torch.logsumexp(log_w, dim=0) - np.log(K)
+            K, replicates = N_SCORE_DRAWS, 1
+        else:
+            replicates = max(1, N_SCORE_DRAWS // K)
+        eps = row_draws(X, K * replicates, int(self.n_components))
+        eps = eps.reshape(replicates, K, *eps.shape[1:])
+        # Draws per module call, so that draws x rows stays bounded.
+        per_call = max(1, _DRAW_GROUP_VALUES // max(1, X.shape[0] * X.shape[1]))
+        total = torch.zeros(X.shape[0], dtype=X.dtype, device=X.device)
+        if self.n_importance_samples == 1:
+            for start in range(0, K, per_call):
+                group = eps[0, start:start + per_call]
+                total += module.elbo(X, group) * group.shape[0]
+            return total / K
+        for r in range(replicates):
+            log_w = torch.cat([module.log_weights(X, eps[r, start:start + per_call])
+                               for start in range(0, K, per_call)])
+            total += torch.logsumexp(log_w, dim=0) - np.log(K)
+        return total / replicates
 
     def _sample(self, n_samples, generator):
         module = self.module_
