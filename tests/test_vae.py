@@ -55,8 +55,8 @@ def test_default_samples_pass_the_two_sample_tests_on_moons():
     # Default settings, 1,000 standardized moons. Measured (seeds 0, 1, 2):
     # C2ST AUC 0.747 / 0.764 / 0.725 (500 samples vs 500 held-out points),
     # MMD p-values 0.055 / 0.020 / 0.114, the tol rule stopping after
-    # 73 / 60 / 85 epochs; held-out ELBO -2.19 / -2.43 / -2.10 nats, IWAE
-    # (K=64) -1.77 / -1.71 / -1.79 (KDE: -1.19).
+    # 73 / 60 / 85 epochs (2.6-6.2 s); held-out ELBO -2.25 / -2.66 / -2.05
+    # nats, IWAE bound (K=64) -1.92 / -2.03 / -1.78 (KDE: -1.19).
     vae = _fit(VAE(random_state=0), MOONS_TRAIN)
     samples = vae.sample(500, random_state=0)
     auc = c2st_auc(samples, MOONS_TEST[:500])
