@@ -205,6 +205,13 @@ def test_seeded_fit_and_sample_are_deterministic():
     assert not np.array_equal(a.score_samples(X_HELD[:50]), c.score_samples(X_HELD[:50]))
 
 
+def test_float64_precision_trains_in_float64():
+    ebm = _small(precision="float64").fit(X_TRAIN[:200])
+    assert all(p.dtype == torch.float64 for p in ebm.module_.parameters())
+    assert ebm._chains.dtype == np.float64
+    assert np.isfinite(ebm.loss_curve_).all()
+
+
 @pytest.mark.parametrize("sampler", ["langevin", "hmc"])
 def test_warm_start_resume_is_exact(sampler):
     # Two warm fits of k epochs equal one of 2k: the replay buffer, the

@@ -443,8 +443,11 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
 
         def objective(module, X, y, w):
             negatives = self._negatives(module, X)
-            e_pos = forward(module, X)[:, 0].float()
-            e_neg = forward(module, negatives)[:, 0].float()
+            e_pos = forward(module, X)[:, 0]
+            e_neg = forward(module, negatives)[:, 0]
+            if e_pos.dtype in (torch.float16, torch.bfloat16):
+                # Mixed precision: the loss itself is computed in float32.
+                e_pos, e_neg = e_pos.float(), e_neg.float()
             if w is None:
                 denominator = e_pos.shape[0]
                 pos, pos2 = e_pos.mean(), e_pos.pow(2).mean()
@@ -500,8 +503,3 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
             start = self._noise(n_samples, generator, like)
             samples, _ = self._run_chains(module, start, generator, steps)
             return samples.detach().clone()
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
