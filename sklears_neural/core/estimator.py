@@ -442,6 +442,17 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         """
         return None
 
+    def _batch_augmenter(self):
+        """What the trainer applies to each training batch's inputs, or None.
+
+        Default: the :class:`~sklears_neural.core.augment.Augmenter` of
+        ``augment`` for the input kind's layout. A family that augments
+        inside its own objective (the self-supervised encoders draw two views
+        of each sample from the same augmenter) returns None here, so the
+        trainer hands it the batch as it is.
+        """
+        return make_augmenter(self.augment, layout=self._input_kind().layout)
+
     def _prediction_plan(self, module):
         """A family's float64 NumPy translation of its module, or None.
 
@@ -649,7 +660,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             autocast_dtype=policy.autocast_dtype,
             grad_scaler=self._grad_scaler(policy, device, incremental),
             train_step=self._train_step(policy),
-            augment=make_augmenter(self.augment, layout=self._input_kind().layout),
+            augment=self._batch_augmenter(),
             # As scikit-learn: with a validation set to pick the best epoch,
             # a diverging one ends training instead of failing the fit.
             stop_on_divergence=bool(self.early_stopping),
