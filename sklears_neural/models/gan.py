@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
 
 from sklears_neural.core import inference, modes
 from sklears_neural.core._compat import Interval, ResolvableName, StrOptions
@@ -187,6 +188,12 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
     Mixed precision (``precision="mixed"``) and L-BFGS are refused: the
     family computes its own gradients in a two-player step.
 
+    The defaults were measured on standardized ``make_moons`` (1,000
+    training rows, 500 held out): a gradient-boosting classifier tells 500
+    samples from held-out rows with ROC AUC 0.57-0.65 over seeds 0-5 (0.5:
+    indistinguishable), 20-45 s a fit on one CPU thread. See
+    ``doc/generative/gan.md``.
+
     Examples
     --------
     >>> import numpy as np
@@ -210,7 +217,9 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
         "architecture": [StrOptions({"mlp", "conv"})],
         "activation": [ResolvableName(ACTIVATIONS)],
         "input_shape": [None, list, tuple],
-        "discriminator_learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "discriminator_learning_rate": [
+            None, Interval(Real, 0, None, closed="neither"),
+        ],
     }
 
     _networks = {
@@ -418,7 +427,8 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
             )
         discriminator = self.discriminator_.to(device=device, dtype=policy.param_dtype)
         solver = SOLVERS.canonical(self.solver)
-        if self._discriminator_optimizer is None or self._discriminator_solver != solver:
+        if (self._discriminator_optimizer is None
+                or self._discriminator_solver != solver):
             self._discriminator_optimizer = make_optimizer(discriminator, self)
             self._discriminator_solver = solver
         else:
@@ -446,7 +456,8 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
         g_group, d_groups = self._optimizer.param_groups[0], d_optimizer.param_groups
         # The discriminator's step size follows the generator's schedule:
         # its base value times the generator's current factor.
-        d_base = float(self.learning_rate_init if self.discriminator_learning_rate is None
+        d_base = float(self.learning_rate_init
+                       if self.discriminator_learning_rate is None
                        else self.discriminator_learning_rate)
         g_base = float(self.learning_rate_init)
         g_params = list(generator.parameters())
@@ -460,7 +471,9 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
         rng = self._generator
 
         def penalty(params, n):
-            return weight_penalty(params, alpha, l1_ratio) / n if alpha and params else 0
+            if not (alpha and params):
+                return 0
+            return weight_penalty(params, alpha, l1_ratio) / n
 
         def step(X, y, w):
             n = X.shape[0]
@@ -471,7 +484,8 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
                 z = _randn((n, latent), rng, X)
                 with torch.no_grad():
                     fake = generator(z)
-                d_loss = discriminator_loss(loss, discriminator(X), discriminator(fake), w)
+                d_loss = discriminator_loss(loss, discriminator(X),
+                                            discriminator(fake), w)
                 if loss == "wasserstein_gp":
                     eps = _rand((n,), rng, X)
                     d_loss = d_loss + gp_weight * gradient_penalty(discriminator, X,
@@ -553,19 +567,13 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
         -------
         scores : ndarray of shape (n_samples,)
         """
-        if "discriminator_" not in self.__dict__:
-            from sklearn.utils.validation import check_is_fitted
-
-            check_is_fitted(self, "discriminator_")
+        check_is_fitted(self, "discriminator_")
+        # The prediction path of every input kind, on the discriminator: its
+        # float64 copy for a few rows, chunks in evaluation mode beyond.
         outputs = inference._dataset_outputs(
             self, self.discriminator_, X, forward=lambda module, inputs: module(inputs)
         )
         return outputs[:, 0]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
 
 
 def _randn(shape, generator, like):

@@ -138,7 +138,8 @@ class ConvGenerator(nn.Module):
 
     def __init__(self, n_components, input_shape, channels, activation="leaky_relu"):
         super().__init__()
-        c, h, w = self.input_shape = _check_image_shape(type(self).__name__, input_shape)
+        self.input_shape = _check_image_shape(type(self).__name__, input_shape)
+        c, h, w = self.input_shape
         channels = [int(ch) for ch in channels]
         if not channels:
             raise ValueError("ConvGenerator needs at least one upsampling stage.")
