@@ -31,7 +31,7 @@ from sklears_neural.nn.gan import (
 )
 
 from _generative import c2st_auc, mmd_test, moons
-from conftest import skip_float32_weight_checks
+from conftest import DEVICES, skip_float32_weight_checks
 
 TRAIN, HELD_OUT = moons()
 RNG = np.random.RandomState(0)
@@ -421,6 +421,22 @@ def test_a_short_fit_passes_the_two_sample_test_on_moons():
     samples = est.sample(500, random_state=1)
     assert c2st_auc(samples, HELD_OUT[:500]) < 0.8
     assert mmd_test(samples, HELD_OUT[:500], n_permutations=100)[1] > 0.05
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_both_networks_train_and_persist_on_the_device(device):
+    est = _small(device=device, loss="wasserstein_gp", n_critic=2).fit(X_SMALL)
+    for network in (est.module_, est.discriminator_):
+        assert next(network.parameters()).device.type == device
+    samples = est.sample(20, random_state=0)
+    np.testing.assert_array_equal(samples, est.sample(20, random_state=0))
+    again = _small(device=device, loss="wasserstein_gp", n_critic=2).fit(X_SMALL)
+    _assert_same_fit(again, est)
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(restored.sample(20, random_state=0), samples)
+    est.partial_fit(X_SMALL)
+    restored.partial_fit(X_SMALL)
+    _assert_same_fit(restored, est)
 
 
 # -- images --------------------------------------------------------------------------
