@@ -1,10 +1,26 @@
 """VAE: ELBO training, latent means, samples and likelihood bounds."""
 
+import pickle
+import sys
+import warnings
+
 import numpy as np
 import pytest
+from scipy.stats import multivariate_normal
+from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
+from _generative import c2st_auc, mmd_test, moons
 from conftest import skip_float32_weight_checks
+from sklears_neural import load
+from sklears_neural.callbacks import Callback, Checkpoint
+from sklears_neural.exceptions import PersistenceWarning
 from sklears_neural.models.vae import VAE
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -22,23 +38,6 @@ def test_sklearn_compatible_estimator(estimator, check):
 def test_param_validation(estimator):
     check_param_validation(type(estimator).__name__, estimator)
 
-
-import pickle
-import sys
-import warnings
-
-import torch
-from scipy.stats import multivariate_normal
-from sklearn.datasets import load_digits
-from sklearn.decomposition import PCA
-from sklearn.exceptions import NotFittedError
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
-from _generative import c2st_auc, mmd_test, moons
-from sklears_neural import load
 
 MOONS_TRAIN, MOONS_TEST = moons()
 X_DIGITS, Y_DIGITS = load_digits(return_X_y=True)
@@ -224,3 +223,32 @@ def test_errors():
         VAE(decoder="poisson").fit(MOONS_TRAIN)
     with pytest.raises(ValueError, match="n_samples"):
         vae.sample(0)
+
+
+class _StopAt(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, **kwargs):
+        trainer.should_stop = len(trainer.history) == self.epoch
+
+
+@pytest.mark.parametrize("params", [{}, {"early_stopping": True, "n_iter_no_change": 50}],
+                         ids=["plain", "early_stopping"])
+def test_exact_resume_from_a_checkpoint(tmp_path, params):
+    # The reparameterization draws come from the fit's generator, which the
+    # checkpoint carries: a resumed fit is the uninterrupted one, bit for bit.
+    path = tmp_path / "ckpt.zip"
+    X = MOONS_TRAIN[:300]
+    straight = _fit(VAE(max_iter=6, random_state=0, **params), X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PersistenceWarning)
+        _fit(VAE(max_iter=6, random_state=0, callbacks=[Checkpoint(path), _StopAt(3)],
+                 **params), X)
+        resumed = load(path)
+    assert resumed.n_iter_ == 3
+    _fit(resumed.set_params(warm_start=True), X)
+    assert resumed.n_iter_ == straight.n_iter_ == 6
+    assert resumed.loss_curve_ == straight.loss_curve_
+    assert resumed.validation_scores_ == straight.validation_scores_
+    np.testing.assert_array_equal(resumed.transform(MOONS_TEST), straight.transform(MOONS_TEST))

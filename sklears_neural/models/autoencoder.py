@@ -444,8 +444,8 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
 
         Returns
         -------
-        X_original : ndarray of shape (n_samples, n_features_in_) or (n_samples, *input_shape_)
-            In the layout of the X of ``fit``.
+        X_original : ndarray of shape (n_samples, n_features_in_)
+            Or ``(n_samples, *input_shape_)``: the layout of the X of ``fit``.
         """
         return run_on_codes(self, X, lambda module, z: module.decode(z))
 

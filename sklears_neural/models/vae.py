@@ -26,7 +26,6 @@ from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.noise import _randn
 from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import ACTIVATIONS
-from sklears_neural.core.seeding import torch_generator
 from sklears_neural.core.tasks import NeuralUnsupervisedMixin
 from sklears_neural.models.autoencoder import (
     DENSE_ROWS,
@@ -51,7 +50,7 @@ SCORE_SEED = 0
 
 
 def row_draws(x, n_draws, n_latent):
-    """Standard normal draws ``(n_draws, n_rows, n_latent)``, a function of each row's values.
+    """Standard normal draws ``(n_draws, n_rows, n_latent)`` seeded by each row's values.
 
     Each row seeds its own generator with a hash of its values (rounded to
     float32, so the float64 and float32 prediction paths agree): a score
@@ -64,7 +63,8 @@ def row_draws(x, n_draws, n_latent):
     rows = x.detach().to("cpu", torch.float32).numpy()
     out = np.empty((n_draws, len(rows), n_latent))
     for i, row in enumerate(rows):
-        key = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+        digest = hashlib.blake2b(row.tobytes(), digest_size=8).digest()
+        key = int.from_bytes(digest, "little")
         out[:, i] = np.random.default_rng([SCORE_SEED, key]).standard_normal(
             (n_draws, n_latent)
         )
@@ -285,7 +285,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, SamplerMixin, NeuralUnsupervisedMixin
         X, targets, sample_weight = super()._validate_training_data(
             X, y, sample_weight, **kwargs
         )
-        if self.decoder == "bernoulli" and (np.min(X, initial=0) < 0 or np.max(X, initial=0) > 1):
+        outside = np.min(X, initial=0) < 0 or np.max(X, initial=0) > 1
+        if self.decoder == "bernoulli" and outside:
             raise ValueError(
                 "decoder='bernoulli' models values in [0, 1], but X has values outside "
                 "it. Scale X to [0, 1] (e.g. MinMaxScaler), or use decoder='gaussian'."

@@ -59,7 +59,8 @@ class MaskingNoise(NoiseLayer):
     _max_strength = 1.0
 
     def __init__(self, p=0.2, *, schedule="constant", final=0.0, gamma=None, step_size=10):
-        super().__init__(p, schedule=schedule, final=final, gamma=gamma, step_size=step_size)
+        super().__init__(p, schedule=schedule, final=final, gamma=gamma,
+                         step_size=step_size)
 
     def _corrupt(self, x, p):
         keep = _rand(x.shape, x, self.generator) >= p
@@ -188,7 +189,9 @@ class ConvAutoencoder(nn.Module):
             )
         channels = [int(c) for c in channels]
         if not channels:
-            raise ValueError("ConvAutoencoder needs at least one convolution channel count.")
+            raise ValueError(
+                "ConvAutoencoder needs at least one convolution channel count."
+            )
         conv = nn.Conv1d if rank == 1 else nn.Conv2d
         self.input_shape = shape
         self.activation = activation
@@ -196,7 +199,8 @@ class ConvAutoencoder(nn.Module):
         sizes = [shape[1:]]
         down, width = [], shape[0]
         for c in channels:
-            down += [conv(width, c, 3, stride=2, padding=1), ACTIVATIONS.build(activation, width=c)]
+            down += [conv(width, c, 3, stride=2, padding=1),
+                     ACTIVATIONS.build(activation, width=c)]
             width = c
             sizes.append([(s + 1) // 2 for s in sizes[-1]])
         self.features = nn.Sequential(*down)
@@ -298,7 +302,7 @@ class VariationalAutoencoder(nn.Module):
         return mu, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z):
-        """The decoder mean ``E[x|z]``: the Gaussian mean, or the Bernoulli probabilities."""
+        """The decoder mean ``E[x|z]``: Gaussian means, or Bernoulli probabilities."""
         out = self.decoder(z)
         return torch.sigmoid(out) if self.decoder_kind == "bernoulli" else out
 
@@ -317,14 +321,14 @@ class VariationalAutoencoder(nn.Module):
         return (-0.5 * z_scores.pow(2) - log_sigma - 0.5 * LOG_2PI).sum(-1)
 
     def sample_x(self, z, noise):
-        """Draw ``x ~ p(x|z)`` from ``noise`` (standard normal, or uniform for Bernoulli)."""
+        """``x ~ p(x|z)`` from ``noise``: standard normal, or uniform for Bernoulli."""
         mean = self.decode(z)
         if self.decoder_kind == "bernoulli":
             return (noise < mean).to(mean.dtype)
         return mean + self.sigma() * noise
 
     def elbo(self, x, eps, beta=1.0):
-        """Per-sample ``E_q[log p(x|z)] - beta KL(q(z|x) || p(z))``, one draw per row of ``eps``.
+        """Per-sample ``E_q[log p(x|z)] - beta KL(q(z|x) || p(z))``.
 
         ``eps`` is ``(n_draws, batch, n_components)`` standard normal; the
         reconstruction term is averaged over the draws, the KL is exact.
@@ -336,7 +340,7 @@ class VariationalAutoencoder(nn.Module):
         return reconstruction - beta * kl
 
     def log_weights(self, x, eps):
-        """``log p(x, z_k) - log q(z_k|x)`` for ``z_k = mu + sigma * eps_k``: ``(n_draws, batch)``."""
+        """``log p(x, z_k) - log q(z_k|x)``, ``z_k = mu + sigma * eps_k``: ``(n_draws, batch)``."""
         mu, logvar = self.encode(x)
         z = mu + torch.exp(0.5 * logvar) * eps
         log_prior = (-0.5 * z.pow(2) - 0.5 * LOG_2PI).sum(-1)
