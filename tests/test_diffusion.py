@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import (
@@ -191,6 +192,9 @@ def test_score_samples_is_per_row_and_deterministic():
     assert model.score(X_SMALL) == pytest.approx(scores.mean())
     # _forward gives minus the bound: validation, score and load share it.
     assert model.n_outputs_ == 1
+    # Sparse rows score as their dense copies (more rows than the float64 path's 32).
+    np.testing.assert_allclose(model.score_samples(sp.csr_matrix(X_SMALL)), scores,
+                               rtol=1e-6)
 
 
 # -- samplers --------------------------------------------------------------------------
@@ -214,6 +218,14 @@ def test_ddim_with_eta_zero_is_deterministic_given_the_noise():
                              sampler="ddim", n_steps=20, eta=0.5, noise=x_T)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c, atol=1e-2)
+
+
+def test_timestep_subsequence():
+    diffusion = GaussianDiffusion(100)
+    assert diffusion.timestep_subsequence() == list(range(99, -1, -1))
+    assert diffusion.timestep_subsequence(1) == [99]
+    assert diffusion.timestep_subsequence(5) == [99, 74, 50, 25, 0]
+    assert diffusion.timestep_subsequence(500) == list(range(99, -1, -1))
 
 
 def test_ddim_with_eta_one_on_all_steps_is_ddpm():
@@ -257,11 +269,11 @@ def test_seeded_sample_is_deterministic(sampler):
 def test_samplers_reach_the_moons():
     # The module-level model (100 steps, 250 epochs). Measured (seed 0): ddpm
     # 0.68 (0.63 with beta_tilde variances), ddim (20 steps) 0.69, langevin
-    # (all 100 levels) 0.82; the defaults do better
+    # (all 100 levels) 0.73; the defaults do better
     # (test_default_settings_on_moons).
     model = _moons_model()
     real = HELD_OUT[:500]
-    for sampler, threshold in [("ddpm", 0.75), ("ddim", 0.78), ("langevin", 0.88)]:
+    for sampler, threshold in [("ddpm", 0.75), ("ddim", 0.78), ("langevin", 0.8)]:
         steps = 20 if sampler == "ddim" else None
         model.set_params(sampler=sampler, n_sampling_steps=steps)
         auc = c2st_auc(model.sample(500, random_state=0), real)
@@ -290,11 +302,12 @@ def test_default_settings_on_moons():
         results[sampler] = (c2st_auc(generated, real), mmd_test(generated, real)[1],
                             time.perf_counter() - start)
     print(fit_time, model.n_iter_, results, model.score(HELD_OUT))
-    # Measured, seeds 0-2 (fits of 9-21 s on a loaded 2-core machine): ddpm
-    # 0.52-0.59, ddim (50 steps) 0.56-0.60, langevin 0.75-0.77.
+    # Measured, seeds 0-2 (fits of 12-23 s on a loaded 2-core machine): ddpm
+    # 0.55-0.58, ddim (50 steps) 0.56-0.60, langevin 0.53-0.60.
     assert results["ddpm"][0] < 0.75
     assert results["ddpm"][1] > 0.01
     assert results["ddim"][0] < 0.75
+    assert results["langevin"][0] < 0.75
 
 
 # -- training --------------------------------------------------------------------------

@@ -608,7 +608,10 @@ def _dataset_outputs(estimator, module, X, forward=None):
             copied = copy.deepcopy(module).eval().double()
             return _chunked_dataset_outputs(copied, kind, X, torch.float64, forward,
                                             entry.device)
-        if entry.on_cpu and len(X) <= PLAN_MIN_ROWS:
+        # Rows of X: ``len`` for ragged sequences, ``shape`` for sparse
+        # matrices (whose ``len`` raises).
+        n_rows = X.shape[0] if hasattr(X, "shape") else len(X)
+        if entry.on_cpu and n_rows <= PLAN_MIN_ROWS:
             return _chunked_dataset_outputs(entry.module64(module), kind, X,
                                             torch.float64, forward, entry.device)
         with _evaluating(entry):

@@ -138,9 +138,12 @@ class DiffusionModel(SamplerMixin, NeuralUnsupervisedMixin, DensityMixin,
         noise; 1 with all ``T`` steps is DDPM with ``beta_tilde`` variances.
     langevin_steps : int, default=1
         Langevin updates per noise level.
-    langevin_snr : float, default=0.1
+    langevin_snr : float, default=0.4
         Signal-to-noise ratio that sets the Langevin step size,
-        ``2 alpha_t (snr |z| / |score|)^2`` (Song et al., 2021).
+        ``2 alpha_t (snr |z| / |score|)^2`` (Song et al., 2021), about
+        ``2 snr^2 (1 - abar_t)``. On standardized moons 0.4 sampled as well
+        as DDPM (classifier AUC 0.53-0.56), Song et al.'s 0.16 for images
+        far worse (0.1: 0.77).
     <shared parameters>
 
     Attributes
@@ -236,7 +239,7 @@ class DiffusionModel(SamplerMixin, NeuralUnsupervisedMixin, DensityMixin,
         n_sampling_steps=None,
         eta=0.0,
         langevin_steps=1,
-        langevin_snr=0.1,
+        langevin_snr=0.4,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",

@@ -310,16 +310,18 @@ class GaussianDiffusion:
             beta = float(self.betas[i])
             scale = beta / math.sqrt(1.0 - float(self.alphas_cumprod[i]))
             mean = (x - scale * eps) / math.sqrt(1.0 - beta)
-            x = mean + math.sqrt(float(sigma2[i])) * _randn(
-                x.shape, generator, x
-            )
+            x = mean + math.sqrt(float(sigma2[i])) * _randn(x.shape, generator, x)
         return x
 
     def timestep_subsequence(self, n_steps=None):
-        """``n_steps`` 0-based steps, evenly spaced from ``T - 1`` down to 0."""
+        """``n_steps`` 0-based steps, evenly spaced from ``T - 1`` down to 0.
+
+        The first is always ``T - 1`` (the prior's step); one step is ``[T -
+        1]`` alone.
+        """
         if n_steps is None or n_steps >= self.n_timesteps:
             return list(reversed(range(self.n_timesteps)))
-        steps = np.round(np.linspace(0, self.n_timesteps - 1, int(n_steps))).astype(int)
+        steps = np.round(np.linspace(self.n_timesteps - 1, 0, int(n_steps))).astype(int)
         return [int(i) for i in np.unique(steps)[::-1]]
 
     def ddim_sample(self, model, x, generator, *, n_steps=None, eta=0.0):
@@ -365,7 +367,7 @@ class GaussianDiffusion:
             for _ in range(int(n_steps)):
                 score = -model(x, t).to(x.dtype) / sigma
                 z = _randn(x.shape, generator, x)
-                score_norm = score.flatten(1).norm(dim=1).mean()
+                score_norm = score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
                 z_norm = z.flatten(1).norm(dim=1).mean()
                 step = 2.0 * float(self.alphas[i]) * (snr * z_norm / score_norm) ** 2
                 x = x + step * score + (2.0 * step).sqrt() * z
