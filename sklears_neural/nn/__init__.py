@@ -11,8 +11,12 @@ Each module takes only JSON-able constructor arguments, so that a
 # name only among registered ones.
 from sklears_neural.nn import (  # noqa: E402,F401
     attention,
+    autoencoder,
     conv,
+    energy,
+    gan,
     recurrent,
+    self_supervised,
     seq2seq,
     transformer,
 )
