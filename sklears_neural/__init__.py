@@ -6,6 +6,7 @@ from sklears_neural.core.persistence import load
 from sklears_neural.core.gradcheck import check_gradients
 from sklears_neural.models.autoencoder import Autoencoder
 from sklears_neural.models.cnn import CNNClassifier, CNNRegressor
+from sklears_neural.models.diffusion import DiffusionModel
 from sklears_neural.models.energy import EnergyBasedModel
 from sklears_neural.models.gan import GAN
 from sklears_neural.models.hopfield import HopfieldNetwork
@@ -26,6 +27,7 @@ __all__ = [
     "CNNClassifier",
     "CNNRegressor",
     "ContrastiveEncoder",
+    "DiffusionModel",
     "EnergyBasedModel",
     "GAN",
     "HopfieldNetwork",

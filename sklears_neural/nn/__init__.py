@@ -13,6 +13,7 @@ from sklears_neural.nn import (  # noqa: E402,F401
     attention,
     autoencoder,
     conv,
+    diffusion,
     energy,
     gan,
     recurrent,
