@@ -137,16 +137,18 @@ def _kde_gmm(X_train, X_test, bandwidths):
 
 def test_moons_small_budget(global_random_seed):
     # Fast check of the learning; the defaults are measured in the slow test.
-    flow = NormalizingFlow(n_layers=4, max_iter=40, random_state=global_random_seed)
+    # The default network, a third of the epochs (the cosine schedule decays
+    # over them). Measured on seeds 0, 1, 2, 42: held-out log-likelihood
+    # -1.222, -1.265, -1.197, -1.196; C2ST AUC 0.539-0.585; 3-5 s a fit.
+    flow = NormalizingFlow(max_iter=100, random_state=global_random_seed)
     start = time.perf_counter()
     flow.fit(X_TRAIN)
     elapsed = time.perf_counter() - start
     ll = flow.score(X_HELD_OUT)
     samples = flow.sample(500, random_state=0)
-    # Measured: PLACEHOLDER
-    assert ll > -1.6, ll
-    assert c2st_auc(samples, X_HELD_OUT[:500]) < 0.75
-    assert elapsed < 30
+    assert ll > -1.33, ll
+    assert c2st_auc(samples, X_HELD_OUT[:500]) < 0.7
+    assert elapsed < 40
 
 
 @pytest.mark.slow
@@ -162,8 +164,13 @@ def test_moons_defaults_match_kde_and_gmm():
     mmd2, p_value = mmd_test(samples, X_HELD_OUT[:500])
     print(f"moons: flow {ll:.4f} ({elapsed:.1f} s, {flow.n_iter_} epochs), KDE {kde_ll:.4f}, "
           f"GMM {gmm_ll:.4f}; C2ST {auc:.3f}, MMD^2 {mmd2:.5f} p={p_value:.3f}")
-    assert ll > max(kde_ll, gmm_ll) - 0.05
+    # Measured (seed 0, 1 torch thread): flow -1.202 (18 s, 300 epochs), KDE
+    # -1.226 (bandwidth 0.055 by 5-fold search), GMM(10) -1.210; C2ST AUC
+    # 0.527, MMD p=0.35. Seeds 1, 2: -1.183, -1.210. The issue measured KDE
+    # -1.187 on another split: within 0.05 of that too.
+    assert ll > max(kde_ll, gmm_ll, -1.187) - 0.05
     assert auc < 0.75
+    assert p_value > 0.01
 
 
 def curved_manifolds(n_samples=3000, n_features=16, noise=0.05, random_state=0):
@@ -201,6 +208,7 @@ def test_curved_manifolds_defaults_beat_kde_and_gmm():
     ll = flow.score(X_test)
     print(f"manifolds: flow {ll:.3f} ({elapsed:.1f} s, {flow.n_iter_} epochs), "
           f"KDE {kde_ll:.3f}, GMM {gmm_ll:.3f}")
+    # Measured (seed 0): flow 19.90 (30 s, 300 epochs), KDE 12.32, GMM(10) 17.97.
     assert ll > max(kde_ll, gmm_ll), (ll, kde_ll, gmm_ll)
 
 
@@ -265,6 +273,16 @@ def test_early_stopping_watches_held_out_log_likelihood():
     assert flow.best_validation_score_ > -3
 
 
+def test_noise_regularization_is_seeded_and_only_for_stochastic_solvers():
+    noisy = _small().fit(X_TRAIN)
+    plain = _small(noise_std=0.0).fit(X_TRAIN)
+    assert not np.array_equal(noisy.score_samples(X_HELD_OUT), plain.score_samples(X_HELD_OUT))
+    # L-BFGS needs a deterministic objective: the noise is left out.
+    a = _small(solver="lbfgs", max_iter=5).fit(X_TRAIN)
+    b = _small(solver="lbfgs", max_iter=5, noise_std=0.0).fit(X_TRAIN)
+    np.testing.assert_array_equal(a.score_samples(X_HELD_OUT), b.score_samples(X_HELD_OUT))
+
+
 def test_lbfgs_fits():
     flow = _small(solver="lbfgs", max_iter=30).fit(X_TRAIN)
     start = _small(solver="lbfgs", max_iter=1).fit(X_TRAIN)
@@ -298,6 +316,8 @@ def test_errors():
         _small(coupling="spline").fit(X_TRAIN)
     with pytest.raises(ValueError, match="mixing"):
         _small(mixing="shuffle").fit(X_TRAIN)
+    with pytest.raises(ValueError, match="noise_std"):
+        _small(noise_std=-1.0).fit(X_TRAIN)
     with pytest.raises(ValueError, match="n_layers"):
         _small(n_layers=0).fit(X_TRAIN)
     with pytest.raises(ValueError, match="n_samples"):
