@@ -324,3 +324,26 @@ def test_errors():
         flow.sample(0)
     with pytest.raises(ValueError, match="coupling must be"):
         NormalizingFlowNet(2, 1, [4], coupling="spline")
+
+
+def test_checkpoint_resume_is_exact(tmp_path):
+    # The noise, the first ActNorm batch and shuffling all draw on the fit's
+    # generator: a run stopped at epoch 3 and resumed from its checkpoint ends
+    # on the weights of the straight run.
+    from sklears_neural.callbacks import Callback, Checkpoint
+
+    class StopAt(Callback):
+        def on_epoch_end(self, trainer, **kwargs):
+            trainer.should_stop = len(trainer.history) == 3
+
+    params = dict(n_layers=2, hidden_layer_sizes=(8,), max_iter=6, random_state=0)
+    straight = NormalizingFlow(**params).fit(X_TRAIN)
+    path = tmp_path / "flow.zip"
+    NormalizingFlow(**params, callbacks=[Checkpoint(path), StopAt()]).fit(X_TRAIN)
+    resumed = load(path)
+    assert resumed.n_iter_ == 3
+    resumed.set_params(warm_start=True).fit(X_TRAIN)
+    assert resumed.n_iter_ == 6
+    for a, b in zip(straight.module_.state_dict().values(),
+                    resumed.module_.state_dict().values()):
+        assert torch.equal(a, b)
