@@ -8,6 +8,7 @@ from sklears_neural.models.autoencoder import Autoencoder
 from sklears_neural.models.cnn import CNNClassifier, CNNRegressor
 from sklears_neural.models.diffusion import DiffusionModel
 from sklears_neural.models.energy import EnergyBasedModel
+from sklears_neural.models.flow import NormalizingFlow
 from sklears_neural.models.gan import GAN
 from sklears_neural.models.hopfield import HopfieldNetwork
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
@@ -35,6 +36,7 @@ __all__ = [
     "MLPRegressor",
     "NeuralNetClassifier",
     "NeuralNetRegressor",
+    "NormalizingFlow",
     "RNNClassifier",
     "RNNRegressor",
     "Seq2SeqModel",

@@ -15,6 +15,7 @@ from sklears_neural.nn import (  # noqa: E402,F401
     conv,
     diffusion,
     energy,
+    flows,
     gan,
     recurrent,
     self_supervised,
