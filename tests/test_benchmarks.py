@@ -311,3 +311,20 @@ def test_explain_quick(tmp_path):
     text = page.read_text()
     assert text.startswith("# Title\n\nkept\n\n" + explain.BEGIN)
     assert text.count("| KernelSHAP |") == 2
+
+
+def test_generative_quick(tmp_path):
+    """bench_generative.py --quick: a row per family, both runners timed, the page."""
+    generative = _load("bench_generative")
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Title\n\nkept\n")
+    results = generative.main(["--quick", "--families", "Autoencoder", "VAE",
+                               "--output", str(page)], log=lambda *a: None)
+    assert [r["name"] for r in results] == ["Autoencoder", "VAE"]
+    for result in results:
+        # Both loops ran the same data and epochs: neither side is an order
+        # of magnitude off the other (a skipped hand loop would read 0).
+        assert 0.1 < result["ours"] / result["hand"] < 10
+    text = page.read_text()
+    assert text.startswith("# Title\n\nkept\n\n" + generative.BEGIN)
+    assert text.count("| Autoencoder |") == 1
