@@ -18,8 +18,9 @@ own, so the two alternate and a change in the machine's load hits both.
     history, checks.
 
 The first epoch of each is a warm-up and dropped; the table gives medians.
-Families whose step is not one loss and one optimizer (the GAN's two
-networks) are left out: their hand loop would be their own step function.
+The GAN is left out: its step is not one loss and one optimizer (two
+networks, ``n_critic`` discriminator steps), so its hand loop would be its own
+step function. ``HopfieldNetwork`` does not train by gradient.
 
 Usage::
 
@@ -61,6 +62,8 @@ FAMILIES = {
     "NormalizingFlow": ("flow", {}, "moons"),
     "DiffusionModel": ("diffusion", {}, "moons"),
     "ContrastiveEncoder": ("self_supervised", {"n_components": 8}, "digits"),
+    "BYOLEncoder": ("self_supervised", {"n_components": 8}, "digits"),
+    "EnergyBasedModel": ("energy", {}, "moons"),
 }
 
 
