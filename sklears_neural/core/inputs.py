@@ -118,6 +118,29 @@ class TabularInput:
 TABULAR = TabularInput()
 
 
+class DenseTabularInput(TabularInput):
+    """2-D dense rows only: scikit-learn's validation and its message for sparse X.
+
+    For families whose targets or samples live in the data space itself
+    (autoencoders reconstruct X, flows and energy models put a density on
+    it, MCMC chains move in it), where a sparse X would be densified
+    anyway. Sparse input fails with scikit-learn's "dense data is required"
+    and the input tags say so.
+    """
+
+    def validate(self, estimator, X, *, reset):
+        return validate_data(estimator, X, accept_sparse=False, dtype=_FLOATS,
+                             reset=reset)
+
+    def tags(self, tags):
+        tags.input_tags.sparse = False
+        return tags
+
+
+#: The kind of the families that take dense 2-D rows only.
+DENSE_TABULAR = DenseTabularInput()
+
+
 def check_input_shape(input_shape, *, owner, min_rank=1, max_rank=4):
     """``input_shape`` as a tuple of positive ints, or None.
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from sklears_neural.core import inference, modes
 from sklears_neural.core._compat import Interval, PositiveIntSequence, ResolvableName
@@ -23,7 +23,7 @@ from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.generative import fitted_on_flat_rows, network_device
 
-from sklears_neural.core.inputs import _FLOATS, ArrayInput, TabularInput
+from sklears_neural.core.inputs import DENSE_TABULAR, ArrayInput
 from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.regularization import penalized_parameters, weight_penalty
@@ -34,23 +34,6 @@ from sklears_neural.nn.autoencoder import ConvAutoencoder, DenseAutoencoder
 __all__ = ["Autoencoder"]
 
 
-class DenseRows(TabularInput):
-    """2-D dense rows: an autoencoder's targets are its inputs, so no sparse X.
-
-    scikit-learn's validation and its message for sparse input ("dense data
-    is required").
-    """
-
-    def validate(self, estimator, X, *, reset):
-        return validate_data(estimator, X, dtype=_FLOATS, reset=reset)
-
-    def tags(self, tags):
-        tags.input_tags.sparse = False
-        return tags
-
-
-#: The input of the dense networks of this module and of :mod:`.vae`.
-DENSE_ROWS = DenseRows()
 
 
 def layer_sizes(hidden_layer_sizes):
@@ -339,7 +322,7 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
     def _input_kind(self):
         if self.encoder == "conv":
             return ArrayInput(input_shape=self.input_shape, spatial_dims=(1, 2))
-        return DENSE_ROWS
+        return DENSE_TABULAR
 
     def _validate_training_data(self, X, y, sample_weight, *, reset, incremental,
                                 classes):

@@ -15,13 +15,12 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import validate_data
 
 from sklears_neural.core._compat import Interval, PositiveIntSequence, ResolvableName
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.generative import SamplerMixin, network_device
-from sklears_neural.core.inputs import TabularInput
+from sklears_neural.core.inputs import DENSE_TABULAR
 from sklears_neural.core.layers import MLP, ModuleSpec
 from sklears_neural.core.regularization import penalized_parameters, weight_penalty
 from sklears_neural.core.registry import register_estimator
@@ -35,18 +34,6 @@ __all__ = ["EnergyBasedModel"]
 #: noise at each step (Du & Mordatch, 2019), so the buffer keeps exploring.
 REINIT_FRACTION = 0.05
 
-class DenseRows(TabularInput):
-    """2-D dense rows: MCMC chains live in the data space, which sparsity does not fit."""
-
-    def validate(self, estimator, X, *, reset):
-        return validate_data(estimator, X, dtype=(np.float64, np.float32), reset=reset)
-
-    def tags(self, tags):
-        tags.input_tags.sparse = False
-        return tags
-
-
-DENSE_ROWS = DenseRows()
 
 _ARCHITECTURE = {
     "hidden_layer_sizes": """\
@@ -325,7 +312,7 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         )
 
     def _input_kind(self):
-        return DENSE_ROWS
+        return DENSE_TABULAR
 
     def _n_outputs_for(self, targets):
         return 1

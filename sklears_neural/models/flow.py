@@ -15,7 +15,6 @@ from numbers import Integral, Real
 import numpy as np
 
 import torch
-from sklearn.utils.validation import validate_data
 
 from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 
@@ -28,7 +27,7 @@ from sklears_neural.core._compat import (
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.generative import SamplerMixin
-from sklears_neural.core.inputs import _FLOATS, TabularInput
+from sklears_neural.core.inputs import DENSE_TABULAR
 from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import ACTIVATIONS
@@ -38,19 +37,6 @@ from sklears_neural.nn.flows import NormalizingFlowNet
 __all__ = ["NormalizingFlow"]
 
 
-class _DenseRows(TabularInput):
-    """2-D dense rows: a density of sparse rows is not a flow's business."""
-
-    def validate(self, estimator, X, *, reset):
-        return validate_data(estimator, X, accept_sparse=False, dtype=_FLOATS,
-                             reset=reset)
-
-    def tags(self, tags):
-        tags.input_tags.sparse = False
-        return tags
-
-
-_DENSE_ROWS = _DenseRows()
 
 
 _ARCHITECTURE = {
@@ -283,7 +269,7 @@ class NormalizingFlow(NeuralUnsupervisedMixin, SamplerMixin, OneToOneFeatureMixi
         )
 
     def _input_kind(self):
-        return _DENSE_ROWS
+        return DENSE_TABULAR
 
     def _n_outputs_for(self, targets):
         # The module's output: one log-likelihood per row.

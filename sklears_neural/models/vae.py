@@ -26,9 +26,9 @@ from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.noise import _randn
 from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import ACTIVATIONS
+from sklears_neural.core.inputs import DENSE_TABULAR
 from sklears_neural.core.tasks import NeuralUnsupervisedMixin
 from sklears_neural.models.autoencoder import (
-    DENSE_ROWS,
     layer_sizes,
     run_on_codes,
     training_objective,
@@ -274,7 +274,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, SamplerMixin, NeuralUnsupervisedMixin
     # -- the family's hooks ------------------------------------------------------
 
     def _input_kind(self):
-        return DENSE_ROWS
+        return DENSE_TABULAR
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
