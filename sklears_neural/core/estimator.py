@@ -583,10 +583,18 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         predictions = self._outputs_to_predictions(outputs)
         return self._score_predictions(targets, predictions, sample_weight)
 
+    #: Whether the training loss measures progress, so that the ``tol`` rule
+    #: may end a fit on it. Not for adversarial and contrastive-divergence
+    #: losses (GAN, energy models): without ``early_stopping`` they train all
+    #: ``max_iter`` epochs.
+    _loss_tracks_progress = True
+
     def _make_stopping(self, incremental):
+        watches_loss = not self.early_stopping
         return EarlyStopping(
-            monitor="valid_score" if self.early_stopping else "train_loss",
-            patience=self.n_iter_no_change,
+            monitor="train_loss" if watches_loss else "valid_score",
+            patience=(math.inf if watches_loss and not self._loss_tracks_progress
+                      else self.n_iter_no_change),
             tol=self.tol,
             restore_best_weights=self.early_stopping,
             # In partial_fit the caller drives the loop: the best weights come

@@ -9,7 +9,6 @@ the shared training core (solvers, schedules, callbacks, early stopping,
 ``partial_fit``, exact resume, save/load, pickle).
 """
 
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -185,6 +184,9 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
     >>> ebm.sample(4, random_state=0).shape
     (4, 2)
     """
+
+    # The contrastive loss is no progress measure: no tol rule on it.
+    _loss_tracks_progress = False
 
     _parameter_constraints: dict = {
         **BaseNeuralEstimator._parameter_constraints,
@@ -468,13 +470,6 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         if self.batch_size == "auto":
             return min(64, n_samples)
         return super()._batch_size(n_samples)
-
-    def _make_stopping(self, incremental):
-        stopping = super()._make_stopping(incremental)
-        if not self.early_stopping:
-            # The contrastive loss is no progress measure: no tol rule on it.
-            stopping.patience = math.inf
-        return stopping
 
     # -- sampling ----------------------------------------------------------------
 

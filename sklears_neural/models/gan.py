@@ -10,7 +10,6 @@ generator, so ``random_state`` fixes a fit and a checkpoint resumes it
 exactly.
 """
 
-import math
 import warnings
 from numbers import Integral, Real
 
@@ -22,7 +21,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklears_neural.core import inference, modes
 from sklears_neural.core._compat import Interval, ResolvableName, StrOptions
-from sklears_neural.core.callbacks import EarlyStopping
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.generative import SamplerMixin, fitted_on_flat_rows
@@ -221,6 +219,9 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
             None, Interval(Real, 0, None, closed="neither"),
         ],
     }
+
+    # The generator's loss is not a decreasing objective: never stop on it.
+    _loss_tracks_progress = False
 
     _networks = {
         "module_": {"spec": "_module_spec_", "optimizer": "_optimizer",
@@ -443,12 +444,6 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
             discriminator.train()
             super()._fit_stochastic(X, targets, sample_weight, incremental, device,
                                     policy)
-
-    def _make_stopping(self, incremental):
-        if self.early_stopping:
-            return super()._make_stopping(incremental)
-        # The generator's loss is not a decreasing objective: never stop on it.
-        return EarlyStopping(monitor="train_loss", patience=math.inf, tol=self.tol)
 
     def _train_step(self, policy):
         generator, discriminator = self.module_, self.discriminator_
