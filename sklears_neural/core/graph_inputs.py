@@ -1,0 +1,531 @@
+"""Graphs as X: the input kind and dataset of the graph neural network family.
+
+One sample is a graph. X is a list (or 1-D object array) of graphs, each
+
+* a networkx graph: nodes in ``G.nodes`` order, edges in both directions
+  for undirected graphs; node features from the attributes named by
+  ``node_attrs`` (each a number or a 1-D array, concatenated), or, with
+  ``node_attrs=None``, the features ``node_features`` names ("constant":
+  one column of ones; "degree": the degree; "constant+degree": both);
+* a PyTorch Geometric ``Data`` (``x`` and ``edge_index``; without ``x`` the
+  ``node_features`` rule), or
+* a pair ``(adjacency, node_features)``: a dense or scipy sparse
+  ``(n_nodes, n_nodes)`` matrix (entry ``[i, j]`` nonzero: an edge
+  ``i -> j``) and an ``(n_nodes, n_features)`` (or ``(n_nodes,)``) array.
+
+:class:`GraphInput` converts X once into :class:`Graphs`, all graphs
+pre-collated into one disjoint graph (node features stacked, edge indices
+offset, ``node_ptr``/``edge_ptr`` giving each graph's slices). It has
+``len``, ``shape == (n_graphs,)`` and indexing by rows (``X[rows]``,
+``X[rows, ...]`` as scikit-learn's ``_safe_indexing`` asks), so
+scikit-learn's splitters, ``cross_val_score`` and ``GridSearchCV`` index
+it as any X; they index a plain list of graphs as well, before conversion.
+
+:class:`GraphData` batches :class:`Graphs` for training and prediction: a
+batch of rows is a slice (consecutive rows: three tensor slices) or a
+gather computed with vectorized index arithmetic, never a Python loop over
+graphs; the module receives ``(x, edge_index, batch)`` in PyG's layout.
+
+torch_geometric and networkx are optional (``pip install
+'sklears-neural[graph]'``): they are imported when a graph is converted or
+a graph network is built, never when the package is imported.
+"""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from sklears_neural.core.data import DENSE_CHUNK_BYTES, _row_slices, as_tensor
+
+__all__ = [
+    "GRAPH_EXTRA_HINT",
+    "NODE_FEATURES",
+    "GraphData",
+    "GraphInput",
+    "Graphs",
+    "import_networkx",
+    "import_torch_geometric",
+    "to_graphs",
+]
+
+#: What to install for the graph family.
+GRAPH_EXTRA_HINT = "pip install 'sklears-neural[graph]'"
+
+#: Node features made for graphs that carry none (``node_attrs=None``).
+NODE_FEATURES = ("constant", "degree", "constant+degree")
+
+
+def import_torch_geometric():
+    """``torch_geometric``, or an ImportError naming the extra to install."""
+    try:
+        import torch_geometric
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "The graph neural network estimators need PyTorch Geometric "
+            f"(torch_geometric), which is not installed ({exc}). Install the "
+            f"optional extra: {GRAPH_EXTRA_HINT}"
+        ) from exc
+    return torch_geometric
+
+
+def import_networkx():
+    """``networkx``, or an ImportError naming the extra to install."""
+    try:
+        import networkx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"Converting networkx graphs needs networkx ({exc}). Install the "
+            f"optional extra: {GRAPH_EXTRA_HINT}"
+        ) from exc
+    return networkx
+
+
+def _owner(estimator):
+    return type(estimator).__name__
+
+
+class Graphs:
+    """Many graphs pre-collated into one disjoint graph, indexable by graph.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_nodes_total, n_features), float64
+        Node features of all graphs, graph after graph.
+    edge_index : ndarray of shape (2, n_edges_total), int64
+        Source and target node of every edge, as global node numbers
+        (graph ``g``'s nodes are ``node_ptr[g]:node_ptr[g + 1]``).
+    node_ptr, edge_ptr : ndarray of shape (n_graphs + 1,), int64
+        Offsets of each graph's nodes and edges.
+    """
+
+    def __init__(self, x, edge_index, node_ptr, edge_ptr):
+        self.x = x
+        self.edge_index = edge_index
+        self.node_ptr = node_ptr
+        self.edge_ptr = edge_ptr
+
+    def __len__(self):
+        return len(self.node_ptr) - 1
+
+    @property
+    def shape(self):
+        return (len(self),)
+
+    @property
+    def n_features(self):
+        return self.x.shape[1]
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    @property
+    def size(self):
+        return self.x.size
+
+    def __array__(self, dtype=None, copy=None):
+        # The node features: what range checks (check_representable) read.
+        return self.x if dtype is None else self.x.astype(dtype)
+
+    def __getitem__(self, rows):
+        if isinstance(rows, tuple) and len(rows) == 2 and rows[1] is Ellipsis:
+            rows = rows[0]  # scikit-learn's _safe_indexing asks for X[rows, ...]
+        if isinstance(rows, numbers.Integral):
+            rows = [rows]
+        x, edge_index, node_ptr, edge_ptr = _take(
+            self.x, self.edge_index, self.node_ptr, self.edge_ptr, rows)
+        return Graphs(x, edge_index, node_ptr, edge_ptr)
+
+    def __iter__(self):
+        for g in range(len(self)):
+            yield self[g]
+
+    def __repr__(self):
+        return (f"Graphs(n_graphs={len(self)}, n_nodes={self.x.shape[0]}, "
+                f"n_edges={self.edge_index.shape[1]}, n_features={self.n_features})")
+
+
+def _rows_array(rows, n):
+    """``rows`` (slice, bool mask, ints, tensor) as an int64 array."""
+    if isinstance(rows, torch.Tensor):
+        rows = rows.cpu().numpy()
+    if isinstance(rows, slice):
+        return np.arange(n, dtype=np.int64)[rows]
+    rows = np.asarray(rows)
+    if rows.dtype == bool:
+        return np.flatnonzero(rows)
+    return rows.astype(np.int64, copy=False).reshape(-1) % max(n, 1)
+
+
+def _take(x, edge_index, node_ptr, edge_ptr, rows):
+    """Graphs ``rows`` of a collated set: vectorized gathers, no loop over graphs.
+
+    Works on NumPy arrays or torch tensors alike (x, edge_index); the
+    offsets are NumPy. Returns ``(x, edge_index, node_ptr, edge_ptr, batch)``
+    sliced, relabelled and re-offset; ``batch`` is the graph of each node.
+    """
+    n = len(node_ptr) - 1
+    if isinstance(rows, slice) and rows.step in (None, 1):
+        start, stop, _ = rows.indices(n)
+        stop = max(start, stop)
+        a, b = node_ptr[start], node_ptr[stop]
+        ea, eb = edge_ptr[start], edge_ptr[stop]
+        return (x[a:b], edge_index[:, ea:eb] - a, node_ptr[start:stop + 1] - a,
+                edge_ptr[start:stop + 1] - ea)
+    rows = _rows_array(rows, n)
+    counts = node_ptr[rows + 1] - node_ptr[rows]
+    ecounts = edge_ptr[rows + 1] - edge_ptr[rows]
+    new_ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_ptr[1:])
+    new_eptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(ecounts, out=new_eptr[1:])
+    nodes = np.repeat(node_ptr[rows] - new_ptr[:-1], counts) + np.arange(new_ptr[-1])
+    edges = np.repeat(edge_ptr[rows] - new_eptr[:-1], ecounts) + np.arange(new_eptr[-1])
+    shift = np.repeat(new_ptr[:-1] - node_ptr[rows], ecounts)
+    if isinstance(x, torch.Tensor):
+        nodes_t = torch.as_tensor(nodes, device=x.device)
+        edges_t = torch.as_tensor(edges, device=edge_index.device)
+        shift_t = torch.as_tensor(shift, device=edge_index.device)
+        return (x[nodes_t], edge_index[:, edges_t] + shift_t, new_ptr, new_eptr)
+    return x[nodes], edge_index[:, edges] + shift, new_ptr, new_eptr
+
+
+# -- conversion ----------------------------------------------------------------------
+
+
+def _default_features(n_nodes, degree, node_features):
+    columns = []
+    if "constant" in node_features:
+        columns.append(np.ones(n_nodes))
+    if "degree" in node_features:
+        columns.append(np.asarray(degree, dtype=np.float64))
+    return np.stack(columns, axis=1)
+
+
+def _degrees(edge_index, n_nodes):
+    """In-degree of every node (the number of messages it receives)."""
+    return np.bincount(edge_index[1], minlength=n_nodes).astype(np.float64)
+
+
+def _from_networkx(G, i, node_attrs, node_features, owner):
+    nodes = list(G.nodes)
+    n = len(nodes)
+    position = {node: k for k, node in enumerate(nodes)}
+    pairs = [(position[u], position[v]) for u, v in G.edges()]
+    edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2).T
+    if not G.is_directed():
+        loops = edges[0] == edges[1]
+        edges = np.concatenate([edges, edges[::-1][:, ~loops]], axis=1)
+    if node_attrs is None:
+        x = _default_features(n, _degrees(edges, n), node_features)
+    else:
+        rows = []
+        for node, data in G.nodes(data=True):
+            values = []
+            for name in node_attrs:
+                if name not in data:
+                    raise ValueError(
+                        f"Graph {i} of X: node {node!r} has no attribute {name!r} "
+                        f"(node_attrs={list(node_attrs)!r}). Every node needs every "
+                        "attribute named in node_attrs."
+                    )
+                values.append(np.asarray(data[name], dtype=np.float64).reshape(-1))
+            rows.append(np.concatenate(values) if values else np.zeros(0))
+        widths = {len(r) for r in rows}
+        if len(widths) > 1:
+            raise ValueError(
+                f"Graph {i} of X: its nodes have node_attrs {list(node_attrs)!r} of "
+                f"different sizes ({sorted(widths)}). Every node needs the same features."
+            )
+        x = np.stack(rows) if rows else np.zeros((0, 0))
+    return x, edges
+
+
+def _from_pyg(data, i, node_features):
+    edge_index = data.edge_index
+    edges = (np.zeros((2, 0), dtype=np.int64) if edge_index is None
+             else edge_index.detach().cpu().numpy().astype(np.int64))
+    n = int(data.num_nodes) if data.num_nodes is not None else 0
+    if data.x is None:
+        x = _default_features(n, _degrees(edges, n), node_features)
+    else:
+        x = data.x.detach().cpu().numpy().astype(np.float64)
+    return x, edges
+
+
+def _from_pair(pair, i, node_features, owner):
+    adjacency, features = pair
+    A = sp.coo_matrix(adjacency) if not sp.issparse(adjacency) else adjacency.tocoo()
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(
+            f"Graph {i} of X: its adjacency matrix has shape {A.shape}; it must be "
+            "square (n_nodes, n_nodes)."
+        )
+    mask = A.data != 0
+    edges = np.stack([A.row[mask], A.col[mask]]).astype(np.int64)
+    order = np.lexsort((edges[1], edges[0]))
+    edges = edges[:, order]
+    n = A.shape[0]
+    if features is None:
+        x = _default_features(n, _degrees(edges, n), node_features)
+    else:
+        try:
+            x = np.asarray(features, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"Graph {i} of X: its node features cannot be read as numbers ({exc})."
+            ) from None
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[0] != n:
+            raise ValueError(
+                f"Graph {i} of X: its node features have shape {x.shape}, but its "
+                f"adjacency matrix has {n} nodes; {owner} takes (n_nodes, "
+                "n_features) or (n_nodes,) features."
+            )
+    return x, edges
+
+
+def _is_networkx(item):
+    module = type(item).__module__ or ""
+    return module.startswith("networkx")
+
+
+def _is_pyg(item):
+    module = type(item).__module__ or ""
+    return module.startswith("torch_geometric")
+
+
+def _convert(item, i, node_attrs, node_features, owner):
+    if _is_networkx(item):
+        return _from_networkx(item, i, node_attrs, node_features, owner)
+    if _is_pyg(item):
+        return _from_pyg(item, i, node_features)
+    if isinstance(item, tuple) and len(item) == 2:
+        return _from_pair(item, i, node_features, owner)
+    raise TypeError(
+        f"Graph {i} of X is a {type(item).__name__}; {owner} takes a list of graphs, "
+        "each a networkx graph, a torch_geometric Data, or an (adjacency, "
+        "node_features) pair. A 2-D array is not a list of graphs: for rows of "
+        "features use MLPClassifier / MLPRegressor."
+    )
+
+
+def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput"):
+    """X (a list or object array of graphs, or :class:`Graphs`) as :class:`Graphs`.
+
+    Parameters
+    ----------
+    X : list, tuple, 1-D object ndarray or Graphs
+    node_attrs : list of str or None, default=None
+        networkx node attributes to read as features, in order.
+    node_features : {"constant", "degree", "constant+degree"}, default="constant"
+        Features of graphs without any (``node_attrs=None``, a ``Data``
+        without ``x``, a pair with ``None`` features).
+    owner : str
+        Names the estimator in messages.
+
+    Returns
+    -------
+    Graphs
+        float64 features, checked: one feature width, finite, no empty graph.
+
+    Raises
+    ------
+    TypeError
+        If X is not a list of graphs (a 2-D numeric array, a sparse matrix).
+    ValueError
+        On an empty graph, NaN/inf features, or mixed feature widths.
+    """
+    if isinstance(X, Graphs):
+        graphs = X
+    else:
+        if sp.issparse(X) or isinstance(X, (str, bytes)) or (
+            isinstance(X, np.ndarray) and (X.dtype != object or X.ndim != 1)
+        ) or isinstance(X, torch.Tensor) or not hasattr(X, "__len__"):
+            shape = getattr(X, "shape", None)
+            raise TypeError(
+                f"{owner} takes X as a list (or 1-D object array) of graphs: networkx "
+                "graphs, torch_geometric Data objects or (adjacency, node_features) "
+                f"pairs. Got {type(X).__name__}"
+                + (f" of shape {tuple(shape)}" if shape is not None else "")
+                + ". A 2-D array is not a list of graphs: for rows of features use "
+                "MLPClassifier / MLPRegressor; GraphFeaturizer converts networkx graphs."
+            )
+        if node_features not in NODE_FEATURES:
+            raise ValueError(
+                f"The 'node_features' parameter of {owner} must be one of "
+                f"{', '.join(map(repr, NODE_FEATURES))}. Got {node_features!r} instead."
+            )
+        if node_attrs is not None:
+            node_attrs = [node_attrs] if isinstance(node_attrs, str) else list(node_attrs)
+        xs, edges = [], []
+        for i, item in enumerate(X):
+            x, e = _convert(item, i, node_attrs, node_features, owner)
+            if x.shape[0] == 0:
+                raise ValueError(
+                    f"Graph {i} of X has no nodes; every graph needs at least one node."
+                )
+            if e.size and (e.min() < 0 or e.max() >= x.shape[0]):
+                raise ValueError(
+                    f"Graph {i} of X has an edge to node {int(e.max())}, but only "
+                    f"{x.shape[0]} nodes."
+                )
+            xs.append(x)
+            edges.append(e)
+        if not xs:
+            raise ValueError(
+                f"Found array with 0 sample(s) while a minimum of 1 is required by {owner}."
+            )
+        widths = [x.shape[1] for x in xs]
+        if len(set(widths)) > 1:
+            bad = next(i for i, w in enumerate(widths) if w != widths[0])
+            raise ValueError(
+                f"The graphs of X have different numbers of node features: graph 0 has "
+                f"{widths[0]}, graph {bad} has {widths[bad]}. Every node of every graph "
+                "needs the same features."
+            )
+        counts = np.array([x.shape[0] for x in xs], dtype=np.int64)
+        ecounts = np.array([e.shape[1] for e in edges], dtype=np.int64)
+        node_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        edge_ptr = np.concatenate([[0], np.cumsum(ecounts)]).astype(np.int64)
+        shift = np.repeat(node_ptr[:-1], ecounts)
+        edge_index = np.concatenate(edges, axis=1) + shift
+        # Sorted by target node: PyG's sequence aggregations (SAGE's "lstm")
+        # need it. Graph g's targets lie in its node range, so each graph's
+        # edges stay in its own edge_ptr segment; gathers keep the order.
+        edge_index = edge_index[:, np.argsort(edge_index[1], kind="stable")]
+        graphs = Graphs(np.concatenate(xs).astype(np.float64), edge_index,
+                        node_ptr, edge_ptr)
+    if graphs.x.shape[1] == 0:
+        raise ValueError(
+            f"The graphs of X have 0 node features; {owner} needs at least one. Name "
+            "node attributes in node_attrs, or use node_attrs=None for constant or "
+            "degree features."
+        )
+    if not np.isfinite(graphs.x).all():
+        kind = "NaN" if np.isnan(graphs.x).any() else "infinity"
+        bad = int(np.searchsorted(graphs.node_ptr, np.flatnonzero(
+            ~np.isfinite(graphs.x).all(axis=1))[0], side="right") - 1)
+        raise ValueError(
+            f"Input X contains {kind} (node features of graph {bad}). {owner} does not "
+            "accept missing values encoded as NaN: impute them first, or drop those graphs."
+        )
+    return graphs
+
+
+# -- the input kind and its dataset ---------------------------------------------------
+
+
+class GraphInput:
+    """One sample is a graph: the input kind of the graph-level GNN estimators.
+
+    Parameters
+    ----------
+    node_attrs : list of str or None, default=None
+        networkx node attributes read as node features.
+    node_features : {"constant", "degree", "constant+degree"}, default="constant"
+        Features of graphs that carry none.
+    """
+
+    layout = "graph"
+
+    def __init__(self, node_attrs=None, node_features="constant"):
+        self.node_attrs = node_attrs
+        self.node_features = node_features
+
+    def validate(self, estimator, X, *, reset):
+        """X as :class:`Graphs`; sets ``n_features_in_`` (node features) in fit."""
+        owner = _owner(estimator)
+        graphs = to_graphs(X, node_attrs=self.node_attrs,
+                           node_features=self.node_features, owner=owner)
+        if reset:
+            estimator.n_features_in_ = int(graphs.n_features)
+            estimator.__dict__.pop("feature_names_in_", None)
+        elif graphs.n_features != estimator.n_features_in_:
+            raise ValueError(
+                f"X has {graphs.n_features} node features, but {owner} is expecting "
+                f"{estimator.n_features_in_} node features as input."
+            )
+        return graphs
+
+    def validate_with_targets(self, estimator, X, y, *, reset, y_numeric=False):
+        from sklearn.utils.validation import check_array
+
+        graphs = self.validate(estimator, X, reset=reset)
+        y = check_array(y, ensure_2d=False, dtype="numeric" if y_numeric else None,
+                        input_name="y")
+        if len(graphs) != y.shape[0]:
+            raise ValueError(
+                "Found input variables with inconsistent numbers of samples: "
+                f"[{len(graphs)}, {y.shape[0]}]"
+            )
+        return graphs, y
+
+    def dataset(self, X, y=None, sample_weight=None, *, dtype, device,
+                target_dtype=None):
+        return GraphData(X, y, sample_weight, dtype=dtype, device=device,
+                         target_dtype=target_dtype)
+
+    def tags(self, tags):
+        # X is not 2-D rows: scikit-learn's generic checks, which feed 2-D
+        # arrays, do not apply (see doc/gnn.md and tests/test_gnn.py for the
+        # checks that are run on graphs instead).
+        tags.input_tags.two_d_array = False
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class GraphData:
+    """Collated graphs, targets and sample weights of one fit.
+
+    The protocol of :class:`~sklears_neural.core.data.ArrayData`
+    (``n_samples``, ``batch(index) -> (inputs, y, w)``, ``all()``,
+    ``chunks()``, ``sparse``, ``device``, ``dtype``); a batch's inputs are
+    ``(x, edge_index, batch)``: the batch's graphs as one disjoint graph in
+    PyG's layout, ``batch`` the graph (0 .. n-1 within the batch) of each
+    node. Node features and edges live on ``device`` once; a batch is
+    three slices (consecutive rows) or three gathers.
+    """
+
+    sparse = False
+
+    def __init__(self, X, y, sample_weight, *, dtype, device, target_dtype=None):
+        if not isinstance(X, Graphs):
+            X = to_graphs(X)
+        self.device = device
+        self.dtype = dtype
+        self.graphs = X
+        self.n_samples = len(X)
+        self.x = as_tensor(X.x, dtype, device)
+        self.edge_index = torch.as_tensor(X.edge_index, dtype=torch.int64).to(device)
+        self.node_ptr = X.node_ptr
+        self.edge_ptr = X.edge_ptr
+        self.y = None if y is None else as_tensor(y, target_dtype or dtype, device)
+        self.w = (None if sample_weight is None
+                  else as_tensor(sample_weight, dtype, device))
+
+    def batch(self, index):
+        """Graphs ``index`` as ``((x, edge_index, batch), y, w)``."""
+        x, edge_index, node_ptr, _ = _take(self.x, self.edge_index, self.node_ptr,
+                                           self.edge_ptr, index)
+        counts = torch.as_tensor(np.diff(node_ptr), device=self.device)
+        batch = torch.repeat_interleave(
+            torch.arange(len(counts), device=self.device), counts,
+            output_size=x.shape[0])
+        y = None if self.y is None else self.y[index]
+        w = None if self.w is None else self.w[index]
+        return (x, edge_index, batch), y, w
+
+    def all(self, *, keep_sparse=False):
+        """All graphs as one batch."""
+        return self.batch(slice(None))
+
+    def chunks(self, max_bytes=None):
+        """Row slices of at most about ``max_bytes`` of node features each."""
+        max_bytes = DENSE_CHUNK_BYTES if max_bytes is None else max_bytes
+        per_graph = max(1, self.x.numel() // max(self.n_samples, 1)) * self.dtype.itemsize
+        return _row_slices(self.n_samples, max(1, max_bytes // per_graph))

@@ -1,0 +1,597 @@
+"""Graph neural networks as scikit-learn estimators: GNNClassifier, GNNRegressor, GraphFeaturizer.
+
+X is a list (or 1-D object array) of graphs -- networkx graphs, PyTorch
+Geometric ``Data`` objects or ``(adjacency, node_features)`` pairs -- with
+one target per graph (:mod:`sklears_neural.core.graph_inputs`). Both
+estimators train a :class:`~sklears_neural.nn.gnn.GraphNet` (PyG's
+convolutions and pooling) with the shared training core: every training
+option of the MLPs applies. Graphs are pre-collated once into one disjoint
+graph, and each mini-batch is sliced or gathered from it by vectorized
+index arithmetic: no Python loop per graph.
+
+:class:`GraphFeaturizer` converts networkx graphs to PyG ``Data`` objects,
+so a ``Pipeline`` can start from raw networkx graphs.
+
+Needs the optional extra: ``pip install 'sklears-neural[graph]'``.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from sklears_neural.core._compat import Interval, ResolvableName, StrOptions
+from sklears_neural.core.docstrings import document_parameters
+from sklears_neural.core.estimator import BaseNeuralEstimator
+from sklears_neural.core.graph_inputs import (
+    NODE_FEATURES,
+    GraphInput,
+    import_torch_geometric,
+    to_graphs,
+)
+from sklears_neural.core.layers import ModuleSpec
+from sklears_neural.core.registry import register_estimator
+from sklears_neural.core.resolve import ACTIVATIONS
+from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
+from sklears_neural.nn.gnn import CONVS, HIERARCHICAL, NORMS, POOLINGS, SAGE_AGGRS, GraphNet
+
+__all__ = ["GNNClassifier", "GNNRegressor", "GraphFeaturizer"]
+
+
+_ARCHITECTURE = {
+    "hidden_layer_sizes": """\
+hidden_layer_sizes : tuple of int, default=(64, 64)
+    Output width of each graph convolution; the last width is also the
+    hidden width of the output MLP after the readout.""",
+    "conv": """\
+conv : {"gin", "gcn", "gat", "sage"}, default="gin"
+    The message-passing layer (PyTorch Geometric's): ``GINConv`` (a
+    two-layer MLP on ``(1 + eps) x_i + sum_j x_j``, eps learned), ``GCNConv``
+    (``D^-1/2 (A + I) D^-1/2 X W``), ``GATConv`` (attention over neighbours,
+    ``heads``, ``concat_heads``), ``SAGEConv`` (``aggr``). GIN with sum
+    pooling is the default: it is as expressive as the 1-WL test (Xu et
+    al., 2019), and counts structure that mean aggregation averages away.""",
+    "heads": """\
+heads : int, default=1
+    Attention heads of ``conv="gat"``.""",
+    "concat_heads": """\
+concat_heads : bool, default=True
+    ``conv="gat"``: concatenate the heads (each ``width // heads`` wide) or
+    average them (each ``width`` wide).""",
+    "aggr": """\
+aggr : {"mean", "max", "lstm"}, default="mean"
+    Neighbour aggregation of ``conv="sage"``.""",
+    "pooling": """\
+pooling : {"sum", "mean", "max", "attention"}, default="sum"
+    Readout from nodes to one vector per graph; "attention" is PyG's
+    ``AttentionalAggregation`` with a linear gate.""",
+    "hierarchical": """\
+hierarchical : {None, "topk", "sag"}, default=None
+    Top-k (``TopKPooling``) or self-attention graph pooling
+    (``SAGPooling``) after every convolution but the last.""",
+    "pool_ratio": """\
+pool_ratio : float, default=0.5
+    Fraction of nodes that hierarchical pooling keeps.""",
+    "residual": """\
+residual : bool, default=False
+    Add each convolution's input to its output where the widths match.""",
+    "norm": """\
+norm : {None, "batch", "layer"}, default=None
+    Normalization of node features after each convolution.""",
+    "dropout": """\
+dropout : float, default=0.0
+    Dropout on node features after each convolution and before the output
+    layer (stochastic solvers).""",
+    "activation": """\
+activation : str or (str, dict), default="relu"
+    Activation after each convolution, inside GIN's MLPs and in the output
+    MLP: any name of ``ACTIVATIONS``.""",
+    "node_attrs": """\
+node_attrs : list of str, str or None, default=None
+    networkx node attributes read as node features (numbers or 1-D
+    arrays, concatenated in this order). None: the ``node_features`` rule.""",
+    "node_features": """\
+node_features : {"constant", "degree", "constant+degree"}, default="constant"
+    Node features of graphs that carry none (``node_attrs=None`` for
+    networkx graphs, a ``Data`` without ``x``, a pair with ``None``
+    features): a column of ones, the in-degree, or both.""",
+    "learning_rate_init": """\
+learning_rate_init : float, default=0.01
+    Initial step size (stochastic solvers).""",
+    "max_iter": """\
+max_iter : int, default=100
+    Epochs for stochastic solvers, iterations for L-BFGS.""",
+}
+
+
+class _BaseGNN(BaseNeuralEstimator):
+    """What the graph-level estimators share: graph input and the GraphNet."""
+
+    _parameter_constraints: dict = {
+        **BaseNeuralEstimator._parameter_constraints,
+        "hidden_layer_sizes": [list, tuple],
+        "conv": [StrOptions(set(CONVS))],
+        "heads": [Interval(Integral, 1, None, closed="left")],
+        "concat_heads": ["boolean"],
+        "aggr": [StrOptions(set(SAGE_AGGRS))],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "hierarchical": [None, StrOptions(set(HIERARCHICAL))],
+        "pool_ratio": [Interval(Real, 0, 1, closed="right")],
+        "residual": ["boolean"],
+        "norm": [None, StrOptions(set(NORMS))],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "activation": [ResolvableName(ACTIVATIONS)],
+        "node_attrs": [None, str, list, tuple],
+        "node_features": [StrOptions(set(NODE_FEATURES))],
+    }
+
+    def _input_kind(self):
+        return GraphInput(node_attrs=self.node_attrs, node_features=self.node_features)
+
+    def _build_module(self, n_features_in, n_outputs):
+        import_torch_geometric()
+        sizes = [int(h) for h in self.hidden_layer_sizes]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(
+                "hidden_layer_sizes must hold at least one positive int (one "
+                f"convolution width each); got {self.hidden_layer_sizes!r}."
+            )
+        if not self._is_stochastic():
+            if self.dropout > 0:
+                raise ValueError(
+                    "solver='lbfgs' needs a deterministic objective, but dropout makes "
+                    "it random. Use solver='adam' or 'sgd', or dropout=0."
+                )
+            if self.norm == "batch":
+                raise ValueError(
+                    "solver='lbfgs' cannot train batch normalization (its line search "
+                    "moves the running statistics). Use norm=None or 'layer', or "
+                    "solver='adam' or 'sgd'."
+                )
+        if self.conv == "gat" and self.concat_heads and any(h % self.heads for h in sizes):
+            raise ValueError(
+                f"conv='gat' with concat_heads=True splits each width among the "
+                f"heads: hidden_layer_sizes={tuple(sizes)} are not all multiples of "
+                f"heads={self.heads}. Use multiples, or concat_heads=False."
+            )
+        return ModuleSpec(
+            GraphNet,
+            {
+                "n_features": int(n_features_in),
+                "n_outputs": int(n_outputs),
+                "hidden_layer_sizes": sizes,
+                "conv": self.conv,
+                "heads": int(self.heads),
+                "concat_heads": bool(self.concat_heads),
+                "aggr": self.aggr,
+                "pooling": self.pooling,
+                "hierarchical": self.hierarchical,
+                "pool_ratio": float(self.pool_ratio),
+                "residual": bool(self.residual),
+                "norm": self.norm,
+                "dropout": float(self.dropout),
+                "activation": ACTIVATIONS.to_json(self.activation),
+            },
+        )
+
+    def _batch_augmenter(self):
+        # The core's augmentations are for tabular, image, sequence and
+        # token batches; none applies to graphs yet.
+        if self.augment is None or (isinstance(self.augment, (list, tuple))
+                                    and not self.augment):
+            return None
+        raise ValueError(
+            f"No augmentation applies to graph inputs yet: {type(self).__name__} "
+            f"got augment={self.augment!r}; set augment=None."
+        )
+
+    def to_onnx(self, path=None):
+        """Not available for graph networks: raises NotImplementedError.
+
+        PyG's message passing scatters node messages with
+        ``torch_scatter``/``index_add``-style ops over a data-dependent
+        number of nodes and edges, which this package's ONNX export (fixed
+        2-D input ``X``) does not describe. Save with :meth:`save` or pickle.
+
+        Raises
+        ------
+        NotImplementedError
+            Always (after the fitted check).
+        """
+        check_is_fitted(self, "module_")
+        raise NotImplementedError(
+            f"{type(self).__name__}.to_onnx is not supported: graph inputs (node "
+            "features, edge_index and a per-node batch vector of data-dependent "
+            "sizes) and PyTorch Geometric's scatter-based message passing do not "
+            "fit the package's ONNX export, which takes one 2-D X. Use save()/load() "
+            "or pickle to ship the model."
+        )
+
+
+@register_estimator
+@document_parameters(extra=_ARCHITECTURE)
+class GNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
+    """Graph neural network classifier: one label per graph.
+
+    Trains a :class:`~sklears_neural.nn.gnn.GraphNet` (PyTorch Geometric
+    convolutions, a readout per graph and a small output MLP) with the
+    log-loss and every training option of
+    :class:`~sklears_neural.MLPClassifier`.
+
+    X is a list (or 1-D object array) of graphs: networkx graphs (features
+    from ``node_attrs``), PyG ``Data`` objects, or ``(adjacency,
+    node_features)`` pairs; y has one label per graph. scikit-learn's
+    splitters, ``cross_val_score`` and ``GridSearchCV`` index such an X as
+    any other.
+
+    Parameters
+    ----------
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, multiplied into ``sample_weight``; ``"balanced"``
+        uses ``n_samples / (n_classes * np.bincount(y))``.
+    <shared parameters>
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    <shared attributes>
+    validation_scores_ : list of float or None
+        Held-out accuracy per epoch with ``early_stopping``, else ``None``.
+    validation_loss_curve_ : list of float or None
+        Held-out log-loss per epoch with ``early_stopping``, else ``None``.
+    n_features_in_ : int
+        Node features per node seen in fit.
+    out_activation_ : str
+        ``"softmax"`` or ``"logistic"``.
+    module_ : GraphNet
+        The trained network; it outputs logits.
+
+    See Also
+    --------
+    GNNRegressor : The regression counterpart.
+    GraphFeaturizer : networkx graphs to PyG ``Data``, for a Pipeline.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> from sklears_neural.models.gnn import GNNClassifier
+    >>> X = [nx.cycle_graph(n) for n in range(4, 12)] + [nx.path_graph(n) for n in range(4, 12)]
+    >>> y = [1] * 8 + [0] * 8
+    >>> clf = GNNClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseGNN._parameter_constraints,
+        **NeuralClassifierMixin._parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64, 64),
+        conv="gin",
+        *,
+        heads=1,
+        concat_heads=True,
+        aggr="mean",
+        pooling="sum",
+        hierarchical=None,
+        pool_ratio=0.5,
+        residual=False,
+        norm=None,
+        dropout=0.0,
+        activation="relu",
+        node_attrs=None,
+        node_features="constant",
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        max_iter=100,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        l1_ratio=0.0,
+        weight_decay=0.0,
+        warmup_iters=0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
+        class_weight=None,
+        device="cpu",
+        precision="float32",
+        inference_backend="torch",
+        callbacks=None,
+        augment=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.conv = conv
+        self.heads = heads
+        self.concat_heads = concat_heads
+        self.aggr = aggr
+        self.pooling = pooling
+        self.hierarchical = hierarchical
+        self.pool_ratio = pool_ratio
+        self.residual = residual
+        self.norm = norm
+        self.dropout = dropout
+        self.activation = activation
+        self.node_attrs = node_attrs
+        self.node_features = node_features
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.l1_ratio = l1_ratio
+        self.weight_decay = weight_decay
+        self.warmup_iters = warmup_iters
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.class_weight = class_weight
+        self.device = device
+        self.precision = precision
+        self.inference_backend = inference_backend
+        self.callbacks = callbacks
+        self.augment = augment
+
+
+@register_estimator
+@document_parameters(extra=_ARCHITECTURE)
+class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
+    """Graph neural network regressor: one target (or several) per graph.
+
+    Trains a :class:`~sklears_neural.nn.gnn.GraphNet` on half the squared
+    error (or half the Poisson deviance with a log link), with every
+    training option of :class:`~sklears_neural.MLPRegressor`. X is taken as
+    by :class:`GNNClassifier`. Targets are not scaled: standardize ``y``
+    (e.g. with ``TransformedTargetRegressor``) when its scale is far from 1.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        ``"poisson"`` needs ``y >= 0`` and predicts ``exp`` of the network's
+        output.
+    <shared parameters>
+
+    Attributes
+    ----------
+    <shared attributes>
+    validation_scores_ : list of float or None
+        Held-out R^2 per epoch with ``early_stopping``.
+    validation_loss_curve_ : list of float or None
+        Held-out loss per epoch with ``early_stopping``.
+    n_features_in_ : int
+        Node features per node seen in fit.
+    out_activation_ : str
+        ``"identity"`` or ``"exp"``.
+    module_ : GraphNet
+        The trained network.
+
+    See Also
+    --------
+    GNNClassifier : The classification counterpart.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> from sklears_neural.models.gnn import GNNRegressor
+    >>> X = [nx.path_graph(n) for n in range(3, 13)]
+    >>> reg = GNNRegressor(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    >>> reg.fit(X, [G.number_of_nodes() / 10 for G in X]).predict(X[:2]).shape
+    (2,)
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseGNN._parameter_constraints,
+        **NeuralRegressorMixin._parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64, 64),
+        conv="gin",
+        *,
+        loss="squared_error",
+        heads=1,
+        concat_heads=True,
+        aggr="mean",
+        pooling="sum",
+        hierarchical=None,
+        pool_ratio=0.5,
+        residual=False,
+        norm=None,
+        dropout=0.0,
+        activation="relu",
+        node_attrs=None,
+        node_features="constant",
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        max_iter=100,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        l1_ratio=0.0,
+        weight_decay=0.0,
+        warmup_iters=0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
+        device="cpu",
+        precision="float32",
+        inference_backend="torch",
+        callbacks=None,
+        augment=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.conv = conv
+        self.loss = loss
+        self.heads = heads
+        self.concat_heads = concat_heads
+        self.aggr = aggr
+        self.pooling = pooling
+        self.hierarchical = hierarchical
+        self.pool_ratio = pool_ratio
+        self.residual = residual
+        self.norm = norm
+        self.dropout = dropout
+        self.activation = activation
+        self.node_attrs = node_attrs
+        self.node_features = node_features
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.l1_ratio = l1_ratio
+        self.weight_decay = weight_decay
+        self.warmup_iters = warmup_iters
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.device = device
+        self.precision = precision
+        self.inference_backend = inference_backend
+        self.callbacks = callbacks
+        self.augment = augment
+
+
+class GraphFeaturizer(TransformerMixin, BaseEstimator):
+    """networkx graphs to PyTorch Geometric ``Data`` objects, for a Pipeline.
+
+    Stateless apart from the node-feature width it checks: ``fit`` learns
+    ``n_features_in_`` (node features per node), ``transform`` returns a
+    list of ``Data`` (``x`` float32, ``edge_index`` int64; undirected graphs
+    get both directions of each edge), so ``Pipeline([("graphs",
+    GraphFeaturizer(node_attrs=[...])), ("gnn", GNNClassifier())])`` starts
+    from raw networkx graphs. Also takes ``Data`` objects and
+    ``(adjacency, node_features)`` pairs.
+
+    Parameters
+    ----------
+    node_attrs : list of str, str or None, default=None
+        networkx node attributes read as node features, in order.
+    node_features : {"constant", "degree", "constant+degree"}, default="constant"
+        Features of graphs that carry none.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Node features per node seen in fit.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> from sklears_neural.models.gnn import GraphFeaturizer
+    >>> data = GraphFeaturizer(node_features="degree").fit_transform([nx.path_graph(3)])
+    >>> data[0].x.ravel().tolist(), data[0].edge_index.shape
+    ([1.0, 2.0, 1.0], torch.Size([2, 4]))
+    """
+
+    _parameter_constraints: dict = {
+        "node_attrs": [None, str, list, tuple],
+        "node_features": [StrOptions(set(NODE_FEATURES))],
+    }
+
+    def __init__(self, node_attrs=None, node_features="constant"):
+        self.node_attrs = node_attrs
+        self.node_features = node_features
+
+    def _graphs(self, X):
+        return to_graphs(X, node_attrs=self.node_attrs, node_features=self.node_features,
+                         owner=type(self).__name__)
+
+    def fit(self, X, y=None):
+        """Learn the node-feature width of ``X``; returns self."""
+        self._validate_params()
+        self.n_features_in_ = int(self._graphs(X).n_features)
+        return self
+
+    def transform(self, X):
+        """``X`` as a list of ``torch_geometric.data.Data``."""
+        import torch
+
+        check_is_fitted(self, "n_features_in_")
+        import_torch_geometric()
+        from torch_geometric.data import Data
+
+        graphs = self._graphs(X)
+        if graphs.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {graphs.n_features} node features, but GraphFeaturizer is "
+                f"expecting {self.n_features_in_} node features as input."
+            )
+        x = torch.as_tensor(graphs.x, dtype=torch.float32)
+        edges = torch.as_tensor(graphs.edge_index)
+        out = []
+        for g in range(len(graphs)):
+            a, b = graphs.node_ptr[g], graphs.node_ptr[g + 1]
+            ea, eb = graphs.edge_ptr[g], graphs.edge_ptr[g + 1]
+            out.append(Data(x=x[a:b], edge_index=edges[:, ea:eb] - int(a)))
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags

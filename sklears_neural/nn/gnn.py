@@ -1,0 +1,179 @@
+"""Graph neural networks on PyTorch Geometric layers: :class:`GraphNet`.
+
+:class:`GraphNet` maps a batch of graphs in PyG's layout -- node features
+``x`` ``(n_nodes, n_features)``, ``edge_index`` ``(2, n_edges)`` and
+``batch`` (the graph of each node) -- to ``(n_graphs, n_outputs)`` raw
+outputs::
+
+    for each hidden width h:
+        x = conv(x, edge_index) -> [norm] -> activation -> [dropout]
+        (+ x before the layer, when residual and the widths match)
+        [top-k / SAG pooling of the nodes]
+    readout = pool(x, batch)                       # mean / max / sum / attention
+    out = Linear(act(Linear(readout)))             # raw outputs
+
+The convolutions, pooling and message passing are PyG's (``GCNConv``,
+``GATConv``, ``SAGEConv``, ``GINConv``, ``global_*_pool``,
+``AttentionalAggregation``, ``TopKPooling``, ``SAGPooling``): this module
+only wires them. Its constructor takes plain JSON-able values, so a saved
+model rebuilds it. PyG is imported when a network is built.
+"""
+
+from torch import nn
+
+from sklears_neural.core.graph_inputs import import_torch_geometric
+from sklears_neural.core.noise import Dropout
+from sklears_neural.core.registry import register_module
+from sklears_neural.core.resolve import ACTIVATIONS
+
+__all__ = ["CONVS", "GraphNet", "HIERARCHICAL", "NORMS", "POOLINGS", "SAGE_AGGRS"]
+
+#: Convolution names of ``conv``.
+CONVS = ("gcn", "gat", "sage", "gin")
+#: Global pooling (readout) names of ``pooling``.
+POOLINGS = ("mean", "max", "sum", "attention")
+#: Hierarchical pooling names of ``hierarchical`` (besides None).
+HIERARCHICAL = ("topk", "sag")
+#: Aggregations of GraphSAGE.
+SAGE_AGGRS = ("mean", "max", "lstm")
+#: Node normalizations of ``norm`` (besides None).
+NORMS = ("batch", "layer")
+
+
+def _make_conv(pyg, conv, n_in, n_out, *, heads, concat_heads, aggr, activation):
+    layers = pyg.nn
+    if conv == "gcn":
+        return layers.GCNConv(n_in, n_out), n_out
+    if conv == "gat":
+        if concat_heads:
+            if n_out % heads:
+                raise ValueError(
+                    f"conv='gat' with concat_heads=True splits each hidden width "
+                    f"among the heads: width {n_out} is not a multiple of heads={heads}."
+                )
+            return layers.GATConv(n_in, n_out // heads, heads=heads, concat=True), n_out
+        return layers.GATConv(n_in, n_out, heads=heads, concat=False), n_out
+    if conv == "sage":
+        return layers.SAGEConv(n_in, n_out, aggr=aggr), n_out
+    if conv == "gin":
+        mlp = nn.Sequential(nn.Linear(n_in, n_out), ACTIVATIONS.build(activation),
+                            nn.Linear(n_out, n_out))
+        return layers.GINConv(mlp, train_eps=True), n_out
+    raise ValueError(f"Unknown conv {conv!r}; valid names are {', '.join(CONVS)}.")
+
+
+@register_module
+class GraphNet(nn.Module):
+    """A stack of PyG graph convolutions, a readout and a small output MLP.
+
+    Parameters
+    ----------
+    n_features : int
+        Node features of the input.
+    n_outputs : int
+        Output width (raw outputs).
+    hidden_layer_sizes : list of int, default=(64, 64)
+        Width of each convolution's output (and of the output MLP's hidden layer:
+        the last width).
+    conv : {"gcn", "gat", "sage", "gin"}, default="gin"
+    heads : int, default=1
+        Attention heads of "gat".
+    concat_heads : bool, default=True
+        "gat": concatenate the heads (each ``width // heads`` wide) or average them.
+    aggr : {"mean", "max", "lstm"}, default="mean"
+        Neighbour aggregation of "sage".
+    pooling : {"mean", "max", "sum", "attention"}, default="sum"
+        Readout from nodes to one vector per graph.
+    hierarchical : {None, "topk", "sag"}, default=None
+        Top-k or SAG pooling of the nodes after every convolution but the last.
+    pool_ratio : float, default=0.5
+        Fraction of nodes hierarchical pooling keeps.
+    residual : bool, default=False
+        Add each layer's input to its output where the widths match.
+    norm : {None, "batch", "layer"}, default=None
+        Normalization of node features after each convolution.
+    dropout : float, default=0.0
+        Dropout on node features after each layer and before the output layer.
+    activation : str or list, default="relu"
+        Any name of ``ACTIVATIONS`` (JSON form).
+    """
+
+    def __init__(self, n_features, n_outputs, hidden_layer_sizes=(64, 64), conv="gin",
+                 heads=1, concat_heads=True, aggr="mean", pooling="sum",
+                 hierarchical=None, pool_ratio=0.5, residual=False, norm=None,
+                 dropout=0.0, activation="relu"):
+        super().__init__()
+        pyg = import_torch_geometric()
+        import torch_geometric.nn  # noqa: F401  (registers pyg.nn)
+
+        self.conv_name = conv
+        self.pooling = pooling
+        self.hierarchical = hierarchical
+        self.residual = bool(residual)
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.pools = nn.ModuleList()
+        self.acts = nn.ModuleList()
+        n_in = int(n_features)
+        sizes = [int(h) for h in hidden_layer_sizes]
+        if not sizes:
+            raise ValueError("hidden_layer_sizes needs at least one convolution width.")
+        for k, h in enumerate(sizes):
+            layer, n_out = _make_conv(pyg, conv, n_in, h, heads=int(heads),
+                                      concat_heads=bool(concat_heads), aggr=aggr,
+                                      activation=activation)
+            self.convs.append(layer)
+            if norm == "batch":
+                self.norms.append(nn.BatchNorm1d(n_out))
+            elif norm == "layer":
+                self.norms.append(nn.LayerNorm(n_out))
+            elif norm is None:
+                self.norms.append(nn.Identity())
+            else:
+                raise ValueError(f"Unknown norm {norm!r}; valid: None, 'batch', 'layer'.")
+            self.acts.append(ACTIVATIONS.build(activation))
+            if hierarchical is not None and k < len(sizes) - 1:
+                if hierarchical == "topk":
+                    self.pools.append(pyg.nn.TopKPooling(n_out, ratio=float(pool_ratio)))
+                elif hierarchical == "sag":
+                    self.pools.append(pyg.nn.SAGPooling(n_out, ratio=float(pool_ratio)))
+                else:
+                    raise ValueError(
+                        f"Unknown hierarchical {hierarchical!r}; valid: None, 'topk', 'sag'.")
+            n_in = n_out
+        # The core's Dropout: its masks come from the fit's generator, so
+        # random_state makes fits with dropout reproducible.
+        self.dropout = Dropout(float(dropout))
+        if pooling == "attention":
+            self.readout = pyg.nn.AttentionalAggregation(nn.Linear(n_in, 1))
+        elif pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}.")
+        self.head = nn.Sequential(nn.Linear(n_in, n_in), ACTIVATIONS.build(activation),
+                                  Dropout(float(dropout)), nn.Linear(n_in, int(n_outputs)))
+
+    def node_embeddings(self, x, edge_index, batch):
+        """Node features after the convolutions: ``(x, edge_index, batch)``."""
+        for k, conv in enumerate(self.convs):
+            h = self.dropout(self.acts[k](self.norms[k](conv(x, edge_index))))
+            if self.residual and h.shape[-1] == x.shape[-1]:
+                h = h + x
+            x = h
+            if k < len(self.pools):
+                x, edge_index, _, batch, _, _ = self.pools[k](x, edge_index, batch=batch)
+        return x, edge_index, batch
+
+    def forward(self, x, edge_index, batch):
+        from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+        # Graphs of the batch: the last node's graph + 1 (graphs are never empty).
+        size = int(batch[-1]) + 1 if batch.numel() else 0
+        x, edge_index, batch = self.node_embeddings(x, edge_index, batch)
+        if self.pooling == "mean":
+            pooled = global_mean_pool(x, batch, size)
+        elif self.pooling == "max":
+            pooled = global_max_pool(x, batch, size)
+        elif self.pooling == "sum":
+            pooled = global_add_pool(x, batch, size)
+        else:
+            pooled = self.readout(x, batch, dim_size=size)
+        return self.head(pooled)

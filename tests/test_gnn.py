@@ -1,0 +1,427 @@
+"""Graph neural networks: GNNClassifier, GNNRegressor, GraphFeaturizer, graph inputs."""
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+nx = pytest.importorskip("networkx")
+pytest.importorskip("torch_geometric")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import (  # noqa: E402
+    GridSearchCV,
+    StratifiedKFold,
+    cross_val_score,
+    train_test_split,
+)
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
+from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_param_validation,
+    check_set_params,
+)
+from torch_geometric.data import Batch, Data  # noqa: E402
+
+from sklears_neural import load  # noqa: E402
+from sklears_neural.core.graph_inputs import (  # noqa: E402
+    GraphData,
+    Graphs,
+    import_torch_geometric,
+    to_graphs,
+)
+from sklears_neural.models.gnn import (  # noqa: E402
+    GNNClassifier,
+    GNNRegressor,
+    GraphFeaturizer,
+)
+from sklears_neural.nn.gnn import GraphNet  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def cycles_vs_trees(n_graphs, seed):
+    """Cycle graphs (label 1) and random trees (label 0) of 6-15 nodes, shuffled labels.
+
+    Same node-count distribution in both classes, constant node features:
+    the label depends on structure only.
+    """
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for i in range(n_graphs):
+        n = int(rng.integers(6, 16))
+        if i % 2:
+            G = nx.cycle_graph(n)
+        else:
+            G = nx.random_labeled_tree(n, seed=int(rng.integers(1 << 30)))
+        G = nx.relabel_nodes(G, dict(zip(G.nodes, rng.permutation(n).tolist())))
+        X.append(G)
+        y.append(i % 2)
+    return X, np.array(y)
+
+
+def featured_graphs(n_graphs, seed, width=3):
+    """Random graphs with a vector node attribute "feat"; target: its mean's sign."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for _ in range(n_graphs):
+        n = int(rng.integers(3, 9))
+        G = nx.gnp_random_graph(n, 0.4, seed=int(rng.integers(1 << 30)))
+        shift = rng.choice([-1.0, 1.0])
+        for node in G.nodes:
+            G.nodes[node]["feat"] = rng.normal(shift, 1.0, size=width)
+        X.append(G)
+        y.append(int(shift > 0))
+    return X, np.array(y)
+
+
+def _small(cls=GNNClassifier, **params):
+    defaults = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+    return cls(**{**defaults, **params})
+
+
+# -- the forward pass against the formula ---------------------------------------------
+
+
+def test_gcn_layer_equals_hand_computed_normalized_propagation():
+    rng = np.random.default_rng(0)
+    A = np.array([[0, 1, 1, 0, 0],
+                  [1, 0, 1, 0, 0],
+                  [1, 1, 0, 1, 0],
+                  [0, 0, 1, 0, 1],
+                  [0, 0, 0, 1, 0]], dtype=float)
+    features = rng.normal(size=(5, 3))
+    X = [(A, features), (A[:3, :3], features[:3])]
+    clf = GNNClassifier(hidden_layer_sizes=(4,), conv="gcn", max_iter=2,
+                        random_state=0, precision="float64").fit(X, [0, 1])
+    conv = clf.module_.convs[0]
+    W = conv.lin.weight.detach().numpy()
+    b = conv.bias.detach().numpy()
+    A_hat = A + np.eye(5)
+    d = A_hat.sum(axis=1)
+    expected = np.diag(d ** -0.5) @ A_hat @ np.diag(d ** -0.5) @ features @ W.T + b
+    graphs = to_graphs([X[0]])
+    with torch.no_grad():
+        got = conv(torch.as_tensor(graphs.x), torch.as_tensor(graphs.edge_index)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert np.abs(expected).max() > 0.1  # not trivially zero
+
+
+# -- a structure-only task: GIN vs a mean-of-node-features baseline -------------------
+
+
+def test_gin_separates_cycles_from_trees_while_mean_features_cannot():
+    X, y = cycles_vs_trees(300, seed=0)
+    X_test, y_test = cycles_vs_trees(200, seed=1)
+    clf = GNNClassifier(conv="gin", pooling="sum", random_state=0).fit(X, y)
+    accuracy = clf.score(X_test, y_test)
+    assert accuracy >= 0.95, accuracy
+
+    def mean_features(graphs):
+        converted = to_graphs(graphs)
+        sums = np.add.reduceat(converted.x, converted.node_ptr[:-1], axis=0)
+        return sums / np.diff(converted.node_ptr)[:, None]
+
+    baseline = LogisticRegression().fit(mean_features(X), y)
+    chance = baseline.score(mean_features(X_test), y_test)
+    assert abs(chance - 0.5) <= 0.05, chance
+
+
+# -- input forms and batching ---------------------------------------------------------
+
+
+def test_three_input_forms_give_the_same_graphs_and_predictions():
+    X, y = featured_graphs(20, seed=0)
+    pyg = [Data(x=torch.as_tensor(np.stack([G.nodes[n]["feat"] for n in G.nodes])),
+                edge_index=torch.as_tensor(
+                    np.array(list(G.to_directed().edges), dtype=np.int64).reshape(-1, 2).T))
+           for G in X]
+    pairs = [(nx.to_scipy_sparse_array(G, nodelist=list(G.nodes)),
+              np.stack([G.nodes[n]["feat"] for n in G.nodes])) for G in X]
+    dense_pairs = [(A.toarray(), f) for A, f in pairs]
+    clf = _small(node_attrs=["feat"], precision="float64").fit(X, y)
+    expected = clf.predict_proba(X)
+    for other in (pyg, pairs, dense_pairs):
+        np.testing.assert_allclose(clf.predict_proba(other), expected, atol=1e-12)
+    assert clf.n_features_in_ == 3
+
+
+def test_graphs_index_like_an_array_and_batches_match_pyg():
+    X, _ = featured_graphs(12, seed=1)
+    graphs = to_graphs(X, node_attrs="feat")
+    assert graphs.shape == (12,) and len(graphs) == 12
+    rows = np.array([7, 2, 2, 11, 0])
+    subset = graphs[rows, ...]
+    direct = to_graphs([X[r] for r in rows], node_attrs="feat")
+    np.testing.assert_array_equal(subset.x, direct.x)
+    np.testing.assert_array_equal(subset.edge_index, direct.edge_index)
+    np.testing.assert_array_equal(subset.node_ptr, direct.node_ptr)
+    # A training batch from a permutation tensor equals PyG's own collation.
+    data = GraphData(graphs, np.arange(12.0), None, dtype=torch.float64, device="cpu")
+    (x, edge_index, batch), yb, _ = data.batch(torch.as_tensor(rows))
+    reference = Batch.from_data_list([
+        Data(x=torch.as_tensor(direct[i].x), edge_index=torch.as_tensor(direct[i].edge_index))
+        for i in range(len(rows))])
+    torch.testing.assert_close(x, reference.x)
+    torch.testing.assert_close(edge_index, reference.edge_index)
+    torch.testing.assert_close(batch, reference.batch)
+    torch.testing.assert_close(yb, torch.as_tensor(rows, dtype=torch.float64))
+    # Consecutive rows are slices of the collated tensors.
+    (xs, es, bs), _, _ = data.batch(slice(3, 6))
+    (xg, eg, bg), _, _ = data.batch(torch.arange(3, 6))
+    torch.testing.assert_close(xs, xg)
+    torch.testing.assert_close(es, eg)
+    torch.testing.assert_close(bs, bg)
+
+
+def test_default_node_features_and_directed_graphs():
+    graphs = to_graphs([nx.star_graph(3)], node_features="constant+degree")
+    np.testing.assert_array_equal(graphs.x, [[1, 3], [1, 1], [1, 1], [1, 1]])
+    assert graphs.edge_index.shape == (2, 6)
+    directed = to_graphs([nx.DiGraph([(0, 1), (1, 2)])], node_features="degree")
+    np.testing.assert_array_equal(directed.x.ravel(), [0, 1, 1])
+    assert directed.edge_index.shape == (2, 2)
+    pyg = to_graphs([Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=3)])
+    np.testing.assert_array_equal(pyg.x.ravel(), [1, 1, 1])
+
+
+def test_predictions_do_not_depend_on_the_batch():
+    X, y = featured_graphs(40, seed=2)
+    clf = _small(node_attrs=["feat"]).fit(X, y)
+    full = clf.predict_proba(X)
+    np.testing.assert_allclose(clf.predict_proba(X[5:9]), full[5:9], atol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(np.array(X, dtype=object)[::-1]),
+                               full[::-1], atol=1e-6)
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+def test_bad_inputs_get_clear_errors():
+    X, y = featured_graphs(10, seed=3)
+    clf = _small(node_attrs=["feat"])
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    with pytest.raises(TypeError, match="list .*of graphs"):
+        clf.fit(np.zeros((10, 4)), y)
+    with pytest.raises(TypeError, match="list .*of graphs"):
+        clf.fit(sp.csr_matrix(np.eye(10)), y)
+    nan = X[0].copy()
+    nan.nodes[0]["feat"] = np.array([np.nan, 0, 0])
+    with pytest.raises(ValueError, match="NaN .*graph 0"):
+        clf.fit([nan] + X[1:], y)
+    wide = X[1].copy()
+    for node in wide.nodes:
+        wide.nodes[node]["feat"] = np.zeros(5)
+    with pytest.raises(ValueError, match="different numbers of node features.*graph 1 has 5"):
+        clf.fit([X[0], wide] + X[2:], y)
+    with pytest.raises(ValueError, match="Graph 2 of X has no nodes"):
+        clf.fit(X[:2] + [nx.Graph()] + X[3:], y)
+    missing = X[0].copy()
+    del missing.nodes[0]["feat"]
+    with pytest.raises(ValueError, match="has no attribute 'feat'"):
+        clf.fit([missing] + X[1:], y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X, y[:-1])
+    with pytest.raises(TypeError, match="Graph 0 of X is a str"):
+        clf.fit(["abc"] * 10, y)
+    clf.fit(X, y)
+    with pytest.raises(ValueError, match="expecting 3 node features"):
+        clf.predict([(np.eye(2), np.zeros((2, 4)))])
+    with pytest.raises(ValueError, match="square"):
+        clf.predict([(np.zeros((2, 3)), np.zeros((2, 3)))])
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(conv="gxn"), "conv"),
+    (dict(pooling="median"), "pooling"),
+    (dict(hierarchical="diffpool"), "hierarchical"),
+    (dict(node_features="pagerank"), "node_features"),
+    (dict(heads=0), "heads"),
+])
+def test_bad_options_are_refused(params, match):
+    X, y = cycles_vs_trees(10, seed=0)
+    with pytest.raises(InvalidParameterError, match=match):
+        _small(**params).fit(X, y)
+
+
+def test_inconsistent_architecture_options():
+    X, y = cycles_vs_trees(10, seed=0)
+    with pytest.raises(ValueError, match="multiples of heads=3"):
+        _small(conv="gat", heads=3).fit(X, y)
+    with pytest.raises(ValueError, match="lbfgs.*dropout"):
+        _small(solver="lbfgs", dropout=0.5).fit(X, y)
+    with pytest.raises(ValueError, match="lbfgs.*batch normalization"):
+        _small(solver="lbfgs", norm="batch").fit(X, y)
+    with pytest.raises(ValueError, match="No augmentation applies to graph inputs"):
+        _small(augment="gaussian_noise").fit(X, y)
+
+
+# -- every architecture option trains -------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [
+    dict(conv="gcn", pooling="mean"),
+    dict(conv="gat", heads=2, pooling="max"),
+    dict(conv="gat", heads=2, concat_heads=False, pooling="attention"),
+    dict(conv="sage", aggr="mean", residual=True, hidden_layer_sizes=(8, 8)),
+    dict(conv="sage", aggr="max", norm="layer"),
+    dict(conv="sage", aggr="lstm"),
+    dict(conv="gin", norm="batch", dropout=0.2),
+    dict(conv="gcn", hierarchical="topk", hidden_layer_sizes=(8, 8)),
+    dict(conv="gin", hierarchical="sag", hidden_layer_sizes=(8, 8), pool_ratio=0.6),
+    dict(conv="gcn", solver="lbfgs", max_iter=10),
+])
+def test_architecture_options_fit_and_predict(params):
+    X, y = featured_graphs(24, seed=4)
+    clf = _small(node_attrs=["feat"], **params).fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (24, 2) and np.isfinite(proba).all()
+    assert clf.score(X, y) >= 0.6
+
+
+# -- regression -----------------------------------------------------------------------
+
+
+def test_regressor_learns_a_structural_target():
+    rng = np.random.default_rng(0)
+    X = [nx.gnp_random_graph(int(rng.integers(4, 12)), 0.3, seed=int(s))
+         for s in rng.integers(1 << 30, size=160)]
+    y = np.array([G.number_of_edges() / 10 for G in X])
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    reg = GNNRegressor(pooling="sum", random_state=0).fit(X_train, y_train)
+    assert reg.score(X_test, y_test) >= 0.9
+    assert reg.predict(X_test).shape == (len(X_test),)
+    two = GNNRegressor(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(
+        X_train, np.c_[y_train, -y_train])
+    assert two.predict(X_test).shape == (len(X_test), 2)
+
+
+# -- scikit-learn's tools ---------------------------------------------------------------
+
+
+def test_cross_val_score_and_grid_search_on_a_list_of_graphs():
+    X, y = cycles_vs_trees(80, seed=5)
+    scores = cross_val_score(_small(max_iter=60), X, y, cv=StratifiedKFold(3))
+    assert scores.shape == (3,) and scores.min() >= 0.9, scores
+    search = GridSearchCV(_small(max_iter=30), {"conv": ["gin", "gcn"]}, cv=2).fit(
+        np.array(X, dtype=object), y)
+    assert search.best_params_["conv"] in ("gin", "gcn")
+    assert search.predict(X[:4]).shape == (4,)
+
+
+def test_pipeline_from_raw_networkx_graphs():
+    X, y = featured_graphs(30, seed=6)
+    featurizer = GraphFeaturizer(node_attrs=["feat"])
+    data = featurizer.fit_transform(X)
+    assert isinstance(data[0], Data) and featurizer.n_features_in_ == 3
+    pipe = Pipeline([("graphs", GraphFeaturizer(node_attrs=["feat"])),
+                     ("gnn", _small(max_iter=20))]).fit(X, y)
+    assert pipe.score(X, y) >= 0.8
+    direct = _small(max_iter=20, node_attrs=["feat"]).fit(X, y)
+    np.testing.assert_allclose(pipe.predict_proba(X), direct.predict_proba(X), atol=1e-5)
+    with pytest.raises(ValueError, match="expecting 3 node features"):
+        featurizer.transform([(np.eye(2), np.ones((2, 2)))])
+
+
+# -- persistence and export -----------------------------------------------------------
+
+
+def test_pickle_and_save_load_are_exact(tmp_path):
+    X, y = featured_graphs(20, seed=7)
+    clf = _small(node_attrs=["feat"], conv="gat", heads=2, pooling="attention").fit(X, y)
+    expected = clf.predict_proba(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected)
+    path = tmp_path / "gnn.skn"
+    clf.save(path)
+    loaded = load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    assert loaded.get_params() == clf.get_params()
+
+
+def test_to_onnx_says_why_not():
+    X, y = cycles_vs_trees(10, seed=0)
+    clf = _small().fit(X, y)
+    with pytest.raises(NotImplementedError, match="scatter-based message passing"):
+        clf.to_onnx()
+
+
+def test_partial_fit_and_early_stopping():
+    X, y = cycles_vs_trees(60, seed=8)
+    params = dict(shuffle=False, batch_size=16)
+    full = _small(max_iter=3, **params).fit(X, y)
+    stepped = _small(**params)
+    for _ in range(3):
+        stepped.partial_fit(X, y, classes=[0, 1])
+    for a, b in zip(full.module_.state_dict().values(),
+                    stepped.module_.state_dict().values()):
+        assert torch.equal(a, b)
+    assert stepped.t_ == full.t_ == 3 * len(X)
+    es = GNNClassifier(hidden_layer_sizes=(16,), early_stopping=True, max_iter=200,
+                       n_iter_no_change=3, random_state=0).fit(X, y)
+    assert es.n_iter_ < 200 and len(es.validation_scores_) == es.n_iter_
+
+
+def test_seeded_fits_are_reproducible():
+    X, y = featured_graphs(30, seed=9)
+    a = _small(node_attrs=["feat"], dropout=0.3).fit(X, y).predict_proba(X)
+    b = _small(node_attrs=["feat"], dropout=0.3).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+# -- scikit-learn's estimator checks that apply to graph input ------------------------
+
+# scikit-learn's checks feed 2-D arrays, which are not graphs. The input tags
+# say two_d_array=False, so check_estimator / parametrize_with_checks yield
+# nothing for these estimators (scikit-learn skips such estimators with a
+# SkipTestWarning); the API checks below take no X, or fail on parameters
+# before X is read, and are run explicitly.
+API_CHECKS = [check_get_params_invariance, check_set_params,
+              check_no_attributes_set_in_init, check_parameters_default_constructible,
+              check_param_validation]
+
+
+@pytest.mark.parametrize("check", API_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("estimator", [GNNClassifier(), GNNRegressor(), GraphFeaturizer()],
+                         ids=lambda e: type(e).__name__)
+def test_sklearn_api_checks_that_apply(estimator, check):
+    check(type(estimator).__name__, clone(estimator))
+
+
+def test_tags_declare_graph_input():
+    for est in (GNNClassifier(), GNNRegressor(), GraphFeaturizer()):
+        tags = est.__sklearn_tags__()
+        assert tags.input_tags.two_d_array is False
+    assert GNNClassifier().__sklearn_tags__().input_tags.allow_nan is False
+
+
+# -- optional dependency --------------------------------------------------------------
+
+
+def test_package_import_does_not_import_torch_geometric():
+    code = ("import sys, sklears_neural, sklears_neural.models.gnn; "
+            "print('torch_geometric' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_torch_geometric_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_geometric", None)
+    with pytest.raises(ImportError, match=r"pip install 'sklears-neural\[graph\]'"):
+        import_torch_geometric()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ImportError, match=r"sklears-neural\[graph\]"):
+            GraphNet(1, 2)
+    assert isinstance(to_graphs([(np.eye(2), np.ones(2))]), Graphs)
