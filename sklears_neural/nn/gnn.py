@@ -94,14 +94,14 @@ class GraphNet(nn.Module):
         Normalization of node features after each convolution.
     dropout : float, default=0.0
         Dropout on node features after each layer and before the output layer.
-    activation : str or list, default="relu"
+    activation : str or list, default="gelu"
         Any name of ``ACTIVATIONS`` (JSON form).
     """
 
     def __init__(self, n_features, n_outputs, hidden_layer_sizes=(64, 64), conv="gin",
                  heads=1, concat_heads=True, aggr="mean", pooling="sum",
                  hierarchical=None, pool_ratio=0.5, residual=False, norm=None,
-                 dropout=0.0, activation="relu"):
+                 dropout=0.0, activation="gelu"):
         super().__init__()
         pyg = import_torch_geometric()
         import torch_geometric.nn  # noqa: F401  (registers pyg.nn)
