@@ -425,3 +425,20 @@ def test_missing_torch_geometric_names_the_extra(monkeypatch):
         with pytest.raises(ImportError, match=r"sklears-neural\[graph\]"):
             GraphNet(1, 2)
     assert isinstance(to_graphs([(np.eye(2), np.ones(2))]), Graphs)
+
+
+# -- the documentation page runs ------------------------------------------------------
+
+
+def test_doc_page_code_blocks_run():
+    from pathlib import Path
+
+    from test_docs import python_blocks
+
+    path = Path(__file__).parents[1] / "doc" / "gnn.md"
+    namespace = {"__name__": "doc_gnn"}
+    blocks = python_blocks(path.read_text(encoding="utf-8"))
+    assert blocks
+    for line, source in blocks:
+        exec(compile("\n" * line + source, str(path), "exec"), namespace)
+    assert namespace["scores"].min() >= 0.9
