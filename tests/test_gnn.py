@@ -42,6 +42,7 @@ from sklears_neural.core.graph_inputs import (  # noqa: E402
 )
 from sklears_neural.models.gnn import (  # noqa: E402
     GNNClassifier,
+    GNNNodeClassifier,
     GNNRegressor,
     GraphFeaturizer,
 )
@@ -392,14 +393,15 @@ API_CHECKS = [check_get_params_invariance, check_set_params,
 
 
 @pytest.mark.parametrize("check", API_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("estimator", [GNNClassifier(), GNNRegressor(), GraphFeaturizer()],
+@pytest.mark.parametrize("estimator", [GNNClassifier(), GNNRegressor(), GNNNodeClassifier(),
+                                       GraphFeaturizer()],
                          ids=lambda e: type(e).__name__)
 def test_sklearn_api_checks_that_apply(estimator, check):
     check(type(estimator).__name__, clone(estimator))
 
 
 def test_tags_declare_graph_input():
-    for est in (GNNClassifier(), GNNRegressor(), GraphFeaturizer()):
+    for est in (GNNClassifier(), GNNRegressor(), GNNNodeClassifier(), GraphFeaturizer()):
         tags = est.__sklearn_tags__()
         assert tags.input_tags.two_d_array is False
     assert GNNClassifier().__sklearn_tags__().input_tags.allow_nan is False
@@ -442,3 +444,66 @@ def test_doc_page_code_blocks_run():
     for line, source in blocks:
         exec(compile("\n" * line + source, str(path), "exec"), namespace)
     assert namespace["scores"].min() >= 0.9
+
+
+# -- node level (started: GNNNodeClassifier) -------------------------------------------
+
+
+def noisy_sbm(seed=0, n_per_block=150, labelled=0.1):
+    """A 3-block SBM (p_in 0.08, p_out 0.01), one-hot block features + N(0, 1.5) noise.
+
+    Returns the graph (features in node attribute "f"), the true blocks, y
+    with -1 on the unlabelled nodes, and the features.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [n_per_block] * 3
+    probs = [[0.08 if i == j else 0.01 for j in range(3)] for i in range(3)]
+    G = nx.stochastic_block_model(sizes, probs, seed=seed)
+    truth = np.repeat(np.arange(3), sizes)
+    F = np.eye(3)[truth] + rng.normal(0, 1.5, size=(len(truth), 3))
+    for v in G.nodes:
+        G.nodes[v]["f"] = F[v]
+    y = truth.copy()
+    y[rng.random(len(truth)) > labelled] = -1
+    return G, truth, y, F
+
+
+def test_node_classifier_beats_features_alone_on_a_noisy_sbm():
+    from sklears_neural.models.gnn import GNNNodeClassifier
+
+    G, truth, y, F = noisy_sbm()
+    unlabelled = y == -1
+    features_only = LogisticRegression().fit(F[~unlabelled], y[~unlabelled]).score(
+        F[unlabelled], truth[unlabelled])
+    for conv in ("gcn", "gat"):
+        clf = GNNNodeClassifier(conv=conv, node_attrs=["f"], random_state=0).fit(G, y)
+        assert clf.predict(G).shape == (len(truth),)
+        np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+        accuracy = np.mean(clf.predict(G)[unlabelled] == truth[unlabelled])
+        # Measured (seed 0): features alone 0.48, GCN 0.96, GAT 0.93.
+        assert accuracy >= features_only + 0.3, (conv, accuracy, features_only)
+
+
+def test_node_classifier_inputs_errors_and_round_trips(tmp_path):
+    from sklears_neural.models.gnn import GNNNodeClassifier
+
+    G, truth, y, _ = noisy_sbm(n_per_block=30, labelled=0.5)
+    clf = GNNNodeClassifier(conv="sage", node_attrs=["f"], max_iter=20, random_state=0)
+    with pytest.raises(ValueError, match="one label per node"):
+        clf.fit(G, y[:-1])
+    with pytest.raises(ValueError, match="Every node is unlabelled"):
+        clf.fit(G, np.full(len(y), -1))
+    clf.fit(G, y)
+    proba = clf.predict_proba(G)
+    assert proba.shape == (90, 3)
+    with pytest.raises(ValueError, match="takes one graph"):
+        clf.predict([G, G])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(G), proba)
+    clf.save(tmp_path / "node.skn")
+    np.testing.assert_array_equal(load(tmp_path / "node.skn").predict_proba(G), proba)
+    # Inductive: a new graph from the same model (SAGE).
+    H, _, _, _ = noisy_sbm(seed=1, n_per_block=20)
+    assert clf.predict(H).shape == (60,)
+    es = GNNNodeClassifier(node_attrs=["f"], early_stopping=True, validation_fraction=0.2,
+                           n_iter_no_change=5, random_state=0).fit(G, y)
+    assert es.n_iter_ < 200

@@ -45,9 +45,13 @@ __all__ = [
     "GraphData",
     "GraphInput",
     "Graphs",
+    "NodeData",
+    "NodeInput",
+    "NodeView",
     "import_networkx",
     "import_torch_geometric",
     "to_graphs",
+    "to_node_view",
 ]
 
 #: What to install for the graph family.
@@ -529,3 +533,141 @@ class GraphData:
         max_bytes = DENSE_CHUNK_BYTES if max_bytes is None else max_bytes
         per_graph = max(1, self.x.numel() // max(self.n_samples, 1)) * self.dtype.itemsize
         return _row_slices(self.n_samples, max(1, max_bytes // per_graph))
+
+
+# -- node-level: one graph, nodes as samples -------------------------------------------
+
+
+class NodeView:
+    """Some nodes of one graph: the X of the node-level estimators, indexable by node.
+
+    Samples are nodes, but a node's output depends on the whole graph, so
+    every view carries the full graph and the nodes it selects. Indexing
+    (``view[rows]``, ``view[rows, ...]``) selects nodes, so scikit-learn's
+    splitters and the core's validation split take it as any X.
+
+    Parameters
+    ----------
+    graph : Graphs
+        One graph.
+    nodes : ndarray of int64
+        The selected nodes, in order.
+    """
+
+    def __init__(self, graph, nodes):
+        self.graph = graph
+        self.nodes = nodes
+
+    def __len__(self):
+        return len(self.nodes)
+
+    @property
+    def shape(self):
+        return (len(self.nodes),)
+
+    @property
+    def n_features(self):
+        return self.graph.n_features
+
+    @property
+    def dtype(self):
+        return self.graph.x.dtype
+
+    @property
+    def size(self):
+        return self.graph.x.size
+
+    def __array__(self, dtype=None, copy=None):
+        return self.graph.__array__(dtype)
+
+    def __getitem__(self, rows):
+        if isinstance(rows, tuple) and len(rows) == 2 and rows[1] is Ellipsis:
+            rows = rows[0]
+        if isinstance(rows, numbers.Integral):
+            rows = [rows]
+        return NodeView(self.graph, self.nodes[_rows_array(rows, len(self.nodes))]
+                        if not isinstance(rows, slice) else self.nodes[rows])
+
+
+def to_node_view(X, *, node_attrs=None, node_features="constant", owner="NodeInput"):
+    """One graph (or a NodeView) as a :class:`NodeView` of all its nodes."""
+    if isinstance(X, NodeView):
+        return X
+    if isinstance(X, Graphs):
+        graph = X
+    elif isinstance(X, list) or (isinstance(X, np.ndarray) and X.dtype == object
+                                 and X.ndim == 1):
+        # A list of graphs: accepted when it holds exactly one.
+        graph = to_graphs(X, node_attrs=node_attrs, node_features=node_features,
+                          owner=owner)
+    else:
+        graph = to_graphs([X], node_attrs=node_attrs, node_features=node_features,
+                          owner=owner)
+    if len(graph) != 1:
+        raise ValueError(
+            f"{owner} takes one graph (its nodes are the samples); got {len(graph)}. "
+            "For one label per graph use GNNClassifier / GNNRegressor."
+        )
+    return NodeView(graph, np.arange(graph.x.shape[0], dtype=np.int64))
+
+
+class NodeInput(GraphInput):
+    """One graph whose nodes are the samples: the node-level estimators' kind."""
+
+    layout = "graph"
+
+    def validate(self, estimator, X, *, reset):
+        owner = _owner(estimator)
+        view = to_node_view(X, node_attrs=self.node_attrs,
+                            node_features=self.node_features, owner=owner)
+        if reset:
+            estimator.n_features_in_ = int(view.n_features)
+            estimator.__dict__.pop("feature_names_in_", None)
+        elif view.n_features != estimator.n_features_in_:
+            raise ValueError(
+                f"X has {view.n_features} node features, but {owner} is expecting "
+                f"{estimator.n_features_in_} node features as input."
+            )
+        return view
+
+    def dataset(self, X, y=None, sample_weight=None, *, dtype, device,
+                target_dtype=None):
+        return NodeData(X, y, sample_weight, dtype=dtype, device=device,
+                        target_dtype=target_dtype)
+
+
+class NodeData:
+    """Nodes of one graph, their targets and weights: a batch is a set of nodes.
+
+    The protocol of :class:`GraphData`; a batch's inputs are ``(x,
+    edge_index, nodes)``: the whole graph (held on ``device`` once) and the
+    nodes whose outputs the batch needs. The network runs message passing
+    over the whole graph and returns those nodes' rows.
+    """
+
+    sparse = False
+
+    def __init__(self, X, y, sample_weight, *, dtype, device, target_dtype=None):
+        if not isinstance(X, NodeView):
+            X = to_node_view(X)
+        self.device = device
+        self.dtype = dtype
+        self.n_samples = len(X)
+        self.x = as_tensor(X.graph.x, dtype, device)
+        self.edge_index = torch.as_tensor(X.graph.edge_index, dtype=torch.int64).to(device)
+        self.nodes = torch.as_tensor(X.nodes, dtype=torch.int64).to(device)
+        self.y = None if y is None else as_tensor(y, target_dtype or dtype, device)
+        self.w = (None if sample_weight is None
+                  else as_tensor(sample_weight, dtype, device))
+
+    def batch(self, index):
+        y = None if self.y is None else self.y[index]
+        w = None if self.w is None else self.w[index]
+        return (self.x, self.edge_index, self.nodes[index]), y, w
+
+    def all(self, *, keep_sparse=False):
+        return self.batch(slice(None))
+
+    def chunks(self, max_bytes=None):
+        # Every chunk runs the whole graph: one chunk.
+        return [slice(0, self.n_samples)]

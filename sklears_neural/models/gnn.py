@@ -15,6 +15,7 @@ so a ``Pipeline`` can start from raw networkx graphs.
 Needs the optional extra: ``pip install 'sklears-neural[graph]'``.
 """
 
+import numbers
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,8 +28,10 @@ from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.graph_inputs import (
     NODE_FEATURES,
     GraphInput,
+    NodeInput,
     import_torch_geometric,
     to_graphs,
+    to_node_view,
 )
 from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.registry import register_estimator
@@ -36,7 +39,7 @@ from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
 from sklears_neural.nn.gnn import CONVS, HIERARCHICAL, NORMS, POOLINGS, SAGE_AGGRS, GraphNet
 
-__all__ = ["GNNClassifier", "GNNRegressor", "GraphFeaturizer"]
+__all__ = ["GNNClassifier", "GNNNodeClassifier", "GNNRegressor", "GraphFeaturizer"]
 
 
 _ARCHITECTURE = {
@@ -169,9 +172,10 @@ class _BaseGNN(BaseNeuralEstimator):
                 "heads": int(self.heads),
                 "concat_heads": bool(self.concat_heads),
                 "aggr": self.aggr,
-                "pooling": self.pooling,
-                "hierarchical": self.hierarchical,
-                "pool_ratio": float(self.pool_ratio),
+                # Node-level estimators have no readout parameters.
+                "pooling": getattr(self, "pooling", "sum"),
+                "hierarchical": getattr(self, "hierarchical", None),
+                "pool_ratio": float(getattr(self, "pool_ratio", 0.5)),
                 "residual": bool(self.residual),
                 "norm": self.norm,
                 "dropout": float(self.dropout),
@@ -513,6 +517,214 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         self.warmup_iters = warmup_iters
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
+        self.device = device
+        self.precision = precision
+        self.inference_backend = inference_backend
+        self.callbacks = callbacks
+        self.augment = augment
+
+
+class _NodeLevel:
+    """What the node-level estimators change: one graph, nodes as samples."""
+
+    def _input_kind(self):
+        return NodeInput(node_attrs=self.node_attrs, node_features=self.node_features)
+
+    def _build_module(self, n_features_in, n_outputs):
+        spec = _BaseGNN._build_module(self, n_features_in, n_outputs)
+        kwargs = {**spec.kwargs, "level": "node", "pooling": "sum", "hierarchical": None}
+        return ModuleSpec(spec.module_class, kwargs)
+
+    def _batch_size(self, n_samples):
+        # "auto": every labelled node in one batch (one message-passing run
+        # over the whole graph per step, as transductive GCN training does).
+        if self.batch_size == "auto":
+            return n_samples
+        return super()._batch_size(n_samples)
+
+    def _labelled(self, X, y, sample_weight):
+        view = to_node_view(X, node_attrs=self.node_attrs,
+                            node_features=self.node_features, owner=type(self).__name__)
+        y = np.asarray(y)
+        if y.shape[0] != len(view):
+            raise ValueError(
+                f"y has {y.shape[0]} labels but the graph has {len(view)} nodes; "
+                f"{type(self).__name__} takes one label per node (-1: unlabelled)."
+            )
+        mask = np.ones(len(view), dtype=bool)
+        if y.ndim == 1 and y.dtype.kind in "iuf":
+            mask = y != -1
+        elif y.ndim == 1 and y.dtype.kind == "O":
+            mask = np.array([not (isinstance(v, numbers.Number) and v == -1) for v in y])
+        if not mask.any():
+            raise ValueError(
+                "Every node is unlabelled (-1): at least one labelled node is needed."
+            )
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)[mask]
+        return view[np.flatnonzero(mask)], y[mask], sample_weight
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on the labelled nodes of one graph (label -1: unlabelled).
+
+        Parameters
+        ----------
+        X : graph
+            One networkx graph, PyG ``Data`` or ``(adjacency, node_features)`` pair.
+        y : array-like of shape (n_nodes,)
+            One label per node; -1 marks unlabelled nodes (transductive, as
+            scikit-learn's ``LabelSpreading``): they take part in message
+            passing but not in the loss.
+        sample_weight : array-like of shape (n_nodes,), default=None
+
+        Returns
+        -------
+        self
+        """
+        view, y, sample_weight = self._labelled(X, y, sample_weight)
+        return super().fit(view, y, sample_weight)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch on the labelled nodes of one graph (label -1: unlabelled)."""
+        view, y, sample_weight = self._labelled(X, y, sample_weight)
+        return super().partial_fit(view, y, classes=classes, sample_weight=sample_weight)
+
+
+@register_estimator
+@document_parameters(extra=_ARCHITECTURE)
+class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
+    """Graph neural network node classifier: one label per node of one graph.
+
+    Transductive semi-supervised learning with scikit-learn's convention:
+    ``fit(graph, y)`` with one label per node and -1 for unlabelled nodes
+    (as ``LabelSpreading``); every node takes part in message passing, the
+    labelled ones in the loss. ``predict(graph)`` returns one label per
+    node; on a new graph it predicts inductively (meaningful for "sage"
+    and "gin", whose layers do not depend on the training graph's size).
+    Trains a :class:`~sklears_neural.nn.gnn.GraphNet` with ``level="node"``
+    (no pooling). ``batch_size="auto"`` trains on all labelled nodes at
+    once: one step per epoch.
+
+    Parameters
+    ----------
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, multiplied into ``sample_weight``.
+    <shared parameters>
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (-1 excluded).
+    <shared attributes>
+    n_features_in_ : int
+        Node features per node seen in fit.
+    module_ : GraphNet
+        The trained network (``level="node"``).
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> import numpy as np
+    >>> from sklears_neural.models.gnn import GNNNodeClassifier
+    >>> G = nx.karate_club_graph()
+    >>> y = np.full(34, -1)
+    >>> y[[0, 33]] = [0, 1]
+    >>> clf = GNNNodeClassifier(max_iter=20, random_state=0).fit(G, y)
+    >>> clf.predict(G).shape
+    (34,)
+    """
+
+    _parameter_constraints: dict = {
+        **{name: rule for name, rule in _BaseGNN._parameter_constraints.items()
+           if name not in ("pooling", "hierarchical", "pool_ratio")},
+        **NeuralClassifierMixin._parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64, 64),
+        conv="gcn",
+        *,
+        heads=1,
+        concat_heads=True,
+        aggr="mean",
+        residual=False,
+        norm=None,
+        dropout=0.0,
+        activation="relu",
+        node_attrs=None,
+        node_features="constant",
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        l1_ratio=0.0,
+        weight_decay=0.0,
+        warmup_iters=0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
+        class_weight=None,
+        device="cpu",
+        precision="float32",
+        inference_backend="torch",
+        callbacks=None,
+        augment=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.conv = conv
+        self.heads = heads
+        self.concat_heads = concat_heads
+        self.aggr = aggr
+        self.residual = residual
+        self.norm = norm
+        self.dropout = dropout
+        self.activation = activation
+        self.node_attrs = node_attrs
+        self.node_features = node_features
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.l1_ratio = l1_ratio
+        self.weight_decay = weight_decay
+        self.warmup_iters = warmup_iters
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.class_weight = class_weight
         self.device = device
         self.precision = precision
         self.inference_backend = inference_backend

@@ -96,13 +96,22 @@ class GraphNet(nn.Module):
         Dropout on node features after each layer and before the output layer.
     activation : str or list, default="gelu"
         Any name of ``ACTIVATIONS`` (JSON form).
+    level : {"graph", "node"}, default="graph"
+        "graph": ``forward(x, edge_index, batch)`` pools each graph to one
+        output row. "node": ``forward(x, edge_index, nodes)`` returns the
+        output rows of the nodes ``nodes`` (no pooling; ``pooling`` unused).
     """
 
     def __init__(self, n_features, n_outputs, hidden_layer_sizes=(64, 64), conv="gin",
                  heads=1, concat_heads=True, aggr="mean", pooling="sum",
                  hierarchical=None, pool_ratio=0.5, residual=False, norm=None,
-                 dropout=0.0, activation="gelu"):
+                 dropout=0.0, activation="gelu", level="graph"):
         super().__init__()
+        if level not in ("graph", "node"):
+            raise ValueError(f"Unknown level {level!r}; valid: 'graph', 'node'.")
+        if level == "node" and hierarchical is not None:
+            raise ValueError("Hierarchical pooling removes nodes: it needs level='graph'.")
+        self.level = level
         pyg = import_torch_geometric()
         import torch_geometric.nn  # noqa: F401  (registers pyg.nn)
 
@@ -163,6 +172,10 @@ class GraphNet(nn.Module):
         return x, edge_index, batch
 
     def forward(self, x, edge_index, batch):
+        if self.level == "node":
+            # ``batch`` holds the nodes whose outputs are asked for.
+            h, _, _ = self.node_embeddings(x, edge_index, None)
+            return self.head(h[batch])
         from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
         # Graphs of the batch: the last node's graph + 1 (graphs are never empty).
