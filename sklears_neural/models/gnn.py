@@ -543,6 +543,8 @@ class _NodeLevel:
         return super()._batch_size(n_samples)
 
     def _labelled(self, X, y, sample_weight):
+        # Parameters first, as fit's own validation would check them.
+        self._validate_params()
         view = to_node_view(X, node_attrs=self.node_attrs,
                             node_features=self.node_features, owner=type(self).__name__)
         y = np.asarray(y)
