@@ -10,6 +10,12 @@ from sklears_neural.models.diffusion import DiffusionModel
 from sklears_neural.models.energy import EnergyBasedModel
 from sklears_neural.models.flow import NormalizingFlow
 from sklears_neural.models.gan import GAN
+from sklears_neural.models.gnn import (
+    GNNClassifier,
+    GNNNodeClassifier,
+    GNNRegressor,
+    GraphFeaturizer,
+)
 from sklears_neural.models.hopfield import HopfieldNetwork
 from sklears_neural.models.mlp import MLPClassifier, MLPRegressor
 from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
@@ -31,6 +37,10 @@ __all__ = [
     "DiffusionModel",
     "EnergyBasedModel",
     "GAN",
+    "GNNClassifier",
+    "GNNNodeClassifier",
+    "GNNRegressor",
+    "GraphFeaturizer",
     "HopfieldNetwork",
     "MLPClassifier",
     "MLPRegressor",

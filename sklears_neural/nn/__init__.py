@@ -17,6 +17,7 @@ from sklears_neural.nn import (  # noqa: E402,F401
     energy,
     flows,
     gan,
+    gnn,
     recurrent,
     self_supervised,
     seq2seq,
