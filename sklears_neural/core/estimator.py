@@ -496,9 +496,15 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         """
         return self._loss(output, target).mean()
 
+    #: Rows per batch for ``batch_size="auto"``: scikit-learn's 200, at most
+    #: the data. A family whose objective wants smaller steps (VAE, energy
+    #: models: 64) or whole-data steps (transductive GNNs: None) sets it.
+    _auto_batch_size = 200
+
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
-            return min(200, n_samples)
+            auto = self._auto_batch_size
+            return n_samples if auto is None else min(auto, n_samples)
         if self.batch_size > n_samples:
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. It is "
@@ -825,7 +831,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
     # -- prediction --------------------------------------------------------------
 
-    def _raw_outputs(self, X, forward=None):
+    def _raw_outputs(self, X, forward=None, module=None):
         """Validated ``X`` through the module: raw outputs as float64 numpy.
 
         See :mod:`sklears_neural.core.inference`: a plain float ndarray is
@@ -836,7 +842,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         in its own dtype; ``inference_backend="onnxruntime"`` runs the graph
         of :meth:`to_onnx` in ONNX Runtime.
         """
-        return inference.raw_outputs(self, X, forward)
+        return inference.raw_outputs(self, X, forward, module)
 
     def to_onnx(self, path=None):
         """Export the fitted estimator to ONNX: the network and its predictions.

@@ -499,7 +499,7 @@ def _float64_outputs(module, entry, X):
     )
 
 
-def raw_outputs(estimator, X, forward=None):
+def raw_outputs(estimator, X, forward=None, module=None):
     """The module's outputs for ``X`` as float64: ``_raw_outputs`` of the base.
 
     Parameters
@@ -510,6 +510,9 @@ def raw_outputs(estimator, X, forward=None):
     forward : callable or None, default=None
         ``forward(module, inputs)`` instead of the family's ``_forward``
         (e.g. an autoencoder's encoder half for ``transform``).
+    module : torch.nn.Module or None, default=None
+        Another of the estimator's declared networks to run instead of
+        ``module_`` (a GAN's discriminator); it takes the general path.
 
     Returns
     -------
@@ -523,6 +526,8 @@ def raw_outputs(estimator, X, forward=None):
         On invalid ``X`` (scikit-learn's messages), or an unknown
         ``inference_backend``.
     """
+    if module is not None:
+        return _dataset_outputs(estimator, module, X, forward)
     module = estimator.__dict__.get("module_")
     if module is None:
         check_is_fitted(estimator, "module_")

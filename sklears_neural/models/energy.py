@@ -187,6 +187,7 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
 
     # The contrastive loss is no progress measure: no tol rule on it.
     _loss_tracks_progress = False
+    _auto_batch_size = 64
 
     _parameter_constraints: dict = {
         **BaseNeuralEstimator._parameter_constraints,
@@ -466,10 +467,6 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
             e_chains = float(self._forward(module, chains)[:, 0].double().mean())
         return -(valid_loss - e_chains)
 
-    def _batch_size(self, n_samples):
-        if self.batch_size == "auto":
-            return min(64, n_samples)
-        return super()._batch_size(n_samples)
 
     # -- sampling ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from sklears_neural.core import inference, modes
+from sklears_neural.core import modes
 from sklears_neural.core._compat import Interval, ResolvableName, StrOptions
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
@@ -565,9 +565,8 @@ class GAN(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimator):
         check_is_fitted(self, "discriminator_")
         # The prediction path of every input kind, on the discriminator: its
         # float64 copy for a few rows, chunks in evaluation mode beyond.
-        outputs = inference._dataset_outputs(
-            self, self.discriminator_, X, forward=lambda module, inputs: module(inputs)
-        )
+        outputs = self._raw_outputs(X, forward=lambda module, inputs: module(inputs),
+                                    module=self.discriminator_)
         return outputs[:, 0]
 
 

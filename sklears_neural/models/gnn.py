@@ -527,6 +527,10 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
 class _NodeLevel:
     """What the node-level estimators change: one graph, nodes as samples."""
 
+    # "auto": every labelled node in one batch (one message-passing run over
+    # the whole graph per step, as transductive GCN training does).
+    _auto_batch_size = None
+
     def _input_kind(self):
         return NodeInput(node_attrs=self.node_attrs, node_features=self.node_features)
 
@@ -535,12 +539,6 @@ class _NodeLevel:
         kwargs = {**spec.kwargs, "level": "node", "pooling": "sum", "hierarchical": None}
         return ModuleSpec(spec.module_class, kwargs)
 
-    def _batch_size(self, n_samples):
-        # "auto": every labelled node in one batch (one message-passing run
-        # over the whole graph per step, as transductive GCN training does).
-        if self.batch_size == "auto":
-            return n_samples
-        return super()._batch_size(n_samples)
 
     def _labelled(self, X, y, sample_weight):
         # Parameters first, as fit's own validation would check them.
