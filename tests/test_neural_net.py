@@ -36,7 +36,8 @@ from sklears_neural.core.optim import SOLVERS
 from sklears_neural.core.registry import register_module
 from sklears_neural.exceptions import PersistenceWarning
 from sklears_neural.models.neural_net import NeuralNetClassifier, NeuralNetRegressor
-from tests.conftest import DEVICES, assert_weights_equal_repeats, skip_float32_weight_checks
+from tests.test_common import _dense_and_sparse
+from tests.conftest import DEVICES, assert_weights_equal_repeats, replaced_float32_weight_check
 
 ROOT = Path(__file__).parents[1]
 
@@ -177,12 +178,14 @@ def _expected_failed_checks(estimator):
 @parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks,
                          xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
-    skip_float32_weight_checks(estimator, check)
+    if replaced_float32_weight_check(estimator, check):
+        return
     check(estimator)
 
 
-@pytest.mark.parametrize("sparse_X", [False, True], ids=["dense", "sparse"])
-@pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("estimator, sparse_X", _dense_and_sparse(CHECKED),
+                         ids=lambda v: type(v).__name__ if not isinstance(v, bool) else
+                         ("sparse" if v else "dense"))
 def test_float32_sample_weight_equivalence(estimator, sparse_X):
     assert_weights_equal_repeats(estimator, sparse_X)
 

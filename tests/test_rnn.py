@@ -27,7 +27,7 @@ from sklearn.utils.estimator_checks import (
 
 import sklears_neural
 from sklears_neural.models.rnn import RNNClassifier, RNNRegressor
-from tests.conftest import DEVICES, skip_float32_weight_checks
+from tests.conftest import DEVICES, replaced_float32_weight_check
 
 _digits_X, _digits_y = load_digits(return_X_y=True)
 # Each image read row by row: 8 steps of 8 pixels.
@@ -80,7 +80,8 @@ CHECKED = [
 
 @parametrize_with_checks(CHECKED, xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
-    skip_float32_weight_checks(estimator, check)
+    if replaced_float32_weight_check(estimator, check):
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)

@@ -31,7 +31,7 @@ from sklears_neural.models.transformer import (
     TransformerClassifier,
     TransformerRegressor,
 )
-from tests.conftest import DEVICES, skip_float32_weight_checks
+from tests.conftest import DEVICES, replaced_float32_weight_check
 
 SMALL = dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32)
 
@@ -82,7 +82,8 @@ CHECKED = [
 # scikit-learn's checks feed flat 2-D rows: univariate sequences.
 @parametrize_with_checks(CHECKED, xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
-    skip_float32_weight_checks(estimator, check)
+    if replaced_float32_weight_check(estimator, check):
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
