@@ -26,7 +26,7 @@ from sklears_neural.core import inference, modes
 from sklears_neural.core.checks import check_int
 from sklears_neural.core.seeding import torch_generator
 
-__all__ = ["SamplerMixin", "fitted_on_flat_rows", "network_device"]
+__all__ = ["SamplerMixin", "as_input_layout", "fitted_on_flat_rows", "network_device"]
 
 
 def network_device(module):
@@ -85,16 +85,22 @@ class SamplerMixin:
         raise NotImplementedError
 
     def _as_input_layout(self, samples):
-        """Samples reshaped like the X of ``fit``: flat rows, or N-D samples.
+        return as_input_layout(self, samples)
 
-        A family that takes N-D input sets ``_fitted_on_flat_rows`` in fit
-        (:func:`fitted_on_flat_rows`); without it, samples are flat rows.
-        """
-        n = samples.shape[0]
-        if getattr(self, "_fitted_on_flat_rows", True):
-            return samples.reshape(n, -1)
-        shape = getattr(self, "input_shape_", samples.shape[1:])
-        return samples.reshape((n, *shape))
+
+def as_input_layout(estimator, samples):
+    """Rows of the network's output reshaped like the X of ``fit``.
+
+    Flat rows, or N-D samples of ``input_shape_``: a family that takes N-D
+    input sets ``_fitted_on_flat_rows`` in fit (:func:`fitted_on_flat_rows`);
+    without it, samples are flat rows. Used by ``sample`` and by decoders
+    (``inverse_transform``).
+    """
+    n = samples.shape[0]
+    if getattr(estimator, "_fitted_on_flat_rows", True):
+        return samples.reshape(n, -1)
+    shape = getattr(estimator, "input_shape_", samples.shape[1:])
+    return samples.reshape((n, *shape))
 
 
 def fitted_on_flat_rows(X):

@@ -21,7 +21,11 @@ from sklears_neural.core import inference, modes
 from sklears_neural.core._compat import Interval, PositiveIntSequence, ResolvableName
 from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
-from sklears_neural.core.generative import fitted_on_flat_rows, network_device
+from sklears_neural.core.generative import (
+    as_input_layout,
+    fitted_on_flat_rows,
+    network_device,
+)
 
 from sklears_neural.core.inputs import DENSE_TABULAR, ArrayInput
 from sklears_neural.core.layers import ModuleSpec
@@ -74,10 +78,8 @@ def run_on_codes(estimator, Z, function):
             for start in range(0, max(len(Z), 1), 4096):
                 z = torch.as_tensor(Z[start:start + 4096], dtype=dtype, device=device)
                 chunks.append(function(module, z).to("cpu", torch.float64).numpy())
-    out = np.concatenate(chunks) if chunks else np.empty((0,))
-    if getattr(estimator, "_fitted_on_flat_rows", True):
-        return out.reshape(len(Z), -1)
-    return out.reshape((len(Z), *estimator.input_shape_))
+    out = np.concatenate(chunks) if chunks else np.empty((len(Z), 0))
+    return as_input_layout(estimator, out)
 
 
 def training_objective(estimator, module, per_sample, batch_penalty=None):
