@@ -642,3 +642,57 @@ def test_gradient_stats_warn_when_the_solver_runs_no_mini_batches():
         with pytest.warns(UserWarning, match="GradientStats recorded nothing"):
             clf.fit(X_small, y_small)
     assert not any("/" in key for record in clf.history_ for key in record)
+
+
+def test_a_loop_of_its_own_gets_the_trainers_step_callbacks_and_history():
+    """begin/step/end_epoch/end: an RL-style loop equals fit's epochs."""
+    from sklears_neural.core.data import ArrayData
+    from sklears_neural.core.trainer import Trainer
+
+    torch.manual_seed(0)
+    X = torch.randn(64, 3)
+    y = X @ torch.tensor([1.0, -2.0, 0.5])
+    objective = lambda m, a, b, w: ((m(a).squeeze(1) - b) ** 2).mean()  # noqa: E731
+
+    def make():
+        torch.manual_seed(1)
+        module = torch.nn.Linear(3, 1)
+        return module, torch.optim.SGD(module.parameters(), lr=0.1)
+
+    module, optimizer = make()
+    seen = []
+
+    class Count(Callback):
+        def on_batch_end(self, trainer, *, batch_loss, **kwargs):
+            seen.append(float(batch_loss))
+
+        def on_epoch_end(self, trainer, **kwargs):
+            if len(trainer.history) == 3:
+                trainer.should_stop = True
+
+    trainer = Trainer(module, objective, optimizer, callbacks=[Count()],
+                      clip_grad_norm=0.5)
+    trainer.begin(max_epochs=10)
+    epochs = 0
+    while True:
+        trainer.begin_epoch()
+        for start in range(0, 64, 16):
+            assert trainer.step(objective(module, X[start:start + 16],
+                                          y[start:start + 16], None))
+        epochs += 1
+        if trainer.end_epoch({"episode_return": float(epochs)}, samples=64):
+            break
+    trainer.end()
+    assert epochs == 3 and len(seen) == 12
+    assert trainer.history.column("episode_return") == [1.0, 2.0, 3.0]
+    assert [r["epoch"] for r in trainer.history] == [1, 2, 3]
+    assert trainer.samples_seen == 192
+    assert all(p.grad is None for p in module.parameters())
+
+    # The same three epochs through fit, unshuffled: the same weights.
+    reference, reference_optimizer = make()
+    Trainer(reference, objective, reference_optimizer, clip_grad_norm=0.5).fit(
+        ArrayData(X, y, None, dtype=torch.float32, device="cpu"),
+        max_epochs=3, batch_size=16, shuffle=False)
+    for a, b in zip(module.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -243,9 +243,8 @@ class Trainer:
             If an epoch's loss is not finite; the module is reset to the
             weights of the last finite epoch first.
         """
-        self.should_stop = False
         last_finite = self.snapshot()
-        self._call("on_train_begin", max_epochs=max_epochs,
+        self.begin(max_epochs=max_epochs,
                    n_batches=math.ceil(data.n_samples / batch_size))
         try:
             for _ in range(max_epochs):
@@ -257,12 +256,86 @@ class Trainer:
             # As scikit-learn: Ctrl-C ends training, and the model keeps what
             # it learned so far instead of losing it.
             warnings.warn("Training interrupted by user.")
+        self.end()
+        return self
+
+    # -- loops of the caller's own (RL rollouts, alternating updates) --------
+
+    def begin(self, *, max_epochs=None, n_batches=None):
+        """Start training: clear ``should_stop``, run ``on_train_begin``.
+
+        :meth:`fit` calls it; a loop that is not epochs over a dataset (an
+        agent's rollouts) calls it, then :meth:`step` per update and
+        :meth:`end_epoch` per unit it records (an episode), then :meth:`end`,
+        and so gets the callbacks, clipping, loss scaling and history of
+        every other family.
+
+        Parameters
+        ----------
+        max_epochs, n_batches : int or None, default=None
+            Passed to the callbacks (a progress bar's totals), where known.
+        """
+        self.should_stop = False
+        self._call("on_train_begin", max_epochs=max_epochs, n_batches=n_batches)
+
+    def begin_epoch(self):
+        """Run ``on_epoch_begin`` (a unit of the caller's loop starts)."""
+        self._call("on_epoch_begin")
+
+    def step(self, loss):
+        """One optimizer step on a loss the caller computed.
+
+        The step of :meth:`fit`'s batches: the trainer's parameters' old
+        gradients are dropped, ``loss`` is back-propagated (scaled where a
+        grad scaler is set), then ``on_backward_end`` callbacks, clipping,
+        the optimizer's step and ``on_batch_end`` callbacks.
+
+        Parameters
+        ----------
+        loss : torch.Tensor
+            A scalar with a graph to the optimizer's parameters.
+
+        Returns
+        -------
+        bool
+            False where loss scaling skipped the step (gradient overflow).
+        """
+        for p in self._params:
+            p.grad = None
+        skipped = self._backward_and_step(loss)
+        for cb in self._batch_callbacks:
+            cb.on_batch_end(self, batch_loss=loss.detach())
+        return not skipped
+
+    def end_epoch(self, record, *, samples=0):
+        """Record one unit of the caller's loop and run ``on_epoch_end``.
+
+        Parameters
+        ----------
+        record : dict
+            The entries of the history record (``{"episode_return": ...}``);
+            ``"epoch"`` (the record's 1-based number) is added first.
+        samples : int, default=0
+            Samples (timesteps) the unit consumed, added to
+            :attr:`samples_seen`.
+
+        Returns
+        -------
+        bool
+            :attr:`should_stop`: whether a callback asked to end training.
+        """
+        self.samples_seen += samples
+        self.history.append({"epoch": len(self.history) + 1, **record})
+        self._call("on_epoch_end")
+        return self.should_stop
+
+    def end(self):
+        """End training: drop the gradients, run ``on_train_end``."""
         # The gradients are of no use after training and weigh as much as
         # the weights.
         for p in self._params:
             p.grad = None
         self._call("on_train_end")
-        return self
 
     def _run_epoch(self, data, batch_size, shuffle, evaluate, last_finite):
         module = self.module
