@@ -42,6 +42,7 @@ from sklears_neural.core.data import DENSE_CHUNK_BYTES, _row_slices, as_tensor
 __all__ = [
     "GRAPH_EXTRA_HINT",
     "NODE_FEATURES",
+    "NODE_LEVEL_FEATURES",
     "GraphData",
     "GraphInput",
     "Graphs",
@@ -59,6 +60,9 @@ GRAPH_EXTRA_HINT = "pip install 'sklears-neural[graph]'"
 
 #: Node features made for graphs that carry none (``node_attrs=None``).
 NODE_FEATURES = ("constant", "degree", "constant+degree")
+#: ... and for the node-level estimators, which see one graph: "identity"
+#: (one-hot node ids, a column per node) ties a model to its graph's size.
+NODE_LEVEL_FEATURES = NODE_FEATURES + ("identity",)
 
 
 def import_torch_geometric():
@@ -200,6 +204,8 @@ def _take(x, edge_index, node_ptr, edge_ptr, rows):
 
 
 def _default_features(n_nodes, degree, node_features):
+    if node_features == "identity":
+        return np.eye(n_nodes)
     columns = []
     if "constant" in node_features:
         columns.append(np.ones(n_nodes))
@@ -325,9 +331,10 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
     X : list, tuple, 1-D object ndarray or Graphs
     node_attrs : list of str or None, default=None
         networkx node attributes to read as features, in order.
-    node_features : {"constant", "degree", "constant+degree"}, default="constant"
+    node_features : {"constant", "degree", "constant+degree", "identity"}, default="constant"
         Features of graphs without any (``node_attrs=None``, a ``Data``
-        without ``x``, a pair with ``None`` features).
+        without ``x``, a pair with ``None`` features); "identity" is one
+        column per node (an ``n_nodes`` identity matrix), for one graph.
     owner : str
         Names the estimator in messages.
 
@@ -358,10 +365,11 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
                 + ". A 2-D array is not a list of graphs: for rows of features use "
                 "MLPClassifier / MLPRegressor; GraphFeaturizer converts networkx graphs."
             )
-        if node_features not in NODE_FEATURES:
+        if node_features not in NODE_LEVEL_FEATURES:
             raise ValueError(
                 f"The 'node_features' parameter of {owner} must be one of "
-                f"{', '.join(map(repr, NODE_FEATURES))}. Got {node_features!r} instead."
+                f"{', '.join(map(repr, NODE_LEVEL_FEATURES))}. Got {node_features!r} "
+                "instead."
             )
         if node_attrs is not None:
             node_attrs = [node_attrs] if isinstance(node_attrs, str) else list(node_attrs)

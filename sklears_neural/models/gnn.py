@@ -27,6 +27,7 @@ from sklears_neural.core.docstrings import document_parameters
 from sklears_neural.core.estimator import BaseNeuralEstimator
 from sklears_neural.core.graph_inputs import (
     NODE_FEATURES,
+    NODE_LEVEL_FEATURES,
     GraphInput,
     NodeInput,
     import_torch_geometric,
@@ -39,7 +40,13 @@ from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
 from sklears_neural.nn.gnn import CONVS, HIERARCHICAL, NORMS, POOLINGS, SAGE_AGGRS, GraphNet
 
-__all__ = ["GNNClassifier", "GNNNodeClassifier", "GNNRegressor", "GraphFeaturizer"]
+__all__ = [
+    "GNNClassifier",
+    "GNNNodeClassifier",
+    "GNNNodeRegressor",
+    "GNNRegressor",
+    "GraphFeaturizer",
+]
 
 
 _ARCHITECTURE = {
@@ -524,8 +531,34 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         self.augment = augment
 
 
+#: The node-level estimators' parameters: no readout.
+_NODE_CONSTRAINTS = {
+    **{name: rule for name, rule in _BaseGNN._parameter_constraints.items()
+       if name not in ("pooling", "hierarchical", "pool_ratio")},
+    "node_features": [StrOptions(set(NODE_LEVEL_FEATURES))],
+}
+
+#: Their parameter docs: one graph, so one-hot node ids are a choice.
+_NODE_ARCHITECTURE = {
+    **_ARCHITECTURE,
+    "node_features": """\
+node_features : {"constant", "degree", "constant+degree", "identity"}, default="constant"
+    Node features of a graph that carries none (``node_attrs=None`` for a
+    networkx graph, a ``Data`` without ``x``, a pair with ``None``
+    features): a column of ones, the in-degree, both, or ``"identity"``,
+    one column per node (its one-hot id, as in Kipf and Welling's karate
+    club example). Identity features tie the model to the training graph:
+    ``predict`` needs a graph of as many nodes, and transfers nothing to
+    another graph.""",
+}
+
+
 class _NodeLevel:
-    """What the node-level estimators change: one graph, nodes as samples."""
+    """What the node-level estimators change: one graph, nodes as samples.
+
+    A subclass says which targets mark an unlabelled node
+    (``_unlabelled``) and how its message names them (``_UNLABELLED``).
+    """
 
     # "auto": every labelled node in one batch (one message-passing run over
     # the whole graph per step, as transductive GCN training does).
@@ -539,59 +572,66 @@ class _NodeLevel:
         kwargs = {**spec.kwargs, "level": "node", "pooling": "sum", "hierarchical": None}
         return ModuleSpec(spec.module_class, kwargs)
 
-
     def _labelled(self, X, y, sample_weight):
-        # Parameters first, as fit's own validation would check them.
-        self._validate_params()
+        """The view of the labelled nodes, their targets and weights."""
         view = to_node_view(X, node_attrs=self.node_attrs,
                             node_features=self.node_features, owner=type(self).__name__)
         y = np.asarray(y)
-        if y.shape[0] != len(view):
+        if y.ndim == 0 or y.shape[0] != len(view):
             raise ValueError(
-                f"y has {y.shape[0]} labels but the graph has {len(view)} nodes; "
-                f"{type(self).__name__} takes one label per node (-1: unlabelled)."
+                f"y has {y.shape[0] if y.ndim else 0} targets but the graph has "
+                f"{len(view)} nodes; {type(self).__name__} takes one target per node "
+                f"({self._UNLABELLED}: unlabelled)."
             )
-        mask = np.ones(len(view), dtype=bool)
-        if y.ndim == 1 and y.dtype.kind in "iuf":
-            mask = y != -1
-        elif y.ndim == 1 and y.dtype.kind == "O":
-            mask = np.array([not (isinstance(v, numbers.Number) and v == -1) for v in y])
-        if not mask.any():
+        unlabelled = self._unlabelled(y)
+        if unlabelled.all():
             raise ValueError(
-                "Every node is unlabelled (-1): at least one labelled node is needed."
+                f"Every node is unlabelled ({self._UNLABELLED}): at least one labelled "
+                "node is needed."
             )
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight)[mask]
-        return view[np.flatnonzero(mask)], y[mask], sample_weight
+            sample_weight = np.asarray(sample_weight)
+            if sample_weight.ndim == 1 and len(sample_weight) == len(view):
+                sample_weight = sample_weight[~unlabelled]
+        keep = np.flatnonzero(~unlabelled)
+        return view[keep], y[keep], sample_weight
 
     def fit(self, X, y, sample_weight=None):
-        """Fit on the labelled nodes of one graph (label -1: unlabelled).
+        """Fit on the labelled nodes of one graph.
 
         Parameters
         ----------
         X : graph
             One networkx graph, PyG ``Data`` or ``(adjacency, node_features)`` pair.
-        y : array-like of shape (n_nodes,)
-            One label per node; -1 marks unlabelled nodes (transductive, as
-            scikit-learn's ``LabelSpreading``): they take part in message
-            passing but not in the loss.
+        y : array-like of shape (n_nodes,) or (n_nodes, n_outputs)
+            One target per node; the class docstring says which value marks
+            an unlabelled node (transductive, as scikit-learn's
+            ``LabelSpreading``): those nodes take part in message passing but
+            not in the loss.
         sample_weight : array-like of shape (n_nodes,), default=None
+            Weights of all nodes (those of unlabelled nodes are unused).
 
         Returns
         -------
         self
         """
+        # Parameters first, as fit's own validation would check them.
+        self._validate_params()
         view, y, sample_weight = self._labelled(X, y, sample_weight)
         return super().fit(view, y, sample_weight)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch on the labelled nodes of one graph (label -1: unlabelled)."""
+    def score(self, X, y, sample_weight=None):
+        """The task's score (accuracy or R^2) on the labelled nodes of ``y``.
+
+        Unlabelled nodes are left out, so ``y`` may hold the targets of a
+        held-out set of nodes only, the others marked unlabelled.
+        """
         view, y, sample_weight = self._labelled(X, y, sample_weight)
-        return super().partial_fit(view, y, classes=classes, sample_weight=sample_weight)
+        return super().score(view, y, sample_weight)
 
 
 @register_estimator
-@document_parameters(extra=_ARCHITECTURE)
+@document_parameters(extra=_NODE_ARCHITECTURE)
 class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
     """Graph neural network node classifier: one label per node of one graph.
 
@@ -635,10 +675,37 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
     """
 
     _parameter_constraints: dict = {
-        **{name: rule for name, rule in _BaseGNN._parameter_constraints.items()
-           if name not in ("pooling", "hierarchical", "pool_ratio")},
+        **_NODE_CONSTRAINTS,
         **NeuralClassifierMixin._parameter_constraints,
     }
+    _UNLABELLED = "-1"
+
+    def _unlabelled(self, y):
+        if y.ndim == 1 and y.dtype.kind in "iuf":
+            return y == -1
+        if y.ndim == 1 and y.dtype.kind == "O":
+            return np.array([isinstance(v, numbers.Number) and v == -1 for v in y],
+                            dtype=bool)
+        return np.zeros(len(y), dtype=bool)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch on the labelled nodes of one graph (label -1: unlabelled).
+
+        Parameters
+        ----------
+        X : graph
+        y : array-like of shape (n_nodes,)
+        classes : array-like of shape (n_classes,), default=None
+            All classes, on the first call.
+        sample_weight : array-like of shape (n_nodes,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        view, y, sample_weight = self._labelled(X, y, sample_weight)
+        return super().partial_fit(view, y, classes=classes, sample_weight=sample_weight)
 
     def __init__(
         self,
@@ -725,6 +792,206 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
+        self.device = device
+        self.precision = precision
+        self.inference_backend = inference_backend
+        self.callbacks = callbacks
+        self.augment = augment
+
+
+@register_estimator
+@document_parameters(extra=_NODE_ARCHITECTURE)
+class GNNNodeRegressor(_NodeLevel, NeuralRegressorMixin, RegressorMixin, _BaseGNN):
+    """Graph neural network node regressor: one target (or several) per node.
+
+    The regression counterpart of :class:`GNNNodeClassifier`:
+    ``fit(graph, y)`` with one float target per node, where **NaN marks an
+    unlabelled node** (the analogue of the classifier's -1, which is a
+    valid regression target); every node takes part in message passing,
+    the labelled ones in the loss. With several outputs (``y`` of shape
+    ``(n_nodes, n_outputs)``) a node is unlabelled when its whole row is
+    NaN; a row with some NaN is refused. ``predict(graph)`` returns one
+    value (or row) per node, ``score(graph, y)`` the R^2 on the labelled
+    nodes of ``y``. Trains half the squared error (or half the Poisson
+    deviance) with every training option of
+    :class:`~sklears_neural.MLPRegressor`; targets are not scaled.
+
+    ``predict`` on a new graph runs the fitted layers on it (inductive): no
+    layer holds state tied to the training graph's nodes (GCN's
+    normalization is recomputed for each graph). GraphSAGE and GIN were
+    designed for this; GCN and GAT transfer as well when the new graph's
+    degrees resemble the training graph's, since GCN scales messages by
+    degree. ``node_features="identity"`` (one column per node) ties a model
+    to its graph: another graph needs the same number of nodes.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        ``"poisson"`` needs ``y >= 0`` and predicts ``exp`` of the network's
+        output.
+    <shared parameters>
+
+    Attributes
+    ----------
+    <shared attributes>
+    validation_scores_ : list of float or None
+        Held-out R^2 per epoch with ``early_stopping`` (held-out labelled
+        nodes).
+    validation_loss_curve_ : list of float or None
+        Held-out loss per epoch with ``early_stopping``.
+    n_features_in_ : int
+        Node features per node seen in fit.
+    n_outputs_ : int
+        Targets per node.
+    out_activation_ : str
+        ``"identity"`` or ``"exp"``.
+    module_ : GraphNet
+        The trained network (``level="node"``).
+
+    See Also
+    --------
+    GNNNodeClassifier : The classification counterpart (label -1: unlabelled).
+    GNNRegressor : One target per graph.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> import numpy as np
+    >>> from sklears_neural.models.gnn import GNNNodeRegressor
+    >>> G = nx.karate_club_graph()
+    >>> y = np.array([d / 10 for _, d in G.degree()])
+    >>> y[::2] = np.nan                                  # unlabelled nodes
+    >>> reg = GNNNodeRegressor(max_iter=20, random_state=0).fit(G, y)
+    >>> reg.predict(G).shape
+    (34,)
+    """
+
+    _parameter_constraints: dict = {
+        **_NODE_CONSTRAINTS,
+        **NeuralRegressorMixin._parameter_constraints,
+    }
+    _UNLABELLED = "NaN"
+
+    def _unlabelled(self, y):
+        try:
+            y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{type(self).__name__} takes float targets (NaN: unlabelled); "
+                f"y cannot be read as numbers ({exc})."
+            ) from None
+        missing = np.isnan(y).reshape(len(y), -1)
+        partly = missing.any(axis=1) & ~missing.all(axis=1)
+        if partly.any():
+            raise ValueError(
+                f"Node {int(np.flatnonzero(partly)[0])} has NaN in some of its targets "
+                "but not all. A node is unlabelled when all its targets are NaN; a "
+                "node with some targets is not supported (fit one model per output)."
+            )
+        return missing.all(axis=1)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch on the labelled nodes of one graph (NaN: unlabelled).
+
+        Parameters
+        ----------
+        X : graph
+        y : array-like of shape (n_nodes,) or (n_nodes, n_outputs)
+        sample_weight : array-like of shape (n_nodes,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        view, y, sample_weight = self._labelled(X, y, sample_weight)
+        return super().partial_fit(view, y, sample_weight=sample_weight)
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64, 64),
+        conv="gcn",
+        *,
+        loss="squared_error",
+        heads=1,
+        concat_heads=True,
+        aggr="mean",
+        residual=False,
+        norm=None,
+        dropout=0.0,
+        activation="relu",
+        node_attrs=None,
+        node_features="constant",
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        l1_ratio=0.0,
+        weight_decay=0.0,
+        warmup_iters=0,
+        clip_grad_norm=None,
+        clip_grad_value=None,
+        device="cpu",
+        precision="float32",
+        inference_backend="torch",
+        callbacks=None,
+        augment=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.conv = conv
+        self.loss = loss
+        self.heads = heads
+        self.concat_heads = concat_heads
+        self.aggr = aggr
+        self.residual = residual
+        self.norm = norm
+        self.dropout = dropout
+        self.activation = activation
+        self.node_attrs = node_attrs
+        self.node_features = node_features
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.l1_ratio = l1_ratio
+        self.weight_decay = weight_decay
+        self.warmup_iters = warmup_iters
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
         self.device = device
         self.precision = precision
         self.inference_backend = inference_backend
