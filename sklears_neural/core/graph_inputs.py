@@ -13,9 +13,14 @@ One sample is a graph. X is a list (or 1-D object array) of graphs, each
   ``(n_nodes, n_nodes)`` matrix (entry ``[i, j]`` nonzero: an edge
   ``i -> j``) and an ``(n_nodes, n_features)`` (or ``(n_nodes,)``) array.
 
+Edge features are read when ``edge_attrs`` names them: networkx edge
+attributes, attributes of a ``Data`` (``edge_attr``, ``edge_weight``), or
+``"weight"``, the nonzero values of a pair's adjacency matrix.
+
 :class:`GraphInput` converts X once into :class:`Graphs`, all graphs
 pre-collated into one disjoint graph (node features stacked, edge indices
-offset, ``node_ptr``/``edge_ptr`` giving each graph's slices). It has
+offset, edge features in edge order, ``node_ptr``/``edge_ptr`` giving each
+graph's slices). It has
 ``len``, ``shape == (n_graphs,)`` and indexing by rows (``X[rows]``,
 ``X[rows, ...]`` as scikit-learn's ``_safe_indexing`` asks), so
 scikit-learn's splitters, ``cross_val_score`` and ``GridSearchCV`` index
@@ -24,7 +29,8 @@ it as any X; they index a plain list of graphs as well, before conversion.
 :class:`GraphData` batches :class:`Graphs` for training and prediction: a
 batch of rows is a slice (consecutive rows: three tensor slices) or a
 gather computed with vectorized index arithmetic, never a Python loop over
-graphs; the module receives ``(x, edge_index, batch)`` in PyG's layout.
+graphs; the module receives ``(x, edge_index, batch, edge_attr, n_graphs)``
+in PyG's layout.
 
 torch_geometric and networkx are optional (``pip install
 'sklears-neural[graph]'``): they are imported when a graph is converted or
@@ -106,13 +112,17 @@ class Graphs:
         (graph ``g``'s nodes are ``node_ptr[g]:node_ptr[g + 1]``).
     node_ptr, edge_ptr : ndarray of shape (n_graphs + 1,), int64
         Offsets of each graph's nodes and edges.
+    edge_attr : ndarray of shape (n_edges_total, n_edge_features) or None, default=None
+        Edge features (float64), in the order of ``edge_index``; None when
+        no edge attribute is read (``edge_attrs=None``).
     """
 
-    def __init__(self, x, edge_index, node_ptr, edge_ptr):
+    def __init__(self, x, edge_index, node_ptr, edge_ptr, edge_attr=None):
         self.x = x
         self.edge_index = edge_index
         self.node_ptr = node_ptr
         self.edge_ptr = edge_ptr
+        self.edge_attr = edge_attr
 
     def __len__(self):
         return len(self.node_ptr) - 1
@@ -124,6 +134,11 @@ class Graphs:
     @property
     def n_features(self):
         return self.x.shape[1]
+
+    @property
+    def n_edge_features(self):
+        """Edge features per edge: 0 without edge attributes."""
+        return 0 if self.edge_attr is None else self.edge_attr.shape[1]
 
     @property
     def dtype(self):
@@ -142,9 +157,9 @@ class Graphs:
             rows = rows[0]  # scikit-learn's _safe_indexing asks for X[rows, ...]
         if isinstance(rows, numbers.Integral):
             rows = [rows]
-        x, edge_index, node_ptr, edge_ptr = _take(
-            self.x, self.edge_index, self.node_ptr, self.edge_ptr, rows)
-        return Graphs(x, edge_index, node_ptr, edge_ptr)
+        x, edge_index, edge_attr, node_ptr, edge_ptr = _take(
+            self.x, self.edge_index, self.edge_attr, self.node_ptr, self.edge_ptr, rows)
+        return Graphs(x, edge_index, node_ptr, edge_ptr, edge_attr)
 
     def __iter__(self):
         for g in range(len(self)):
@@ -152,7 +167,8 @@ class Graphs:
 
     def __repr__(self):
         return (f"Graphs(n_graphs={len(self)}, n_nodes={self.x.shape[0]}, "
-                f"n_edges={self.edge_index.shape[1]}, n_features={self.n_features})")
+                f"n_edges={self.edge_index.shape[1]}, n_features={self.n_features}, "
+                f"n_edge_features={self.n_edge_features})")
 
 
 def _rows_array(rows, n):
@@ -167,12 +183,12 @@ def _rows_array(rows, n):
     return rows.astype(np.int64, copy=False).reshape(-1) % max(n, 1)
 
 
-def _take(x, edge_index, node_ptr, edge_ptr, rows):
+def _take(x, edge_index, edge_attr, node_ptr, edge_ptr, rows):
     """Graphs ``rows`` of a collated set: vectorized gathers, no loop over graphs.
 
-    Works on NumPy arrays or torch tensors alike (x, edge_index); the
-    offsets are NumPy. Returns ``(x, edge_index, node_ptr, edge_ptr, batch)``
-    sliced, relabelled and re-offset; ``batch`` is the graph of each node.
+    Works on NumPy arrays or torch tensors alike (x, edge_index, edge_attr,
+    which may be None); the offsets are NumPy. Returns ``(x, edge_index,
+    edge_attr, node_ptr, edge_ptr)`` sliced, relabelled and re-offset.
     """
     n = len(node_ptr) - 1
     if isinstance(rows, slice) and rows.step in (None, 1):
@@ -180,8 +196,9 @@ def _take(x, edge_index, node_ptr, edge_ptr, rows):
         stop = max(start, stop)
         a, b = node_ptr[start], node_ptr[stop]
         ea, eb = edge_ptr[start], edge_ptr[stop]
-        return (x[a:b], edge_index[:, ea:eb] - a, node_ptr[start:stop + 1] - a,
-                edge_ptr[start:stop + 1] - ea)
+        return (x[a:b], edge_index[:, ea:eb] - a,
+                None if edge_attr is None else edge_attr[ea:eb],
+                node_ptr[start:stop + 1] - a, edge_ptr[start:stop + 1] - ea)
     rows = _rows_array(rows, n)
     counts = node_ptr[rows + 1] - node_ptr[rows]
     ecounts = edge_ptr[rows + 1] - edge_ptr[rows]
@@ -196,8 +213,10 @@ def _take(x, edge_index, node_ptr, edge_ptr, rows):
         nodes_t = torch.as_tensor(nodes, device=x.device)
         edges_t = torch.as_tensor(edges, device=edge_index.device)
         shift_t = torch.as_tensor(shift, device=edge_index.device)
-        return (x[nodes_t], edge_index[:, edges_t] + shift_t, new_ptr, new_eptr)
-    return x[nodes], edge_index[:, edges] + shift, new_ptr, new_eptr
+        return (x[nodes_t], edge_index[:, edges_t] + shift_t,
+                None if edge_attr is None else edge_attr[edges_t], new_ptr, new_eptr)
+    return (x[nodes], edge_index[:, edges] + shift,
+            None if edge_attr is None else edge_attr[edges], new_ptr, new_eptr)
 
 
 # -- conversion ----------------------------------------------------------------------
@@ -219,41 +238,84 @@ def _degrees(edge_index, n_nodes):
     return np.bincount(edge_index[1], minlength=n_nodes).astype(np.float64)
 
 
-def _from_networkx(G, i, node_attrs, node_features, owner):
+def _attribute_rows(items, names, i, what, option):
+    """Rows of float64 values from ``(key, attribute dict)`` items, concatenated by name."""
+    rows = []
+    for key, data in items:
+        values = []
+        for name in names:
+            if name not in data:
+                raise ValueError(
+                    f"Graph {i} of X: {what} {key!r} has no attribute {name!r} "
+                    f"({option}={list(names)!r}). Every {what} needs every attribute "
+                    f"named in {option}."
+                )
+            values.append(np.asarray(data[name], dtype=np.float64).reshape(-1))
+        rows.append(np.concatenate(values) if values else np.zeros(0))
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise ValueError(
+            f"Graph {i} of X: its {what}s have {option} {list(names)!r} of different "
+            f"sizes ({sorted(widths)}). Every {what} needs the same features."
+        )
+    return rows
+
+
+def _from_networkx(G, i, node_attrs, node_features, edge_attrs, owner):
     nodes = list(G.nodes)
     n = len(nodes)
     position = {node: k for k, node in enumerate(nodes)}
-    pairs = [(position[u], position[v]) for u, v in G.edges()]
+    triples = list(G.edges(data=True))
+    pairs = [(position[u], position[v]) for u, v, _ in triples]
     edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2).T
+    edge_attr = None
+    if edge_attrs is not None:
+        rows = _attribute_rows((((u, v), d) for u, v, d in triples), edge_attrs, i,
+                               "edge", "edge_attrs")
+        # No edges: width 0 for now; to_graphs gives it the others' width.
+        edge_attr = np.stack(rows) if rows else np.zeros((0, 0))
     if not G.is_directed():
+        # Both directions of each edge (a self-loop once), with its attributes.
         loops = edges[0] == edges[1]
         edges = np.concatenate([edges, edges[::-1][:, ~loops]], axis=1)
+        if edge_attr is not None:
+            edge_attr = np.concatenate([edge_attr, edge_attr[~loops]])
     if node_attrs is None:
         x = _default_features(n, _degrees(edges, n), node_features)
     else:
-        rows = []
-        for node, data in G.nodes(data=True):
-            values = []
-            for name in node_attrs:
-                if name not in data:
-                    raise ValueError(
-                        f"Graph {i} of X: node {node!r} has no attribute {name!r} "
-                        f"(node_attrs={list(node_attrs)!r}). Every node needs every "
-                        "attribute named in node_attrs."
-                    )
-                values.append(np.asarray(data[name], dtype=np.float64).reshape(-1))
-            rows.append(np.concatenate(values) if values else np.zeros(0))
-        widths = {len(r) for r in rows}
-        if len(widths) > 1:
-            raise ValueError(
-                f"Graph {i} of X: its nodes have node_attrs {list(node_attrs)!r} of "
-                f"different sizes ({sorted(widths)}). Every node needs the same features."
-            )
+        rows = _attribute_rows(G.nodes(data=True), node_attrs, i, "node", "node_attrs")
         x = np.stack(rows) if rows else np.zeros((0, 0))
-    return x, edges
+    return x, edges, edge_attr
 
 
-def _from_pyg(data, i, node_features):
+def _pyg_edge_attr(data, names, i, n_edges):
+    """The Data attributes ``names`` as (n_edges, k) columns ("weight": ``edge_weight``)."""
+    columns = []
+    for name in names:
+        value = getattr(data, name, None)
+        if value is None and name == "weight":
+            value = getattr(data, "edge_weight", None)
+        if value is None:
+            raise ValueError(
+                f"Graph {i} of X (a torch_geometric Data) has no attribute {name!r} "
+                "named in edge_attrs. For a Data, edge_attrs names its attributes, "
+                "such as 'edge_attr' or 'edge_weight' ('weight' reads edge_weight)."
+            )
+        value = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach")
+                           else value, dtype=np.float64)
+        if value.ndim == 1:
+            value = value[:, None]
+        if value.ndim != 2 or value.shape[0] != n_edges:
+            raise ValueError(
+                f"Graph {i} of X: its edge attribute {name!r} has shape "
+                f"{value.shape} but the graph has {n_edges} edges; edge attributes "
+                "need shape (n_edges,) or (n_edges, k), a row per column of edge_index."
+            )
+        columns.append(value)
+    return np.concatenate(columns, axis=1)
+
+
+def _from_pyg(data, i, node_features, edge_attrs):
     edge_index = data.edge_index
     edges = (np.zeros((2, 0), dtype=np.int64) if edge_index is None
              else edge_index.detach().cpu().numpy().astype(np.int64))
@@ -262,10 +324,12 @@ def _from_pyg(data, i, node_features):
         x = _default_features(n, _degrees(edges, n), node_features)
     else:
         x = data.x.detach().cpu().numpy().astype(np.float64)
-    return x, edges
+    edge_attr = (None if edge_attrs is None
+                 else _pyg_edge_attr(data, edge_attrs, i, edges.shape[1]))
+    return x, edges, edge_attr
 
 
-def _from_pair(pair, i, node_features, owner):
+def _from_pair(pair, i, node_features, edge_attrs, owner):
     adjacency, features = pair
     A = sp.coo_matrix(adjacency) if not sp.issparse(adjacency) else adjacency.tocoo()
     if A.shape[0] != A.shape[1]:
@@ -277,6 +341,16 @@ def _from_pair(pair, i, node_features, owner):
     edges = np.stack([A.row[mask], A.col[mask]]).astype(np.int64)
     order = np.lexsort((edges[1], edges[0]))
     edges = edges[:, order]
+    edge_attr = None
+    if edge_attrs is not None:
+        if list(edge_attrs) != ["weight"]:
+            raise ValueError(
+                f"Graph {i} of X is an (adjacency, node_features) pair, whose only "
+                "edge attribute is 'weight' (the adjacency matrix's nonzero values); "
+                f"got edge_attrs={list(edge_attrs)!r}. Use edge_attrs='weight', or "
+                "pass torch_geometric Data objects with edge_attr."
+            )
+        edge_attr = np.asarray(A.data[mask], dtype=np.float64)[order][:, None]
     n = A.shape[0]
     if features is None:
         x = _default_features(n, _degrees(edges, n), node_features)
@@ -295,7 +369,7 @@ def _from_pair(pair, i, node_features, owner):
                 f"adjacency matrix has {n} nodes; {owner} takes (n_nodes, "
                 "n_features) or (n_nodes,) features."
             )
-    return x, edges
+    return x, edges, edge_attr
 
 
 def _is_networkx(item):
@@ -308,13 +382,13 @@ def _is_pyg(item):
     return module.startswith("torch_geometric")
 
 
-def _convert(item, i, node_attrs, node_features, owner):
+def _convert(item, i, node_attrs, node_features, edge_attrs, owner):
     if _is_networkx(item):
-        return _from_networkx(item, i, node_attrs, node_features, owner)
+        return _from_networkx(item, i, node_attrs, node_features, edge_attrs, owner)
     if _is_pyg(item):
-        return _from_pyg(item, i, node_features)
+        return _from_pyg(item, i, node_features, edge_attrs)
     if isinstance(item, tuple) and len(item) == 2:
-        return _from_pair(item, i, node_features, owner)
+        return _from_pair(item, i, node_features, edge_attrs, owner)
     raise TypeError(
         f"Graph {i} of X is a {type(item).__name__}; {owner} takes a list of graphs, "
         "each a networkx graph, a torch_geometric Data, or an (adjacency, "
@@ -323,7 +397,8 @@ def _convert(item, i, node_attrs, node_features, owner):
     )
 
 
-def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput"):
+def to_graphs(X, *, node_attrs=None, node_features="constant", edge_attrs=None,
+              owner="GraphInput"):
     """X (a list or object array of graphs, or :class:`Graphs`) as :class:`Graphs`.
 
     Parameters
@@ -335,13 +410,20 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
         Features of graphs without any (``node_attrs=None``, a ``Data``
         without ``x``, a pair with ``None`` features); "identity" is one
         column per node (an ``n_nodes`` identity matrix), for one graph.
+    edge_attrs : list of str, str or None, default=None
+        Edge features to read, concatenated in order: networkx edge
+        attributes; attributes of a ``Data`` (``"edge_attr"``,
+        ``"edge_weight"``; ``"weight"`` falls back to ``edge_weight``); for
+        an ``(adjacency, node_features)`` pair only ``"weight"``, the
+        adjacency matrix's nonzero values. None: no edge features.
     owner : str
         Names the estimator in messages.
 
     Returns
     -------
     Graphs
-        float64 features, checked: one feature width, finite, no empty graph.
+        float64 features, checked: one feature width (and edge feature
+        width), finite, no empty graph.
 
     Raises
     ------
@@ -373,9 +455,11 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
             )
         if node_attrs is not None:
             node_attrs = [node_attrs] if isinstance(node_attrs, str) else list(node_attrs)
-        xs, edges = [], []
+        if edge_attrs is not None:
+            edge_attrs = [edge_attrs] if isinstance(edge_attrs, str) else list(edge_attrs)
+        xs, edges, attrs = [], [], []
         for i, item in enumerate(X):
-            x, e = _convert(item, i, node_attrs, node_features, owner)
+            x, e, a = _convert(item, i, node_attrs, node_features, edge_attrs, owner)
             if x.shape[0] == 0:
                 raise ValueError(
                     f"Graph {i} of X has no nodes; every graph needs at least one node."
@@ -387,6 +471,7 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
                 )
             xs.append(x)
             edges.append(e)
+            attrs.append(a)
         if not xs:
             raise ValueError(
                 f"Found array with 0 sample(s) while a minimum of 1 is required by {owner}."
@@ -408,9 +493,11 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
         # Sorted by target node: PyG's sequence aggregations (SAGE's "lstm")
         # need it. Graph g's targets lie in its node range, so each graph's
         # edges stay in its own edge_ptr segment; gathers keep the order.
-        edge_index = edge_index[:, np.argsort(edge_index[1], kind="stable")]
+        order = np.argsort(edge_index[1], kind="stable")
+        edge_index = edge_index[:, order]
+        edge_attr = None if edge_attrs is None else _stack_edge_attr(attrs, edge_attrs)[order]
         graphs = Graphs(np.concatenate(xs).astype(np.float64), edge_index,
-                        node_ptr, edge_ptr)
+                        node_ptr, edge_ptr, edge_attr)
     if graphs.x.shape[1] == 0:
         raise ValueError(
             f"The graphs of X have 0 node features; {owner} needs at least one. Name "
@@ -425,7 +512,28 @@ def to_graphs(X, *, node_attrs=None, node_features="constant", owner="GraphInput
             f"Input X contains {kind} (node features of graph {bad}). {owner} does not "
             "accept missing values encoded as NaN: impute them first, or drop those graphs."
         )
+    if graphs.edge_attr is not None and not np.isfinite(graphs.edge_attr).all():
+        bad = int(np.searchsorted(graphs.edge_ptr, np.flatnonzero(
+            ~np.isfinite(graphs.edge_attr).all(axis=1))[0], side="right") - 1)
+        raise ValueError(
+            f"Input X contains NaN or infinity in the edge attributes of graph {bad}. "
+            f"{owner} needs finite edge features: impute them first."
+        )
     return graphs
+
+
+def _stack_edge_attr(attrs, names):
+    """Per-graph edge features as one array; graphs without edges take the width."""
+    widths = [a.shape[1] for a in attrs if a.shape[0]]
+    if len(set(widths)) > 1:
+        bad = next(i for i, a in enumerate(attrs) if a.shape[0] and a.shape[1] != widths[0])
+        raise ValueError(
+            f"The graphs of X have different numbers of edge features "
+            f"(edge_attrs={names!r}): {widths[0]} on the first graph with edges, "
+            f"{attrs[bad].shape[1]} on graph {bad}. Every edge needs the same features."
+        )
+    width = widths[0] if widths else len(names)
+    return np.concatenate([a if a.shape[0] else np.zeros((0, width)) for a in attrs])
 
 
 # -- the input kind and its dataset ---------------------------------------------------
@@ -438,29 +546,48 @@ class GraphInput:
     ----------
     node_attrs : list of str or None, default=None
         networkx node attributes read as node features.
-    node_features : {"constant", "degree", "constant+degree"}, default="constant"
+    node_features : {"constant", "degree", "constant+degree", "identity"}, default="constant"
         Features of graphs that carry none.
+    edge_attrs : list of str, str or None, default=None
+        Edge features to read (see :func:`to_graphs`).
     """
 
     layout = "graph"
 
-    def __init__(self, node_attrs=None, node_features="constant"):
+    def __init__(self, node_attrs=None, node_features="constant", edge_attrs=None):
         self.node_attrs = node_attrs
         self.node_features = node_features
+        self.edge_attrs = edge_attrs
 
-    def validate(self, estimator, X, *, reset):
-        """X as :class:`Graphs`; sets ``n_features_in_`` (node features) in fit."""
+    def _graphs(self, estimator, X):
+        return to_graphs(X, node_attrs=self.node_attrs, node_features=self.node_features,
+                         edge_attrs=self.edge_attrs, owner=_owner(estimator))
+
+    def _check_widths(self, estimator, graphs, *, reset):
+        """Set (fit) or check (predict) ``n_features_in_`` and ``n_edge_features_in_``."""
         owner = _owner(estimator)
-        graphs = to_graphs(X, node_attrs=self.node_attrs,
-                           node_features=self.node_features, owner=owner)
         if reset:
             estimator.n_features_in_ = int(graphs.n_features)
+            estimator.n_edge_features_in_ = int(graphs.n_edge_features)
             estimator.__dict__.pop("feature_names_in_", None)
-        elif graphs.n_features != estimator.n_features_in_:
+            return
+        if graphs.n_features != estimator.n_features_in_:
             raise ValueError(
                 f"X has {graphs.n_features} node features, but {owner} is expecting "
                 f"{estimator.n_features_in_} node features as input."
             )
+        # Models fitted before edge features existed have no attribute: 0.
+        expected = getattr(estimator, "n_edge_features_in_", 0)
+        if graphs.n_edge_features != expected:
+            raise ValueError(
+                f"X has {graphs.n_edge_features} edge features, but {owner} is "
+                f"expecting {expected} (edge_attrs={self.edge_attrs!r})."
+            )
+
+    def validate(self, estimator, X, *, reset):
+        """X as :class:`Graphs`; sets ``n_features_in_`` (node features) in fit."""
+        graphs = self._graphs(estimator, X)
+        self._check_widths(estimator, graphs, reset=reset)
         return graphs
 
     def validate_with_targets(self, estimator, X, y, *, reset, y_numeric=False):
@@ -497,10 +624,12 @@ class GraphData:
     The protocol of :class:`~sklears_neural.core.data.ArrayData`
     (``n_samples``, ``batch(index) -> (inputs, y, w)``, ``all()``,
     ``chunks()``, ``sparse``, ``device``, ``dtype``); a batch's inputs are
-    ``(x, edge_index, batch)``: the batch's graphs as one disjoint graph in
-    PyG's layout, ``batch`` the graph (0 .. n-1 within the batch) of each
-    node. Node features and edges live on ``device`` once; a batch is
-    three slices (consecutive rows) or three gathers.
+    ``(x, edge_index, batch, edge_attr, n_graphs)``: the batch's graphs as
+    one disjoint graph in PyG's layout, ``batch`` the graph (0 .. n-1 within
+    the batch) of each node, ``edge_attr`` the edge features (or None) and
+    ``n_graphs`` the number of graphs, a Python int, so the network never
+    reads it back from the device. Node features and edges live on
+    ``device`` once; a batch is slices (consecutive rows) or gathers.
     """
 
     sparse = False
@@ -514,6 +643,8 @@ class GraphData:
         self.n_samples = len(X)
         self.x = as_tensor(X.x, dtype, device)
         self.edge_index = torch.as_tensor(X.edge_index, dtype=torch.int64).to(device)
+        self.edge_attr = (None if X.edge_attr is None
+                          else as_tensor(X.edge_attr, dtype, device))
         self.node_ptr = X.node_ptr
         self.edge_ptr = X.edge_ptr
         self.y = None if y is None else as_tensor(y, target_dtype or dtype, device)
@@ -521,16 +652,16 @@ class GraphData:
                   else as_tensor(sample_weight, dtype, device))
 
     def batch(self, index):
-        """Graphs ``index`` as ``((x, edge_index, batch), y, w)``."""
-        x, edge_index, node_ptr, _ = _take(self.x, self.edge_index, self.node_ptr,
-                                           self.edge_ptr, index)
+        """Graphs ``index`` as ``((x, edge_index, batch, edge_attr, n_graphs), y, w)``."""
+        x, edge_index, edge_attr, node_ptr, _ = _take(
+            self.x, self.edge_index, self.edge_attr, self.node_ptr, self.edge_ptr, index)
         counts = torch.as_tensor(np.diff(node_ptr), device=self.device)
+        n_graphs = len(counts)
         batch = torch.repeat_interleave(
-            torch.arange(len(counts), device=self.device), counts,
-            output_size=x.shape[0])
+            torch.arange(n_graphs, device=self.device), counts, output_size=x.shape[0])
         y = None if self.y is None else self.y[index]
         w = None if self.w is None else self.w[index]
-        return (x, edge_index, batch), y, w
+        return (x, edge_index, batch, edge_attr, n_graphs), y, w
 
     def all(self, *, keep_sparse=False):
         """All graphs as one batch."""
@@ -597,20 +728,21 @@ class NodeView:
                         if not isinstance(rows, slice) else self.nodes[rows])
 
 
-def to_node_view(X, *, node_attrs=None, node_features="constant", owner="NodeInput"):
+def to_node_view(X, *, node_attrs=None, node_features="constant", edge_attrs=None,
+                 owner="NodeInput"):
     """One graph (or a NodeView) as a :class:`NodeView` of all its nodes."""
     if isinstance(X, NodeView):
         return X
+    options = dict(node_attrs=node_attrs, node_features=node_features,
+                   edge_attrs=edge_attrs, owner=owner)
     if isinstance(X, Graphs):
         graph = X
     elif isinstance(X, list) or (isinstance(X, np.ndarray) and X.dtype == object
                                  and X.ndim == 1):
         # A list of graphs: accepted when it holds exactly one.
-        graph = to_graphs(X, node_attrs=node_attrs, node_features=node_features,
-                          owner=owner)
+        graph = to_graphs(X, **options)
     else:
-        graph = to_graphs([X], node_attrs=node_attrs, node_features=node_features,
-                          owner=owner)
+        graph = to_graphs([X], **options)
     if len(graph) != 1:
         raise ValueError(
             f"{owner} takes one graph (its nodes are the samples); got {len(graph)}. "
@@ -625,17 +757,10 @@ class NodeInput(GraphInput):
     layout = "graph"
 
     def validate(self, estimator, X, *, reset):
-        owner = _owner(estimator)
         view = to_node_view(X, node_attrs=self.node_attrs,
-                            node_features=self.node_features, owner=owner)
-        if reset:
-            estimator.n_features_in_ = int(view.n_features)
-            estimator.__dict__.pop("feature_names_in_", None)
-        elif view.n_features != estimator.n_features_in_:
-            raise ValueError(
-                f"X has {view.n_features} node features, but {owner} is expecting "
-                f"{estimator.n_features_in_} node features as input."
-            )
+                            node_features=self.node_features,
+                            edge_attrs=self.edge_attrs, owner=_owner(estimator))
+        self._check_widths(estimator, view.graph, reset=reset)
         return view
 
     def dataset(self, X, y=None, sample_weight=None, *, dtype, device,
@@ -648,9 +773,9 @@ class NodeData:
     """Nodes of one graph, their targets and weights: a batch is a set of nodes.
 
     The protocol of :class:`GraphData`; a batch's inputs are ``(x,
-    edge_index, nodes)``: the whole graph (held on ``device`` once) and the
-    nodes whose outputs the batch needs. The network runs message passing
-    over the whole graph and returns those nodes' rows.
+    edge_index, nodes, edge_attr)``: the whole graph (held on ``device``
+    once) and the nodes whose outputs the batch needs. The network runs
+    message passing over the whole graph and returns those nodes' rows.
     """
 
     sparse = False
@@ -663,6 +788,8 @@ class NodeData:
         self.n_samples = len(X)
         self.x = as_tensor(X.graph.x, dtype, device)
         self.edge_index = torch.as_tensor(X.graph.edge_index, dtype=torch.int64).to(device)
+        self.edge_attr = (None if X.graph.edge_attr is None
+                          else as_tensor(X.graph.edge_attr, dtype, device))
         self.nodes = torch.as_tensor(X.nodes, dtype=torch.int64).to(device)
         self.y = None if y is None else as_tensor(y, target_dtype or dtype, device)
         self.w = (None if sample_weight is None
@@ -671,7 +798,7 @@ class NodeData:
     def batch(self, index):
         y = None if self.y is None else self.y[index]
         w = None if self.w is None else self.w[index]
-        return (self.x, self.edge_index, self.nodes[index]), y, w
+        return (self.x, self.edge_index, self.nodes[index], self.edge_attr), y, w
 
     def all(self, *, keep_sparse=False):
         return self.batch(slice(None))

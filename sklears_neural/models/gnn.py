@@ -31,14 +31,21 @@ from sklears_neural.core.graph_inputs import (
     GraphInput,
     NodeInput,
     import_torch_geometric,
-    to_graphs,
     to_node_view,
 )
 from sklears_neural.core.layers import ModuleSpec
 from sklears_neural.core.registry import register_estimator
 from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.tasks import NeuralClassifierMixin, NeuralRegressorMixin
-from sklears_neural.nn.gnn import CONVS, HIERARCHICAL, NORMS, POOLINGS, SAGE_AGGRS, GraphNet
+from sklears_neural.nn.gnn import (
+    CONVS,
+    HIERARCHICAL,
+    NORMS,
+    POOLINGS,
+    SAGE_AGGRS,
+    GraphNet,
+    check_edge_features,
+)
 
 __all__ = [
     "GNNClassifier",
@@ -55,13 +62,18 @@ hidden_layer_sizes : tuple of int, default=(64, 64)
     Output width of each graph convolution; the last width is also the
     hidden width of the output MLP after the readout.""",
     "conv": """\
-conv : {"gin", "gcn", "gat", "sage"}, default="gin"
+conv : {"gin", "gcn", "gat", "sage", "mpnn"}, default="gin"
     The message-passing layer (PyTorch Geometric's): ``GINConv`` (a
     two-layer MLP on ``(1 + eps) x_i + sum_j x_j``, eps learned), ``GCNConv``
     (``D^-1/2 (A + I) D^-1/2 X W``), ``GATConv`` (attention over neighbours,
-    ``heads``, ``concat_heads``), ``SAGEConv`` (``aggr``). GIN with sum
-    pooling is the default: it is as expressive as the 1-WL test (Xu et
-    al., 2019), and counts structure that mean aggregation averages away.""",
+    ``heads``, ``concat_heads``), ``SAGEConv`` (``aggr``), or ``NNConv``
+    ("mpnn", edge-conditioned: ``W x_i + mean_j h(e_ji) x_j`` with ``h`` an
+    MLP from an edge's features to a weight matrix; needs ``edge_attrs``).
+    With edge features, "gcn" uses its one column as edge weights, "gat"
+    passes them to the attention (``edge_dim``), and "gin" becomes
+    ``GINEConv``; "sage" takes none. GIN with sum pooling is the default:
+    it is as expressive as the 1-WL test (Xu et al., 2019), and counts
+    structure that mean aggregation averages away.""",
     "heads": """\
 heads : int, default=1
     Attention heads of ``conv="gat"``.""",
@@ -110,6 +122,15 @@ node_features : {"constant", "degree", "constant+degree"}, default="constant"
     Node features of graphs that carry none (``node_attrs=None`` for
     networkx graphs, a ``Data`` without ``x``, a pair with ``None``
     features): a column of ones, the in-degree, or both.""",
+    "edge_attrs": """\
+edge_attrs : list of str, str or None, default=None
+    Edge features, concatenated in this order: networkx edge attributes
+    (numbers or 1-D arrays; an undirected edge gives both directions the
+    same values); for a PyG ``Data``, its attributes (``"edge_attr"``,
+    ``"edge_weight"``; ``"weight"`` reads ``edge_weight`` when there is no
+    ``weight``); for an ``(adjacency, node_features)`` pair only
+    ``"weight"``: the matrix's nonzero values. None: edges carry no
+    features.""",
     "learning_rate_init": """\
 learning_rate_init : float, default=0.01
     Initial step size (stochastic solvers).""",
@@ -138,10 +159,12 @@ class _BaseGNN(BaseNeuralEstimator):
         "activation": [ResolvableName(ACTIVATIONS)],
         "node_attrs": [None, str, list, tuple],
         "node_features": [StrOptions(set(NODE_FEATURES))],
+        "edge_attrs": [None, str, list, tuple],
     }
 
     def _input_kind(self):
-        return GraphInput(node_attrs=self.node_attrs, node_features=self.node_features)
+        return GraphInput(node_attrs=self.node_attrs, node_features=self.node_features,
+                          edge_attrs=self.edge_attrs)
 
     def _build_module(self, n_features_in, n_outputs):
         import_torch_geometric()
@@ -163,6 +186,8 @@ class _BaseGNN(BaseNeuralEstimator):
                     "moves the running statistics). Use norm=None or 'layer', or "
                     "solver='adam' or 'sgd'."
                 )
+        n_edge_features = int(getattr(self, "n_edge_features_in_", 0))
+        check_edge_features(self.conv, n_edge_features)
         if self.conv == "gat" and self.concat_heads and any(h % self.heads for h in sizes):
             raise ValueError(
                 f"conv='gat' with concat_heads=True splits each width among the "
@@ -187,6 +212,7 @@ class _BaseGNN(BaseNeuralEstimator):
                 "norm": self.norm,
                 "dropout": float(self.dropout),
                 "activation": ACTIVATIONS.to_json(self.activation),
+                "n_edge_features": n_edge_features,
             },
         )
 
@@ -258,6 +284,8 @@ class GNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
         Held-out log-loss per epoch with ``early_stopping``, else ``None``.
     n_features_in_ : int
         Node features per node seen in fit.
+    n_edge_features_in_ : int
+        Edge features per edge seen in fit (0 without ``edge_attrs``).
     out_activation_ : str
         ``"softmax"`` or ``"logistic"``.
     module_ : GraphNet
@@ -301,6 +329,7 @@ class GNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
         activation="gelu",
         node_attrs=None,
         node_features="constant",
+        edge_attrs=None,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -348,6 +377,7 @@ class GNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
         self.activation = activation
         self.node_attrs = node_attrs
         self.node_features = node_features
+        self.edge_attrs = edge_attrs
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -409,6 +439,8 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         Held-out loss per epoch with ``early_stopping``.
     n_features_in_ : int
         Node features per node seen in fit.
+    n_edge_features_in_ : int
+        Edge features per edge seen in fit (0 without ``edge_attrs``).
     out_activation_ : str
         ``"identity"`` or ``"exp"``.
     module_ : GraphNet
@@ -451,6 +483,7 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         activation="gelu",
         node_attrs=None,
         node_features="constant",
+        edge_attrs=None,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -498,6 +531,7 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         self.activation = activation
         self.node_attrs = node_attrs
         self.node_features = node_features
+        self.edge_attrs = edge_attrs
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -565,7 +599,8 @@ class _NodeLevel:
     _auto_batch_size = None
 
     def _input_kind(self):
-        return NodeInput(node_attrs=self.node_attrs, node_features=self.node_features)
+        return NodeInput(node_attrs=self.node_attrs, node_features=self.node_features,
+                         edge_attrs=self.edge_attrs)
 
     def _build_module(self, n_features_in, n_outputs):
         spec = _BaseGNN._build_module(self, n_features_in, n_outputs)
@@ -574,8 +609,8 @@ class _NodeLevel:
 
     def _labelled(self, X, y, sample_weight):
         """The view of the labelled nodes, their targets and weights."""
-        view = to_node_view(X, node_attrs=self.node_attrs,
-                            node_features=self.node_features, owner=type(self).__name__)
+        view = to_node_view(X, node_attrs=self.node_attrs, node_features=self.node_features,
+                            edge_attrs=self.edge_attrs, owner=type(self).__name__)
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != len(view):
             raise ValueError(
@@ -658,6 +693,8 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
     <shared attributes>
     n_features_in_ : int
         Node features per node seen in fit.
+    n_edge_features_in_ : int
+        Edge features per edge seen in fit (0 without ``edge_attrs``).
     module_ : GraphNet
         The trained network (``level="node"``).
 
@@ -721,6 +758,7 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
         activation="relu",
         node_attrs=None,
         node_features="constant",
+        edge_attrs=None,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -765,6 +803,7 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
         self.activation = activation
         self.node_attrs = node_attrs
         self.node_features = node_features
+        self.edge_attrs = edge_attrs
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -841,6 +880,8 @@ class GNNNodeRegressor(_NodeLevel, NeuralRegressorMixin, RegressorMixin, _BaseGN
         Held-out loss per epoch with ``early_stopping``.
     n_features_in_ : int
         Node features per node seen in fit.
+    n_edge_features_in_ : int
+        Edge features per edge seen in fit (0 without ``edge_attrs``).
     n_outputs_ : int
         Targets per node.
     out_activation_ : str
@@ -922,6 +963,7 @@ class GNNNodeRegressor(_NodeLevel, NeuralRegressorMixin, RegressorMixin, _BaseGN
         activation="relu",
         node_attrs=None,
         node_features="constant",
+        edge_attrs=None,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -966,6 +1008,7 @@ class GNNNodeRegressor(_NodeLevel, NeuralRegressorMixin, RegressorMixin, _BaseGN
         self.activation = activation
         self.node_attrs = node_attrs
         self.node_features = node_features
+        self.edge_attrs = edge_attrs
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -1008,7 +1051,9 @@ class GraphFeaturizer(TransformerMixin, BaseEstimator):
     get both directions of each edge), so ``Pipeline([("graphs",
     GraphFeaturizer(node_attrs=[...])), ("gnn", GNNClassifier())])`` starts
     from raw networkx graphs. Also takes ``Data`` objects and
-    ``(adjacency, node_features)`` pairs.
+    ``(adjacency, node_features)`` pairs. With ``edge_attrs``, each ``Data``
+    carries ``edge_attr`` (float32, one row per edge), which a downstream
+    estimator reads with ``edge_attrs="edge_attr"``.
 
     Parameters
     ----------
@@ -1016,11 +1061,16 @@ class GraphFeaturizer(TransformerMixin, BaseEstimator):
         networkx node attributes read as node features, in order.
     node_features : {"constant", "degree", "constant+degree"}, default="constant"
         Features of graphs that carry none.
+    edge_attrs : list of str, str or None, default=None
+        Edge attributes read as edge features, in order (see
+        :class:`GNNClassifier`).
 
     Attributes
     ----------
     n_features_in_ : int
         Node features per node seen in fit.
+    n_edge_features_in_ : int
+        Edge features per edge seen in fit (0 without ``edge_attrs``).
 
     Examples
     --------
@@ -1034,20 +1084,22 @@ class GraphFeaturizer(TransformerMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "node_attrs": [None, str, list, tuple],
         "node_features": [StrOptions(set(NODE_FEATURES))],
+        "edge_attrs": [None, str, list, tuple],
     }
 
-    def __init__(self, node_attrs=None, node_features="constant"):
+    def __init__(self, node_attrs=None, node_features="constant", edge_attrs=None):
         self.node_attrs = node_attrs
         self.node_features = node_features
+        self.edge_attrs = edge_attrs
 
-    def _graphs(self, X):
-        return to_graphs(X, node_attrs=self.node_attrs, node_features=self.node_features,
-                         owner=type(self).__name__)
+    def _kind(self):
+        return GraphInput(node_attrs=self.node_attrs, node_features=self.node_features,
+                          edge_attrs=self.edge_attrs)
 
     def fit(self, X, y=None):
-        """Learn the node-feature width of ``X``; returns self."""
+        """Learn the node- and edge-feature widths of ``X``; returns self."""
         self._validate_params()
-        self.n_features_in_ = int(self._graphs(X).n_features)
+        self._kind().validate(self, X, reset=True)
         return self
 
     def transform(self, X):
@@ -1058,19 +1110,19 @@ class GraphFeaturizer(TransformerMixin, BaseEstimator):
         import_torch_geometric()
         from torch_geometric.data import Data
 
-        graphs = self._graphs(X)
-        if graphs.n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {graphs.n_features} node features, but GraphFeaturizer is "
-                f"expecting {self.n_features_in_} node features as input."
-            )
+        graphs = self._kind().validate(self, X, reset=False)
         x = torch.as_tensor(graphs.x, dtype=torch.float32)
         edges = torch.as_tensor(graphs.edge_index)
+        attrs = (None if graphs.edge_attr is None
+                 else torch.as_tensor(graphs.edge_attr, dtype=torch.float32))
         out = []
         for g in range(len(graphs)):
             a, b = graphs.node_ptr[g], graphs.node_ptr[g + 1]
             ea, eb = graphs.edge_ptr[g], graphs.edge_ptr[g + 1]
-            out.append(Data(x=x[a:b], edge_index=edges[:, ea:eb] - int(a)))
+            data = Data(x=x[a:b], edge_index=edges[:, ea:eb] - int(a))
+            if attrs is not None:
+                data.edge_attr = attrs[ea:eb]
+            out.append(data)
         return out
 
     def __sklearn_tags__(self):

@@ -1,19 +1,20 @@
 """Graph neural networks on PyTorch Geometric layers: :class:`GraphNet`.
 
 :class:`GraphNet` maps a batch of graphs in PyG's layout -- node features
-``x`` ``(n_nodes, n_features)``, ``edge_index`` ``(2, n_edges)`` and
-``batch`` (the graph of each node) -- to ``(n_graphs, n_outputs)`` raw
-outputs::
+``x`` ``(n_nodes, n_features)``, ``edge_index`` ``(2, n_edges)``,
+``batch`` (the graph of each node) and optional edge features
+``edge_attr`` ``(n_edges, n_edge_features)`` -- to ``(n_graphs,
+n_outputs)`` raw outputs::
 
     for each hidden width h:
-        x = conv(x, edge_index) -> [norm] -> activation -> [dropout]
+        x = conv(x, edge_index[, edge features]) -> [norm] -> activation -> [dropout]
         (+ x before the layer, when residual and the widths match)
         [top-k / SAG pooling of the nodes]
     readout = pool(x, batch)                       # mean / max / sum / attention
     out = Linear(act(Linear(readout)))             # raw outputs
 
 The convolutions, pooling and message passing are PyG's (``GCNConv``,
-``GATConv``, ``SAGEConv``, ``GINConv``, ``global_*_pool``,
+``GATConv``, ``SAGEConv``, ``GINConv``/``GINEConv``, ``NNConv``, ``global_*_pool``,
 ``AttentionalAggregation``, ``TopKPooling``, ``SAGPooling``): this module
 only wires them. Its constructor takes plain JSON-able values, so a saved
 model rebuilds it. PyG is imported when a network is built.
@@ -29,7 +30,7 @@ from sklears_neural.core.resolve import ACTIVATIONS
 __all__ = ["CONVS", "GraphNet", "HIERARCHICAL", "NORMS", "POOLINGS", "SAGE_AGGRS"]
 
 #: Convolution names of ``conv``.
-CONVS = ("gcn", "gat", "sage", "gin")
+CONVS = ("gcn", "gat", "sage", "gin", "mpnn")
 #: Global pooling (readout) names of ``pooling``.
 POOLINGS = ("mean", "max", "sum", "attention")
 #: Hierarchical pooling names of ``hierarchical`` (besides None).
@@ -40,8 +41,40 @@ SAGE_AGGRS = ("mean", "max", "lstm")
 NORMS = ("batch", "layer")
 
 
-def _make_conv(pyg, conv, n_in, n_out, *, heads, concat_heads, aggr, activation):
+#: How each conv reads edge features: "weight" (one column, GCN's
+#: ``edge_weight``), "attr" (``edge_attr=``, any width), or None (none).
+EDGE_INPUT = {"gcn": "weight", "gat": "attr", "sage": None, "gin": "attr", "mpnn": "attr"}
+
+
+def check_edge_features(conv, n_edge_features):
+    """Raise a ValueError when ``conv`` cannot read ``n_edge_features`` edge features."""
+    if conv not in EDGE_INPUT:
+        raise ValueError(f"Unknown conv {conv!r}; valid names are {', '.join(CONVS)}.")
+    mode = EDGE_INPUT[conv]
+    if conv == "mpnn" and n_edge_features == 0:
+        raise ValueError(
+            "conv='mpnn' is edge-conditioned (an MLP maps each edge's features to "
+            "its message weights), but the graphs have no edge features. Name edge "
+            "attributes in edge_attrs, or choose another conv."
+        )
+    if mode is None and n_edge_features:
+        raise ValueError(
+            f"conv={conv!r} (PyG's SAGEConv) takes no edge features, but edge_attrs "
+            f"gives {n_edge_features}. Use conv='mpnn', 'gat' or 'gin', or "
+            "edge_attrs=None."
+        )
+    if mode == "weight" and n_edge_features > 1:
+        raise ValueError(
+            f"conv='gcn' reads one edge weight per edge, but edge_attrs gives "
+            f"{n_edge_features} edge features. Name one attribute, or use "
+            "conv='mpnn', 'gat' or 'gin', which take edge feature vectors."
+        )
+
+
+def _make_conv(pyg, conv, n_in, n_out, *, heads, concat_heads, aggr, activation,
+               n_edge_features):
     layers = pyg.nn
+    edge_dim = int(n_edge_features) or None
     if conv == "gcn":
         return layers.GCNConv(n_in, n_out), n_out
     if conv == "gat":
@@ -51,14 +84,25 @@ def _make_conv(pyg, conv, n_in, n_out, *, heads, concat_heads, aggr, activation)
                     f"conv='gat' with concat_heads=True splits each hidden width "
                     f"among the heads: width {n_out} is not a multiple of heads={heads}."
                 )
-            return layers.GATConv(n_in, n_out // heads, heads=heads, concat=True), n_out
-        return layers.GATConv(n_in, n_out, heads=heads, concat=False), n_out
+            return layers.GATConv(n_in, n_out // heads, heads=heads, concat=True,
+                                  edge_dim=edge_dim), n_out
+        return layers.GATConv(n_in, n_out, heads=heads, concat=False,
+                              edge_dim=edge_dim), n_out
     if conv == "sage":
         return layers.SAGEConv(n_in, n_out, aggr=aggr), n_out
     if conv == "gin":
         mlp = nn.Sequential(nn.Linear(n_in, n_out), ACTIVATIONS.build(activation),
                             nn.Linear(n_out, n_out))
+        if edge_dim:
+            # GINE: ReLU(x_j + Linear(e_ji)) summed, then the MLP.
+            return layers.GINEConv(mlp, train_eps=True, edge_dim=edge_dim), n_out
         return layers.GINConv(mlp, train_eps=True), n_out
+    if conv == "mpnn":
+        # NNConv (Gilmer et al.'s edge network): x_i' = W x_i + mean_j h(e_ji) x_j,
+        # h an MLP from edge features to an (n_in, n_out) matrix.
+        edge_net = nn.Sequential(nn.Linear(edge_dim, n_out), ACTIVATIONS.build(activation),
+                                 nn.Linear(n_out, n_in * n_out))
+        return layers.NNConv(n_in, n_out, edge_net, aggr="mean"), n_out
     raise ValueError(f"Unknown conv {conv!r}; valid names are {', '.join(CONVS)}.")
 
 
@@ -75,7 +119,8 @@ class GraphNet(nn.Module):
     hidden_layer_sizes : list of int, default=(64, 64)
         Width of each convolution's output (and of the output MLP's hidden layer:
         the last width).
-    conv : {"gcn", "gat", "sage", "gin"}, default="gin"
+    conv : {"gcn", "gat", "sage", "gin", "mpnn"}, default="gin"
+        "mpnn" is PyG's edge-conditioned ``NNConv`` and needs edge features.
     heads : int, default=1
         Attention heads of "gat".
     concat_heads : bool, default=True
@@ -97,15 +142,20 @@ class GraphNet(nn.Module):
     activation : str or list, default="gelu"
         Any name of ``ACTIVATIONS`` (JSON form).
     level : {"graph", "node"}, default="graph"
-        "graph": ``forward(x, edge_index, batch)`` pools each graph to one
-        output row. "node": ``forward(x, edge_index, nodes)`` returns the
-        output rows of the nodes ``nodes`` (no pooling; ``pooling`` unused).
+        "graph": ``forward(x, edge_index, batch, edge_attr, n_graphs)`` pools
+        each graph to one output row. "node": ``forward(x, edge_index,
+        nodes, edge_attr)`` returns the output rows of the nodes ``nodes``
+        (no pooling; ``pooling`` unused).
+    n_edge_features : int, default=0
+        Edge features per edge (``edge_attr``'s width); 0: none. "gcn" reads
+        one as its edge weight, "gat" and "gin" (then PyG's ``GINEConv``)
+        and "mpnn" a vector; "sage" none.
     """
 
     def __init__(self, n_features, n_outputs, hidden_layer_sizes=(64, 64), conv="gin",
                  heads=1, concat_heads=True, aggr="mean", pooling="sum",
                  hierarchical=None, pool_ratio=0.5, residual=False, norm=None,
-                 dropout=0.0, activation="gelu", level="graph"):
+                 dropout=0.0, activation="gelu", level="graph", n_edge_features=0):
         super().__init__()
         if level not in ("graph", "node"):
             raise ValueError(f"Unknown level {level!r}; valid: 'graph', 'node'.")
@@ -115,7 +165,9 @@ class GraphNet(nn.Module):
         pyg = import_torch_geometric()
         import torch_geometric.nn  # noqa: F401  (registers pyg.nn)
 
+        check_edge_features(conv, int(n_edge_features))
         self.conv_name = conv
+        self.edge_input = EDGE_INPUT[conv] if n_edge_features else None
         self.pooling = pooling
         self.hierarchical = hierarchical
         self.residual = bool(residual)
@@ -130,7 +182,8 @@ class GraphNet(nn.Module):
         for k, h in enumerate(sizes):
             layer, n_out = _make_conv(pyg, conv, n_in, h, heads=int(heads),
                                       concat_heads=bool(concat_heads), aggr=aggr,
-                                      activation=activation)
+                                      activation=activation,
+                                      n_edge_features=int(n_edge_features))
             self.convs.append(layer)
             if norm == "batch":
                 self.norms.append(nn.BatchNorm1d(n_out))
@@ -160,27 +213,54 @@ class GraphNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(n_in, n_in), ACTIVATIONS.build(activation),
                                   Dropout(float(dropout)), nn.Linear(n_in, int(n_outputs)))
 
-    def node_embeddings(self, x, edge_index, batch):
-        """Node features after the convolutions: ``(x, edge_index, batch)``."""
+    def _convolve(self, conv, x, edge_index, edge_attr):
+        if self.edge_input is None or edge_attr is None:
+            return conv(x, edge_index)
+        if self.edge_input == "weight":
+            return conv(x, edge_index, edge_attr.reshape(-1))
+        return conv(x, edge_index, edge_attr=edge_attr)
+
+    def node_embeddings(self, x, edge_index, batch, edge_attr=None):
+        """Node features after the convolutions: ``(x, edge_index, batch, edge_attr)``."""
         for k, conv in enumerate(self.convs):
-            h = self.dropout(self.acts[k](self.norms[k](conv(x, edge_index))))
+            h = self._convolve(conv, x, edge_index, edge_attr)
+            h = self.dropout(self.acts[k](self.norms[k](h)))
             if self.residual and h.shape[-1] == x.shape[-1]:
                 h = h + x
             x = h
             if k < len(self.pools):
-                x, edge_index, _, batch, _, _ = self.pools[k](x, edge_index, batch=batch)
-        return x, edge_index, batch
+                x, edge_index, edge_attr, batch, _, _ = self.pools[k](
+                    x, edge_index, edge_attr=edge_attr, batch=batch)
+        return x, edge_index, batch, edge_attr
 
-    def forward(self, x, edge_index, batch):
+    def forward(self, x, edge_index, batch, edge_attr=None, n_graphs=None):
+        """Raw outputs: one row per graph ("graph"), or per node of ``batch`` ("node").
+
+        Parameters
+        ----------
+        x : Tensor of shape (n_nodes, n_features)
+        edge_index : LongTensor of shape (2, n_edges)
+        batch : LongTensor of shape (n_nodes,)
+            "graph": the graph of each node, 0 .. n_graphs - 1. "node": the
+            nodes whose output rows are returned, or None for all.
+        edge_attr : Tensor of shape (n_edges, n_edge_features), default=None
+        n_graphs : int, default=None
+            Graphs in the batch ("graph"). None reads it from ``batch`` (one
+            device synchronization per call); the estimators pass it.
+
+        Returns
+        -------
+        Tensor of shape (n_graphs, n_outputs) or (len(batch), n_outputs)
+        """
         if self.level == "node":
-            # ``batch`` holds the nodes whose outputs are asked for.
-            h, _, _ = self.node_embeddings(x, edge_index, None)
-            return self.head(h[batch])
+            h, _, _, _ = self.node_embeddings(x, edge_index, None, edge_attr)
+            return self.head(h if batch is None else h[batch])
         from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
-        # Graphs of the batch: the last node's graph + 1 (graphs are never empty).
-        size = int(batch[-1]) + 1 if batch.numel() else 0
-        x, edge_index, batch = self.node_embeddings(x, edge_index, batch)
+        # Graphs are never empty: the last node's graph + 1.
+        size = n_graphs if n_graphs is not None else (
+            int(batch[-1]) + 1 if batch.numel() else 0)
+        x, edge_index, batch, _ = self.node_embeddings(x, edge_index, batch, edge_attr)
         if self.pooling == "mean":
             pooled = global_mean_pool(x, batch, size)
         elif self.pooling == "max":
