@@ -179,6 +179,7 @@ def test_graphs_index_like_an_array_and_batches_match_pyg():
     torch.testing.assert_close(edge_index, reference.edge_index)
     torch.testing.assert_close(batch, reference.batch)
     torch.testing.assert_close(yb, torch.as_tensor(rows, dtype=torch.float64))
+    assert n_graphs == len(rows)  # a Python int: the network never syncs to read it
     # Consecutive rows are slices of the collated tensors.
     (xs, es, bs, _, _), _, _ = data.batch(slice(3, 6))
     (xg, eg, bg, _, _), _, _ = data.batch(torch.arange(3, 6))
@@ -784,3 +785,18 @@ def test_node_regressor_targets_errors_and_round_trips(tmp_path):
     for _ in range(3):
         stepped.partial_fit(G, y)
     np.testing.assert_array_equal(stepped.predict(G), full.predict(G))
+
+
+def test_node_prediction_runs_message_passing_once_per_call(monkeypatch):
+    from sklears_neural.core import inference
+
+    G, truth, y, _ = noisy_sbm(n_per_block=30, labelled=0.5)
+    clf = GNNNodeClassifier(node_attrs=["f"], hidden_layer_sizes=(8,), max_iter=3,
+                            random_state=0).fit(G, y)
+    expected = clf.predict_proba(G)
+    calls = []
+    clf.module_.convs[0].register_forward_hook(lambda *args: calls.append(1))
+    # Chunks of 16 nodes: 90 nodes are 6 chunks, but one message-passing run.
+    monkeypatch.setattr(inference, "PREDICT_CHUNK", 16)
+    np.testing.assert_array_equal(clf.predict_proba(G), expected)
+    assert len(calls) == 1

@@ -655,6 +655,28 @@ class _NodeLevel:
         view, y, sample_weight = self._labelled(X, y, sample_weight)
         return super().fit(view, y, sample_weight)
 
+    def _raw_outputs(self, X, forward=None, module=None):
+        # The core predicts in chunks of nodes (inference.PREDICT_CHUNK), and
+        # each chunk's output needs message passing over the whole graph: run
+        # it once per call and let every chunk index the result. The memo
+        # lives in this call only (thread-safe, never stale); it is keyed by
+        # the module and node features, since the core may switch to a
+        # float64 copy of the network, with its own dataset, within a call.
+        if self.__dict__.get("inference_backend", "torch") != "torch":
+            return super()._raw_outputs(X, forward, module)
+        inner = self._forward if forward is None else forward
+        memo = {}
+
+        def whole_graph_once(net, inputs):
+            x, edge_index, nodes, edge_attr = inputs
+            key = (id(net), id(x))
+            if key not in memo:
+                # Holding net and x keeps their ids from being reused.
+                memo[key] = (net, x, inner(net, (x, edge_index, None, edge_attr)))
+            return memo[key][2][nodes]
+
+        return super()._raw_outputs(X, whole_graph_once, module)
+
     def score(self, X, y, sample_weight=None):
         """The task's score (accuracy or R^2) on the labelled nodes of ``y``.
 
