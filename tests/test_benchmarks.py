@@ -167,6 +167,23 @@ def _check_scale_output(results, tmp_path):
         scale.write_output(str(page), generated)
 
 
+def test_distributed_quick(tmp_path):
+    """bench_distributed.py --quick: torchrun and dask runs, the page section."""
+    pytest.importorskip("distributed")
+    distributed_bench = _load("bench_distributed")
+    page = tmp_path / "scaling.md"
+    page.write_text(f"# Title\n\n{distributed_bench.BEGIN}\nstale\n{distributed_bench.END}\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = distributed_bench.main(["--quick", "--output", str(page)])
+    assert len(results["ddp"]) == 3 and len(results["search"]) == 3
+    # Data-parallel training learns what one process learns.
+    accuracies = {round(r["accuracy"], 6) for r in results["ddp"].values()}
+    assert len(accuracies) == 1
+    assert len({r["best_score"] for r in results["search"].values()}) == 1
+    text = page.read_text()
+    assert "stale" not in text and 'strategy="ddp"' in text
+
+
 def test_accuracy_quick():
     """accuracy_vs_sklearn.py --quick: iris and wine, both libraries."""
     accuracy = _load("accuracy_vs_sklearn")

@@ -137,6 +137,13 @@ clip_grad_value : float or None, default=None
     "device": """\
 device : {"cpu", "cuda", "auto"} or str, default="cpu"
     Where to train and predict; ``"auto"`` picks CUDA when present.""",
+    "strategy": """\
+strategy : {None, "ddp"}, default=None
+    ``"ddp"``: data-parallel training over ``torch.distributed`` in the
+    processes ``torchrun`` starts (gloo on CPU, nccl on CUDA): each process
+    passes the same data and trains on its share of every batch, with the
+    gradients summed across processes, so the fit equals one process's
+    to rounding. Stochastic solvers only; see ``doc/scaling.md``.""",
     "precision": """\
 precision : {"float32", "float64", "mixed"}, default="float32"
     Compute dtype; ``"mixed"`` trains float32 weights under bfloat16

@@ -50,6 +50,7 @@ from sklears_neural.core.noise import NoiseScheduler, noise_layers, set_generato
 from sklears_neural.core.optim import SOLVERS, apply_hyperparameters, make_optimizer
 from sklears_neural.core.schedules import LEARNING_RATES, make_schedule
 from sklears_neural.core.persistence import PicklableStateMixin, SaveLoadMixin
+from sklears_neural.core.distributed import DataParallel
 from sklears_neural.core.regularization import penalized_parameters, weight_penalty
 from sklears_neural.core.precision import PRECISIONS, precision_policy
 from sklears_neural.core.resolve import resolve_device
@@ -96,6 +97,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         "clip_grad_norm": [None, Interval(Real, 0, None, closed="neither")],
         "clip_grad_value": [None, Interval(Real, 0, None, closed="neither")],
         "device": [str, torch.device],
+        "strategy": [None, StrOptions({"ddp"})],
         "precision": [ResolvableName(PRECISIONS)],
         "inference_backend": [StrOptions(set(inference.BACKENDS))],
         "callbacks": [None, CallbackList()],
@@ -338,6 +340,8 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             # to the bit, not to the rounding of a weighted mean.
             sample_weight = None
         device = resolve_device(self.device)
+        if self._data_parallel():
+            device = DataParallel.start(device).device
         policy = precision_policy(self.precision, device)
         dtype = policy.param_dtype
         inference.check_representable(X, dtype)
@@ -358,6 +362,36 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             else:
                 self._fit_lbfgs(X, targets, sample_weight, device, dtype)
         return self
+
+    def _data_parallel(self):
+        """Whether this fit trains data-parallel (``strategy="ddp"``).
+
+        Raises
+        ------
+        ValueError
+            Where the fit cannot be split over ranks: L-BFGS, and families
+            that step a second network's optimizer inside their own step.
+        """
+        if getattr(self, "strategy", None) != "ddp":
+            return False
+        if not self._is_stochastic():
+            raise ValueError(
+                "strategy='ddp' splits each mini-batch over the processes; "
+                "solver='lbfgs' takes whole-data steps. Use solver='adam' or "
+                "'sgd', or strategy=None."
+            )
+        from sklears_neural.core.persistence import declared_networks
+
+        others = [name for name, entry in declared_networks(self).items()
+                  if name != "module_" and entry.get("optimizer")]
+        if others:
+            raise ValueError(
+                f"strategy='ddp' sums the gradients of module_'s optimizer across "
+                f"the processes, but {type(self).__name__} also steps "
+                f"{', '.join(others)} with an optimizer of its own inside its "
+                "training step. Train it with strategy=None."
+            )
+        return True
 
     def _initialize(self, n_features, targets, device, dtype):
         self._generator = torch_generator(self.random_state)
@@ -621,6 +655,11 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         # unfinished fit resumes that fit: same validation split, stopping
         # and schedule state, and only the epochs that were left.
         resume = None if incremental or not self.warm_start else self._resume
+        distributed = DataParallel(device) if self._data_parallel() else None
+        if distributed is not None:
+            # Every rank starts from rank 0's weights and generator: the same
+            # validation split, permutations and initialization without a seed.
+            distributed.broadcast_state(self.module_, self._generator)
         split_seed = None
         if self.early_stopping:
             split_seed = resume["split_seed"] if resume else draw_seed(self._generator)
@@ -658,7 +697,8 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             callbacks.append(NoiseScheduler(max_epochs=self.max_iter))
         if solver == "sgd" and LEARNING_RATES.canonical(self.learning_rate) == "invscaling":
             callbacks.append(InverseScalingLR(self.learning_rate_init, self.power_t))
-        callbacks.extend(self._verbose_callbacks())
+        if distributed is None or distributed.rank == 0:
+            callbacks.extend(self._verbose_callbacks())
         callbacks.extend(self._user_callbacks(incremental))
 
         trainer = Trainer(
@@ -678,6 +718,7 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             # As scikit-learn: with a validation set to pick the best epoch,
             # a diverging one ends training instead of failing the fit.
             stop_on_divergence=bool(self.early_stopping),
+            distributed=distributed,
         )
         epochs_before = resume["epoch"] if resume else 0
         start = len(self.history_)
@@ -686,6 +727,8 @@ class BaseNeuralEstimator(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             return epochs_before + len(trainer.history) - start
 
         def checkpoint(path):
+            if distributed is not None and distributed.rank != 0:
+                return  # Rank 0 writes; every rank holds the same state.
             self._stopping = stopping
             self._record(History(trainer.history), trainer.samples_seen, epochs_done())
             self.converged_ = stopping.stopped

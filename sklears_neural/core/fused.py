@@ -17,7 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sklears_neural.core.layers import MLP
-from sklears_neural.core.regularization import add_penalty_gradient_, penalty_value
+from sklears_neural.core.regularization import (
+    add_penalty_gradient_,
+    current_penalty_share,
+    penalty_value,
+)
 
 __all__ = ["FusedMLPStep", "LOSS_KINDS"]
 
@@ -153,10 +157,12 @@ class FusedMLPStep:
 
         if self.alpha and self.penalized:
             denominator = X.shape[0] if w is None else w.sum()
-            loss = loss + penalty_value(self.penalized, self.alpha, self.l1_ratio) / denominator
+            # A data-parallel rank's share of the penalty (see regularization).
+            alpha = self.alpha * current_penalty_share()
+            loss = loss + penalty_value(self.penalized, alpha, self.l1_ratio) / denominator
             add_penalty_gradient_(
                 [p.grad for p in self.penalized], self.penalized,
-                self.alpha / denominator, self.l1_ratio,
+                alpha / denominator, self.l1_ratio,
             )
         return loss
 

@@ -5,14 +5,47 @@ on weight matrices (not biases), divided by the batch's total sample weight.
 ``l1_ratio`` mixes in L1 the way scikit-learn's ``SGDClassifier`` does
 (elastic net): ``alpha * (l1_ratio * ||W||_1 + (1 - l1_ratio) / 2 * ||W||^2)``,
 so ``l1_ratio=0`` is exactly scikit-learn's MLP penalty.
+
+In data-parallel training every rank's objective holds the penalty, and the
+ranks' gradients are summed: inside :func:`penalty_share` each counts its
+share of it, so the sum counts it once.
 """
+
+import contextlib
+import contextvars
 
 import torch
 
 __all__ = [
-    "add_penalty_gradient_", "penalized_parameters", "penalty_gradient", "penalty_value",
-    "weight_penalty",
+    "add_penalty_gradient_", "current_penalty_share", "penalized_parameters",
+    "penalty_gradient", "penalty_share", "penalty_value", "weight_penalty",
 ]
+
+_SHARE = contextvars.ContextVar("sklears_neural_penalty_share", default=1.0)
+
+
+@contextlib.contextmanager
+def penalty_share(share):
+    """Within the block, :func:`weight_penalty` is ``share`` of itself.
+
+    A context variable, so predictions and fits in other threads keep the
+    whole penalty.
+
+    Parameters
+    ----------
+    share : float
+        ``1 / world_size`` for each rank of a data-parallel fit.
+    """
+    token = _SHARE.set(float(share))
+    try:
+        yield
+    finally:
+        _SHARE.reset(token)
+
+
+def current_penalty_share():
+    """The share :func:`penalty_share` set here (1.0 outside it)."""
+    return _SHARE.get()
 
 
 def penalized_parameters(module):
@@ -42,9 +75,10 @@ def weight_penalty(params, alpha, l1_ratio=0.0):
     Returns
     -------
     torch.Tensor
-        A scalar; the caller divides it by the batch weight.
+        A scalar; the caller divides it by the batch weight. Inside
+        :func:`penalty_share`, that share of it.
     """
-    return _WeightPenalty.apply(float(alpha), float(l1_ratio), *params)
+    return _WeightPenalty.apply(float(alpha) * _SHARE.get(), float(l1_ratio), *params)
 
 
 def penalty_value(params, alpha, l1_ratio=0.0):

@@ -17,6 +17,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from sklears_neural.core.callbacks import Callback
 from sklears_neural.core.data import rows_independent, takes_sparse
 from sklears_neural.core.history import History
+from sklears_neural.core.regularization import penalty_share
 from sklears_neural.exceptions import TrainingDivergedError
 
 __all__ = ["Trainer"]
@@ -60,12 +61,18 @@ def _recompute_batch_norm_statistics(module, forward):
             m.momentum = momentum
 
 
-def _weighted_mean(losses, sizes):
-    """Mean of batch-mean ``losses`` weighted by batch ``sizes``, in float64."""
+def _weighted_mean(losses, sizes, distributed=None):
+    """Mean of batch-mean ``losses`` weighted by batch ``sizes``, in float64.
+
+    With ``distributed``, each loss is a rank's part of its batch's loss, and
+    the ranks' totals are summed.
+    """
     if not losses:
         return math.nan
     weights = torch.tensor(sizes, dtype=torch.float64, device=losses[0].device)
     total = torch.stack(losses).to(torch.float64) @ weights
+    if distributed is not None:
+        distributed.all_reduce_sum(total)
     return total.item() / sum(sizes)
 
 
@@ -113,6 +120,11 @@ class Trainer:
         ``ConvergenceWarning``, on the weights of the last finite epoch
         (callbacks such as EarlyStopping then restore their best), instead
         of raising :class:`~sklears_neural.exceptions.TrainingDivergedError`.
+    distributed : DataParallel or None, default=None
+        Data-parallel training (:mod:`~sklears_neural.core.distributed`):
+        every rank runs the same epochs on the same data, takes its share of
+        each batch, and the gradients are summed across the ranks before
+        clipping and the step.
 
     Attributes
     ----------
@@ -143,6 +155,7 @@ class Trainer:
         train_step=None,
         augment=None,
         stop_on_divergence=False,
+        distributed=None,
     ):
         self.module = module
         self.objective = objective
@@ -165,6 +178,12 @@ class Trainer:
         self.train_step = train_step
         self.augment = augment
         self.stop_on_divergence = stop_on_divergence
+        self.distributed = distributed
+        # The part of the global batch this rank's gradients stand for.
+        self._share_fraction = 1.0
+        self._broadcast_buffers = distributed is not None and any(
+            True for _ in module.buffers()
+        )
         self._batch_callbacks = [
             cb for cb in self.callbacks if _overrides(cb, "on_batch_end")
         ]
@@ -343,42 +362,41 @@ class Trainer:
         epoch = len(self.history) + 1
         self._call("on_epoch_begin")
         module.train()
+        distributed = self.distributed
         if shuffle:
             order = torch.randperm(n, generator=self.generator).to(data.device)
+            if distributed is not None:
+                distributed.broadcast_order(order)
         # Batch losses stay on the device and are summed once per epoch: no
         # host sync and no arithmetic per batch.
         losses, sizes = [], []
         skipped = 0
-        params = self._params
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             index = order[start:stop] if shuffle else slice(start, stop)
-            X, y, w = data.batch(index)
-            if self.augment is not None:
-                X = self.augment(X, self.generator)
-            # optimizer.zero_grad(set_to_none=True) without its profiler
-            # record and hooks, which cost a small batch's step 3%.
-            for p in params:
-                p.grad = None
-            if self.train_step is not None:
-                loss = self.train_step(X, y, w)
-                was_skipped = self._clip_and_step()
+            if distributed is None:
+                X, y, w = data.batch(index)
+                loss, was_skipped = self._batch_step(X, y, w)
+                batch_loss = loss.detach()
             else:
-                loss = self._forward_loss(X, y, w)
-                was_skipped = self._backward_and_step(loss)
+                batch_loss, was_skipped = self._distributed_batch_step(data, index)
             if was_skipped:
                 # An overflow that loss scaling skipped is not a divergence.
                 skipped += 1
             else:
-                losses.append(loss.detach())
+                losses.append(batch_loss)
                 sizes.append(stop - start)
+            if self._batch_callbacks and distributed is not None:
+                # Every rank's callbacks see the batch's loss, so that they
+                # decide alike (a rank that stopped alone would hang the rest).
+                batch_loss = distributed.all_reduce_sum(batch_loss.clone())
             for cb in self._batch_callbacks:
-                cb.on_batch_end(self, batch_loss=loss.detach())
+                cb.on_batch_end(self, batch_loss=batch_loss)
             if self.should_stop:
                 # A batch callback (TerminateOnNaN) ended training mid-epoch:
                 # the partial epoch is not recorded, nor is it a divergence.
                 return last_finite
-        train_loss = _weighted_mean(losses, sizes)
+        train_loss = _weighted_mean(losses, sizes, distributed)
         if not math.isfinite(train_loss):
             if not self.stop_on_divergence:
                 self._diverged(epoch, last_finite)
@@ -402,6 +420,56 @@ class Trainer:
         last_finite = self.snapshot(into=last_finite)
         self._call("on_epoch_end")
         return last_finite
+
+    def _batch_step(self, X, y, w):
+        """Augment, gradients, step on one batch: ``(loss, skipped)``."""
+        if self.augment is not None:
+            X = self.augment(X, self.generator)
+        # optimizer.zero_grad(set_to_none=True) without its profiler record
+        # and hooks, which cost a small batch's step 3%.
+        for p in self._params:
+            p.grad = None
+        if self.train_step is not None:
+            loss = self.train_step(X, y, w)
+            return loss, self._clip_and_step()
+        loss = self._forward_loss(X, y, w)
+        return loss, self._backward_and_step(loss)
+
+    def _distributed_batch_step(self, data, index):
+        """This rank's share of one batch: ``(its part of the loss, skipped)``.
+
+        See :mod:`~sklears_neural.core.distributed` for why the loss is
+        scaled by the share's fraction and the penalty by ``1 / active``.
+        """
+        distributed = self.distributed
+        n_batch = (index.stop - index.start) if isinstance(index, slice) else len(index)
+        share = distributed.share(n_batch)
+        if isinstance(index, slice):
+            index = slice(index.start + share.start, index.start + share.stop)
+        else:
+            index = index[share]
+        X = y = w = None
+        if share.stop > share.start:
+            X, y, w = data.batch(index)
+        fraction, penalty, active = distributed.batch_shares(
+            share.stop - share.start, n_batch, w,
+            weighted=getattr(data, "w", None) is not None,
+        )
+        self._share_fraction = fraction
+        if active:
+            with penalty_share(penalty):
+                loss, skipped = self._batch_step(X, y, w)
+            loss = loss.detach() * fraction
+        else:
+            # No rows here (a batch smaller than the ranks, or of zero
+            # weight): zero gradients in the sum, the same step as the rest.
+            for p in self._params:
+                p.grad = None
+            skipped = self._clip_and_step()
+            loss = torch.zeros((), dtype=torch.float64, device=distributed.device)
+        if self._broadcast_buffers:
+            distributed.broadcast_buffers(self.module)
+        return loss, skipped
 
     def _forward_loss(self, X, y, w):
         if self.autocast_dtype is None:
@@ -427,6 +495,8 @@ class Trainer:
     def _clip_and_step(self):
         """Callbacks, clipping and the optimizer step on the gradients in place."""
         optimizer, scaler = self.optimizer, self.grad_scaler
+        if self.distributed is not None:
+            self.distributed.all_reduce_gradients(self._params, self._share_fraction)
         for cb in self._backward_callbacks:
             cb.on_backward_end(self)
         if self._clipping:

@@ -271,6 +271,7 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -314,6 +315,7 @@ class Autoencoder(ClassNamePrefixFeaturesOutMixin, NeuralUnsupervisedMixin,
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

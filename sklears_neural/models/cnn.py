@@ -263,6 +263,7 @@ class CNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseCNN):
         clip_grad_value=None,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -302,6 +303,7 @@ class CNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseCNN):
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -408,6 +410,7 @@ class CNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseCNN):
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -447,6 +450,7 @@ class CNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseCNN):
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

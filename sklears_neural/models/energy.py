@@ -245,6 +245,7 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -288,6 +289,7 @@ class EnergyBasedModel(SamplerMixin, NeuralUnsupervisedMixin, BaseNeuralEstimato
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

@@ -366,6 +366,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         gradient_checkpointing=False,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -409,6 +410,7 @@ class MLPClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseMLP):
         self.gradient_checkpointing = gradient_checkpointing
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -528,6 +530,7 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         clip_grad_value=None,
         gradient_checkpointing=False,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -571,6 +574,7 @@ class MLPRegressor(NeuralRegressorMixin, RegressorMixin, _BaseMLP):
         self.clip_grad_value = clip_grad_value
         self.gradient_checkpointing = gradient_checkpointing
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

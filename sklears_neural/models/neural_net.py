@@ -670,6 +670,7 @@ class NeuralNetClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseNeuralNet
         clip_grad_value=None,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -706,6 +707,7 @@ class NeuralNetClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseNeuralNet
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -821,6 +823,7 @@ class NeuralNetRegressor(NeuralRegressorMixin, RegressorMixin, _BaseNeuralNet):
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -857,6 +860,7 @@ class NeuralNetRegressor(NeuralRegressorMixin, RegressorMixin, _BaseNeuralNet):
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

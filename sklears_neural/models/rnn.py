@@ -280,6 +280,7 @@ class RNNClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseRNN):
         clip_grad_value=None,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -324,6 +325,7 @@ class RNNClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseRNN):
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -434,6 +436,7 @@ class RNNRegressor(SequenceRegressorMixin, RegressorMixin, _BaseRNN):
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -478,6 +481,7 @@ class RNNRegressor(SequenceRegressorMixin, RegressorMixin, _BaseRNN):
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

@@ -467,6 +467,7 @@ class ContrastiveEncoder(_BaseSelfSupervised):
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -509,6 +510,7 @@ class ContrastiveEncoder(_BaseSelfSupervised):
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -664,6 +666,7 @@ class BYOLEncoder(_BaseSelfSupervised):
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -707,6 +710,7 @@ class BYOLEncoder(_BaseSelfSupervised):
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks

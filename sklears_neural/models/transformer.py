@@ -270,6 +270,7 @@ class TransformerClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseTrans
         clip_grad_value=None,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -315,6 +316,7 @@ class TransformerClassifier(SequenceClassifierMixin, ClassifierMixin, _BaseTrans
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -427,6 +429,7 @@ class TransformerRegressor(SequenceRegressorMixin, RegressorMixin, _BaseTransfor
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -472,6 +475,7 @@ class TransformerRegressor(SequenceRegressorMixin, RegressorMixin, _BaseTransfor
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
