@@ -345,3 +345,24 @@ def test_generative_quick(tmp_path):
     text = page.read_text()
     assert text.startswith("# Title\n\nkept\n\n" + generative.BEGIN)
     assert text.count("| Autoencoder |") == 1
+
+
+def test_gnn_quick(tmp_path):
+    """bench_gnn.py --quick: a row per configuration, every hand loop timed, the page."""
+    pytest.importorskip("torch_geometric")
+    gnn = _load("bench_gnn")
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Title\n\nkept\n")
+    results = gnn.main(["--quick", "--configs", "GIN + sum", "node GCN (SBM)",
+                        "--output", str(page)], log=lambda *a: None)
+    assert [r["name"] for r in results] == ["GIN + sum", "node GCN (SBM)"]
+    assert set(results[0]) >= {"ours", "dataloader", "pre-collated"}
+    for result in results:
+        # The same graphs and epochs: no runner an order of magnitude off
+        # another (a skipped hand loop would read 0).
+        for runner in ("dataloader", "pre-collated"):
+            if runner in result:
+                assert 0.1 < result["ours"] / result[runner] < 10
+    text = page.read_text()
+    assert text.startswith("# Title\n\nkept\n\n" + gnn.BEGIN)
+    assert text.count("| GIN + sum |") == 1 and text.rstrip().endswith(gnn.END)
