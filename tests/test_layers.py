@@ -678,3 +678,40 @@ def test_residual_block_types_in_mlp():
     gated = MLP(4, [4, 6], 2, residual="gated")
     assert len(gated.linears) == 3
     assert sum(isinstance(m, nn.Linear) for m in gated.modules()) == 3 + 2 + 1
+
+
+@pytest.mark.parametrize("family", ["mlp", "rnn", "weighted_mlp"])
+def test_gathered_epochs_train_exactly_as_indexed_batches(family, monkeypatch):
+    """One gather per epoch (RowGather) changes no bit of a fit."""
+    from sklears_neural import MLPRegressor, RNNClassifier
+    from sklears_neural.core import data as data_module
+
+    rng = np.random.default_rng(0)
+    if family == "rnn":
+        X = [rng.normal(size=(int(n), 3)) for n in rng.integers(2, 7, 60)]
+        y = np.array([int(x.sum() > 0) for x in X])
+        make = lambda: RNNClassifier(hidden_size=8, max_iter=3, batch_size=16,  # noqa: E731
+                                     random_state=0)
+        w = None
+    else:
+        X = rng.normal(size=(90, 5))
+        y = X @ rng.normal(size=5)
+        make = lambda: MLPRegressor(hidden_layer_sizes=(7,), max_iter=3,  # noqa: E731
+                                    batch_size=16, random_state=0)
+        w = rng.uniform(0.5, 2, 90) if family == "weighted_mlp" else None
+    gathered = make().fit(X, y, sample_weight=w)
+    calls = []
+    original = data_module.RowGather.gathered
+
+    def counted(self, order):
+        calls.append(original(self, order))
+        return calls[-1]
+
+    monkeypatch.setattr(data_module.RowGather, "gathered", counted)
+    monkeypatch.setattr(data_module, "GATHER_MAX_BYTES", 0)
+    indexed = make().fit(X, y, sample_weight=w)
+    assert len(calls) == 3 and calls[0] is None  # above the limit: indexed
+    for a, b in zip(gathered.module_.state_dict().values(),
+                    indexed.module_.state_dict().values()):
+        assert torch.equal(a, b)
+    assert gathered.loss_curve_ == indexed.loss_curve_

@@ -363,17 +363,25 @@ class Trainer:
         self._call("on_epoch_begin")
         module.train()
         distributed = self.distributed
+        by_index = False
         if shuffle:
             order = torch.randperm(n, generator=self.generator).to(data.device)
             if distributed is not None:
                 distributed.broadcast_order(order)
+            # The epoch's rows in its order, gathered once: each batch is
+            # then a slice of it, not a gather of its own.
+            gathered = data.gathered(order) if hasattr(data, "gathered") else None
+            if gathered is None:
+                by_index = True
+            else:
+                data = gathered
         # Batch losses stay on the device and are summed once per epoch: no
         # host sync and no arithmetic per batch.
         losses, sizes = [], []
         skipped = 0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            index = order[start:stop] if shuffle else slice(start, stop)
+            index = order[start:stop] if by_index else slice(start, stop)
             if distributed is None:
                 X, y, w = data.batch(index)
                 loss, was_skipped = self._batch_step(X, y, w)
