@@ -800,3 +800,23 @@ def test_node_prediction_runs_message_passing_once_per_call(monkeypatch):
     monkeypatch.setattr(inference, "PREDICT_CHUNK", 16)
     np.testing.assert_array_equal(clf.predict_proba(G), expected)
     assert len(calls) == 1
+
+
+def test_an_epoch_gathered_once_gives_the_same_batches():
+    # The trainer may reorder a dataset once per epoch (``gathered``) and
+    # slice it: the batches must equal gathering each batch by index.
+    X, _ = featured_graphs(30, seed=12)
+    for G in X:
+        for u, v in G.edges:
+            G.edges[u, v]["w"] = float(u + v)
+    graphs = to_graphs(X, node_attrs="feat", edge_attrs="w")
+    data = GraphData(graphs, np.arange(30.0), np.linspace(1, 2, 30), dtype=torch.float64,
+                     device="cpu")
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    epoch = data.gathered(order)
+    for start in range(0, 30, 8):
+        (xa, ea, ba, aa, na), ya, wa = epoch.batch(slice(start, start + 8))
+        (xb, eb, bb, ab, nb), yb, wb = data.batch(order[start:start + 8])
+        for a, b in ((xa, xb), (ea, eb), (ba, bb), (aa, ab), (ya, yb), (wa, wb)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert na == nb

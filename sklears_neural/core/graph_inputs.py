@@ -37,6 +37,7 @@ torch_geometric and networkx are optional (``pip install
 a graph network is built, never when the package is imported.
 """
 
+import copy
 import numbers
 
 import numpy as np
@@ -639,7 +640,6 @@ class GraphData:
             X = to_graphs(X)
         self.device = device
         self.dtype = dtype
-        self.graphs = X
         self.n_samples = len(X)
         self.x = as_tensor(X.x, dtype, device)
         self.edge_index = torch.as_tensor(X.edge_index, dtype=torch.int64).to(device)
@@ -662,6 +662,29 @@ class GraphData:
         y = None if self.y is None else self.y[index]
         w = None if self.w is None else self.w[index]
         return (x, edge_index, batch, edge_attr, n_graphs), y, w
+
+    def gathered(self, order):
+        """This data with its graphs in ``order``: one gather per epoch.
+
+        The trainer asks for it once per shuffled epoch, so each batch is
+        then a slice (consecutive graphs) rather than a gather of its own.
+
+        Parameters
+        ----------
+        order : torch.Tensor
+            A permutation of ``range(n_samples)``, int64.
+
+        Returns
+        -------
+        GraphData
+        """
+        view = copy.copy(self)
+        (view.x, view.edge_index, view.edge_attr, view.node_ptr,
+         view.edge_ptr) = _take(self.x, self.edge_index, self.edge_attr, self.node_ptr,
+                                self.edge_ptr, order)
+        view.y = None if self.y is None else self.y[order]
+        view.w = None if self.w is None else self.w[order]
+        return view
 
     def all(self, *, keep_sparse=False):
         """All graphs as one batch."""
@@ -799,6 +822,14 @@ class NodeData:
         y = None if self.y is None else self.y[index]
         w = None if self.w is None else self.w[index]
         return (self.x, self.edge_index, self.nodes[index], self.edge_attr), y, w
+
+    def gathered(self, order):
+        """This data with its nodes in ``order`` (the graph itself is kept)."""
+        view = copy.copy(self)
+        view.nodes = self.nodes[order]
+        view.y = None if self.y is None else self.y[order]
+        view.w = None if self.w is None else self.w[order]
+        return view
 
     def all(self, *, keep_sparse=False):
         return self.batch(slice(None))

@@ -358,6 +358,7 @@ class GNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
         clip_grad_value=None,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -406,6 +407,7 @@ class GNNClassifier(NeuralClassifierMixin, ClassifierMixin, _BaseGNN):
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -511,6 +513,7 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -559,6 +562,7 @@ class GNNRegressor(NeuralRegressorMixin, RegressorMixin, _BaseGNN):
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -809,6 +813,7 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
         clip_grad_value=None,
         class_weight=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -854,6 +859,7 @@ class GNNNodeClassifier(_NodeLevel, NeuralClassifierMixin, ClassifierMixin, _Bas
         self.clip_grad_value = clip_grad_value
         self.class_weight = class_weight
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
@@ -1013,6 +1019,7 @@ class GNNNodeRegressor(_NodeLevel, NeuralRegressorMixin, RegressorMixin, _BaseGN
         clip_grad_norm=None,
         clip_grad_value=None,
         device="cpu",
+        strategy=None,
         precision="float32",
         inference_backend="torch",
         callbacks=None,
@@ -1058,6 +1065,7 @@ class GNNNodeRegressor(_NodeLevel, NeuralRegressorMixin, RegressorMixin, _BaseGN
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.device = device
+        self.strategy = strategy
         self.precision = precision
         self.inference_backend = inference_backend
         self.callbacks = callbacks
