@@ -89,11 +89,11 @@ def _check_activations(activations, owner):
     return names
 
 
-def check_widths(widths, owner):
-    """Sorted distinct positive widths, or a ValueError."""
+def check_widths(widths, owner, what="widths"):
+    """Sorted distinct positive ints (widths or depths), or a ValueError."""
     if (isinstance(widths, (str, Integral)) or not len(widths)
             or not all(isinstance(w, Integral) and w >= 1 for w in widths)):
-        raise ValueError(f"{owner} widths must be a non-empty list of positive ints, "
+        raise ValueError(f"{owner} {what} must be a non-empty list of positive ints, "
                          f"got {widths!r}.")
     return sorted({int(w) for w in widths})
 
