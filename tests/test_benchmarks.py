@@ -366,3 +366,24 @@ def test_gnn_quick(tmp_path):
     text = page.read_text()
     assert text.startswith("# Title\n\nkept\n\n" + gnn.BEGIN)
     assert text.count("| GIN + sum |") == 1 and text.rstrip().endswith(gnn.END)
+
+
+def test_rl_quick(tmp_path):
+    """bench_rl.py --quick: both libraries train and are evaluated, the page section."""
+    pytest.importorskip("stable_baselines3")
+    rl = _load("bench_rl")
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Title\n\nkept\n")
+    results = rl.main(["--quick", "--envs", "CartPole-v1", "--output", str(page)],
+                      log=lambda *a: None)
+    assert [(r["env"], r["algorithm"]) for r in results] == [
+        ("CartPole-v1", "DQN"), ("CartPole-v1", "A2C")]
+    for result in results:
+        for who in ("ours", "SB3"):
+            # CartPole returns are 8..500 per episode; a run that never
+            # trained or evaluated would read 0.
+            assert 8 <= result[who]["returns"][0] <= 500
+            assert result[who]["seconds"][0] > 0
+    text = page.read_text()
+    assert text.startswith("# Title\n\nkept\n\n" + rl.BEGIN)
+    assert text.count("| CartPole-v1 | DQN |") == 1 and text.rstrip().endswith(rl.END)

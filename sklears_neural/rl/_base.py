@@ -442,20 +442,23 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
     # -- acting ---------------------------------------------------------------
 
-    def _features(self, observations):
-        """A float32 tensor of shape (n, n_features_in_) on the network's device.
+    def _feature_array(self, observations):
+        """Float32 features of shape (n, n_features_in_) of a batch, in NumPy.
 
-        ``observations`` are a batch (first axis); discrete observations are
-        one-hot encoded.
+        Discrete observations are one-hot encoded.
         """
-        device = next(self.module_.parameters()).device
         if self.discrete_observations_ is not None:
-            index = torch.as_tensor(np.asarray(observations, dtype=np.int64).reshape(-1))
-            return torch.nn.functional.one_hot(
-                index, self.discrete_observations_
-            ).to(device=device, dtype=torch.float32)
+            index = np.asarray(observations, dtype=np.int64).reshape(-1)
+            out = np.zeros((len(index), self.discrete_observations_), dtype=np.float32)
+            out[np.arange(len(index)), index] = 1.0
+            return out
         array = np.asarray(observations, dtype=np.float32)
-        return torch.as_tensor(array.reshape(len(array), -1)).to(device)
+        return array.reshape(len(array), -1)
+
+    def _features(self, observations):
+        """:meth:`_feature_array` as a tensor on the network's device."""
+        device = next(self.module_.parameters()).device
+        return torch.from_numpy(self._feature_array(observations)).to(device)
 
     def _check_rewards(self, rewards, timestep):
         """Raise NonFiniteRewardError if a reward of this step is NaN or infinite."""

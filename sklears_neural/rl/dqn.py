@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sklears_neural.core._compat import Interval
+from sklears_neural.core._compat import Interval, StrOptions
 from sklears_neural.core.layers import MLP, ModuleSpec
 from sklears_neural.core.registry import register_estimator, register_module
 from sklears_neural.core.resolve import ACTIVATIONS
@@ -72,8 +72,12 @@ class DQNAgent(BaseAgent):
         Hidden activation (any name of the MLPs' ``activation``).
     solver : str or (str, dict), default="adam"
         Optimizer, by the core's solver names (not "lbfgs").
+    learning_rate : {"constant", "linear"}, default="linear"
+        "linear" anneals the step size from ``learning_rate_init`` to 0 over
+        the ``total_timesteps`` of the fit, which keeps a policy that works
+        late in training from being unlearned; "constant" keeps it.
     learning_rate_init : float, default=1e-3
-        Step size of the optimizer (constant).
+        Initial step size of the optimizer.
     gamma : float, default=0.99
         Discount factor.
     total_timesteps : int, default=50_000
@@ -169,6 +173,7 @@ class DQNAgent(BaseAgent):
 
     _parameter_constraints: dict = {
         **BaseAgent._parameter_constraints,
+        "learning_rate": [StrOptions({"constant", "linear"})],
         "buffer_size": [Interval(Integral, 1, None, closed="left")],
         "learning_starts": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -194,6 +199,7 @@ class DQNAgent(BaseAgent):
         *,
         activation="relu",
         solver="adam",
+        learning_rate="linear",
         learning_rate_init=1e-3,
         gamma=0.99,
         total_timesteps=50_000,
@@ -223,6 +229,7 @@ class DQNAgent(BaseAgent):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
         self.gamma = gamma
         self.total_timesteps = total_timesteps
@@ -341,7 +348,7 @@ class DQNAgent(BaseAgent):
         buffer = self._make_buffer(rng)
         collectors = [NStepCollector(self.n_step, self.gamma) for _ in range(n_envs)]
         device = self.device_
-        features = self._features(observations).cpu().numpy()
+        features = self._feature_array(observations)
         beta0 = self.prioritized_replay_beta
         steps = 0  # vector steps
         updates_due = 0
@@ -358,14 +365,14 @@ class DQNAgent(BaseAgent):
             rewards = np.asarray(rewards, dtype=np.float64)
             self._check_rewards(rewards, log.timesteps + 1)
             dones = np.logical_or(terminated, truncated)
-            next_features = self._features(next_observations).cpu().numpy()
+            next_features = self._feature_array(next_observations)
             # Same-step autoreset: an ended episode's last observation is in
             # info["final_obs"]; the returned one starts the next episode.
             last_features = next_features
             if dones.any():
                 last_features = next_features.copy()
                 for i in np.flatnonzero(dones):
-                    last_features[i] = self._features(info["final_obs"][i][None]).cpu().numpy()[0]
+                    last_features[i] = self._feature_array(info["final_obs"][i][None])[0]
             for i in range(n_envs):
                 done_steps = collectors[i].step(features[i], actions[i], rewards[i],
                                                 last_features[i], bool(terminated[i]),
@@ -383,6 +390,12 @@ class DQNAgent(BaseAgent):
                 if updates_due % self.train_freq == 0:
                     if self.prioritized_replay:
                         buffer.beta = beta0 + (1.0 - beta0) * min(1.0, log.timesteps / budget)
+                    if self.learning_rate == "linear":
+                        # Anneal to 0 over the budget: late updates cannot
+                        # undo a policy that already works.
+                        for group in self._optimizer.param_groups:
+                            group["lr"] = self.learning_rate_init * max(
+                                0.0, 1.0 - log.timesteps / budget)
                     for _ in range(self.gradient_steps):
                         batch = buffer.sample(self.batch_size, device)
                         loss, errors = self._loss(batch)
