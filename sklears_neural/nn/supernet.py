@@ -126,6 +126,19 @@ class MixedLayer(nn.Module):
         weight = self.linear.weight[:width, : x.shape[1]]
         return activation(F.linear(x, weight, self.linear.bias[:width]))
 
+    def operation(self, x, width, activation):
+        """One candidate operation as the mixture sees it, ``(batch, max_width)``.
+
+        ``activation(linear(x))`` with units past ``width`` zeroed: the
+        max-width map, masked. It equals :meth:`forward_discrete` zero-padded
+        up to float rounding (the two matrix products are blocked
+        differently, ~1e-7 in float32).
+        """
+        out = activation(self.linear(x))
+        mask = torch.zeros(out.shape[1], dtype=out.dtype, device=out.device)
+        mask[:width] = 1
+        return out * mask
+
     def forward_mixed(self, x, width_weights, masks, activation_weights, activations,
                       skip_weight=None):
         """The DARTS mixed operation, ``(batch, max_width)``.

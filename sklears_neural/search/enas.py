@@ -73,6 +73,40 @@ class ArchitectureController(nn.Module):
         return decisions, log_prob, entropy
 
 
+def reinforce_step(controller, optimizer, reward, baseline, generator, *, entropy_weight,
+                   baseline_decay):
+    """One REINFORCE step of ``controller``: sample, reward, update.
+
+    Parameters
+    ----------
+    controller : ArchitectureController
+    optimizer : torch.optim.Optimizer
+        Over the controller's parameters.
+    reward : callable
+        ``reward(decisions) -> float``.
+    baseline : float or None
+        The moving average so far; None starts it at the first reward.
+    generator : torch.Generator
+    entropy_weight, baseline_decay : float
+
+    Returns
+    -------
+    reward, baseline, entropy : float
+        This step's reward, the updated baseline and the entropy of the
+        distribution sampled from.
+    """
+    decisions, log_prob, entropy = controller.sample(generator)
+    value = float(reward(decisions))
+    if baseline is None:
+        baseline = value
+    loss = -(value - baseline) * log_prob - entropy_weight * entropy
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    baseline = baseline_decay * baseline + (1 - baseline_decay) * value
+    return value, baseline, float(entropy.detach())
+
+
 class ENASSearch(BaseSearch):
     """Efficient neural architecture search for MLPs: controller plus shared weights.
 
@@ -271,18 +305,10 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             net.eval()
             rewards, entropy = [], float("nan")
             for _ in range(self.controller_steps):
-                decisions, log_prob, entropy_t = controller.sample(generator)
-                value = reward(decisions)
+                value, baseline, entropy = reinforce_step(
+                    controller, c_opt, reward, baseline, generator,
+                    entropy_weight=self.entropy_weight, baseline_decay=self.baseline_decay)
                 rewards.append(value)
-                if baseline is None:
-                    baseline = value
-                advantage = value - baseline
-                c_loss = -advantage * log_prob - self.entropy_weight * entropy_t
-                c_opt.zero_grad()
-                c_loss.backward()
-                c_opt.step()
-                baseline = self.baseline_decay * baseline + (1 - self.baseline_decay) * value
-                entropy = float(entropy_t.detach())
             with torch.no_grad():
                 greedy = decode(controller.sample(greedy=True)[0])
             self.controller_history_.append({

@@ -50,9 +50,9 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         continue training with ``warm_start``). Plain layers only:
         ``batch_norm``, ``layer_norm``, ``residual``, ``noise`` and
         ``spectral_norm`` must be off.
-    widths : list of int, default=(16, 32, 64, 128)
+    widths : list of int, default=(16, 32, 64, 128, 256)
         Elastic widths of each hidden layer.
-    depths : list of int, default=(1, 2, 3)
+    depths : list of int, default=(1, 2)
         Elastic numbers of hidden layers.
     n_epochs_full : int, default=20
         Epochs of the largest network.
@@ -63,7 +63,11 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         Weight of the distillation loss (subnet towards the frozen
         largest network: KL divergence of class probabilities, squared
         error for regression) added to the training loss in the stages.
-    batch_size : int, default=64
+    sandwich : bool, default=True
+        In the shrinking stages, train the largest network at every step
+        beside the sampled subnet (the sandwich rule of BigNAS), so that
+        it keeps its accuracy.
+    batch_size : int, default=32
     learning_rate : float, default=3e-3
         Adam step size (``torch.optim.Adam``, fresh for each stage).
     validation_fraction : float, default=0.2
@@ -114,6 +118,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         "n_epochs_full": [Interval(Integral, 1, None, closed="left")],
         "n_epochs_stage": [Interval(Integral, 0, None, closed="left")],
         "distillation": [Interval(Real, 0, None, closed="left")],
+        "sandwich": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -122,8 +127,9 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator, *, widths=(16, 32, 64, 128), depths=(1, 2, 3),
-                 n_epochs_full=20, n_epochs_stage=8, distillation=1.0, batch_size=64,
+    def __init__(self, estimator, *, widths=(16, 32, 64, 128, 256), depths=(1, 2),
+                 n_epochs_full=20, n_epochs_stage=8, distillation=1.0, sandwich=True,
+                 batch_size=32,
                  learning_rate=3e-3, validation_fraction=0.2, max_subnets=400,
                  random_state=None, verbose=0):
         self.estimator = estimator
@@ -132,6 +138,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         self.n_epochs_full = n_epochs_full
         self.n_epochs_stage = n_epochs_stage
         self.distillation = distillation
+        self.sandwich = sandwich
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
@@ -190,6 +197,12 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                         with torch.no_grad():
                             soft = teacher(inputs)
                         loss = loss + self.distillation * _distill(task, output, soft)
+                    if stage and self.sandwich:
+                        # The largest subnet trains at every step too, so the
+                        # shrinking stages do not wear it down.
+                        largest = net.forward_discrete(
+                            inputs, [widths[-1]] * depths[-1], activation)
+                        loss = loss + task.loss(largest, targets)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()

@@ -1,0 +1,439 @@
+"""Tests of the weight-sharing searchers: DARTSSearch, OnceForAllNetwork,
+ENASSearch, and the supernet they share (sklears_neural.nn.supernet).
+
+Default tests run tiny searches (a few hundred digits, a few epochs); the
+comparisons with the default MLPs on the full digits and Friedman #1 sets
+are marked slow (their numbers are in doc/nas.md).
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from sklearn.datasets import load_digits, make_friedman1
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from sklears_neural import CNNClassifier, MLPClassifier, MLPRegressor
+from sklears_neural.core._compat import InvalidParameterError
+from sklears_neural.nn.supernet import MixedLayer, SuperMLP, n_parameters
+from sklears_neural.search.darts import DARTSSearch, _second_order_grads
+from sklears_neural.search.enas import ArchitectureController, ENASSearch, reinforce_step
+from sklears_neural.search.once_for_all import OnceForAllNetwork
+
+X_DIGITS, Y_DIGITS = load_digits(return_X_y=True)
+X_DIGITS = X_DIGITS / 16.0
+X_SMALL, Y_SMALL = X_DIGITS[:400], Y_DIGITS[:400]
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _tiny_darts(**params):
+    defaults = dict(widths=(16, 32), max_layers=2, activations=("relu", "tanh"), n_epochs=3,
+                    batch_size=32, learning_rate=0.01, cv=2, random_state=0)
+    return DARTSSearch(MLPClassifier(max_iter=30, learning_rate_init=0.01),
+                       **{**defaults, **params})
+
+
+# -- the supernet ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("width_index", [0, 1, 2])
+def test_mixed_layer_with_one_hot_weights_is_the_chosen_operation(activation, width_index):
+    widths = [4, 8, 16]
+    torch.manual_seed(0)
+    layer = MixedLayer(16, 16)
+    net = SuperMLP(16, 3, 2, 16, ["relu", "tanh", "gelu"])
+    acts = list(net.activations)
+    x = torch.randn(32, 16)
+    masks = torch.zeros(3, 16)
+    for row, w in enumerate(widths):
+        masks[row, :w] = 1
+    width_weights = torch.nn.functional.one_hot(torch.tensor(width_index), 4).float()
+    act_weights = torch.nn.functional.one_hot(
+        torch.tensor(net.activation_names.index(activation)), 3).float()
+    mixed = layer.forward_mixed(x, width_weights[:3], masks, act_weights, acts,
+                                skip_weight=width_weights[3])
+    width = widths[width_index]
+    expected = layer.operation(x, width, net.activation(activation))
+    assert torch.equal(mixed, expected)
+    # The masked operation is the sliced layer of the discrete networks.
+    sliced = layer.forward_discrete(x, width, net.activation(activation))
+    assert_allclose(expected[:, :width].detach().numpy(), sliced.detach().numpy(),
+                    rtol=1e-6, atol=1e-6)
+    assert not expected[:, width:].any()
+    # Negative control: a mixture is none of the operations.
+    soft = layer.forward_mixed(x, torch.full((3,), 0.3), masks, act_weights, acts,
+                               skip_weight=torch.tensor(0.1))
+    assert not torch.allclose(soft, expected, atol=1e-3)
+
+
+def test_mixed_layer_one_hot_skip_is_the_identity():
+    torch.manual_seed(0)
+    layer = MixedLayer(8, 8)
+    x = torch.randn(5, 8)
+    masks = torch.ones(1, 8)
+    out = layer.forward_mixed(x, torch.zeros(1), masks, torch.ones(1), [torch.nn.ReLU()],
+                              skip_weight=torch.tensor(1.0))
+    assert torch.equal(out, x)
+
+
+def test_supernet_one_hot_mixture_matches_the_discrete_network():
+    torch.manual_seed(0)
+    net = SuperMLP(10, 3, 3, 16, ["relu", "tanh"])
+    x = torch.randn(20, 10)
+    widths = [4, 8, 16]
+    # layer 0 width 8, layer 1 skipped, layer 2 width 4; tanh
+    one_hot = [torch.tensor([0.0, 1, 0]), torch.tensor([0.0, 0, 0, 1]),
+               torch.tensor([1.0, 0, 0, 0])]
+    mixed = net.forward_mixed(x, one_hot, torch.tensor([0.0, 1.0]), widths)
+    discrete = net.forward_discrete(x, [8, None, 4], "tanh")
+    assert_allclose(mixed.detach().numpy(), discrete.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_supernet_refuses_activations_with_parameters():
+    with pytest.raises(ValueError, match="prelu"):
+        SuperMLP(4, 2, 1, 8, ["relu", "prelu"])
+
+
+@pytest.mark.parametrize("searcher", [
+    lambda est: DARTSSearch(est), lambda est: ENASSearch(est),
+    lambda est: OnceForAllNetwork(est)])
+def test_searchers_name_the_families_they_take(searcher):
+    for est in (LogisticRegression(), CNNClassifier()):
+        with pytest.raises(ValueError, match="MLPClassifier, MLPRegressor"):
+            searcher(est).fit(X_SMALL[:50], Y_SMALL[:50])
+
+
+def test_invalid_parameters_are_refused():
+    with pytest.raises(InvalidParameterError, match="order"):
+        _tiny_darts(order="third").fit(X_SMALL, Y_SMALL)
+    with pytest.raises(ValueError, match="widths must be a non-empty list"):
+        _tiny_darts(widths=()).fit(X_SMALL, Y_SMALL)
+    with pytest.raises(ValueError, match="residual"):
+        OnceForAllNetwork(MLPClassifier(residual="add")).fit(X_SMALL, Y_SMALL)
+
+
+# -- DARTS --------------------------------------------------------------------------
+
+
+def test_darts_second_order_gradient_matches_exact_unrolled_gradient():
+    # The finite-difference Hessian-vector product against autograd through
+    # the virtual step, in float64. Smooth activations: across ReLU's kink
+    # the finite difference is off by ~1% (measured), which says nothing of
+    # the code.
+    torch.manual_seed(0)
+    net = SuperMLP(6, 3, 2, 8, ["tanh", "gelu"]).double()
+    widths = [4, 8]
+    alphas = [torch.randn(2, dtype=torch.float64, requires_grad=True),
+              torch.randn(3, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, dtype=torch.float64, requires_grad=True)]
+    X = torch.randn(40, 6, dtype=torch.float64)
+    y = torch.randint(3, (40,))
+    train, valid = torch.arange(20), torch.arange(20, 40)
+
+    def forward(params, inputs):
+        return _call(net, params, inputs, alphas, widths)
+
+    def loss_on(index):
+        return torch.nn.functional.cross_entropy(
+            net.forward_mixed(X[index], [torch.softmax(a, 0) for a in alphas[:2]],
+                              torch.softmax(alphas[2], 0), widths), y[index])
+
+    xi = 0.05
+    approx = _second_order_grads(net, alphas, loss_on, train, valid, xi)
+
+    params = dict(net.named_parameters())
+    names = list(params)
+    train_loss = torch.nn.functional.cross_entropy(forward(params, X[train]), y[train])
+    grads = torch.autograd.grad(train_loss, [params[n] for n in names], create_graph=True)
+    unrolled = {n: params[n] - xi * g for n, g in zip(names, grads)}
+    valid_loss = torch.nn.functional.cross_entropy(forward(unrolled, X[valid]), y[valid])
+    exact = torch.autograd.grad(valid_loss, alphas)
+    first_order = torch.autograd.grad(loss_on(valid), alphas)
+    for a, e, f in zip(approx, exact, first_order):
+        assert_allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-7)
+        # The second-order term is not negligible here (a real test).
+        assert not np.allclose(f.numpy(), e.numpy(), rtol=1e-3, atol=1e-6)
+
+
+def _call(net, params, inputs, alphas, widths):
+    """The mixed forward of ``net`` with ``params`` in place of its weights."""
+    with _swapped(net, params):
+        return net.forward_mixed(inputs, [torch.softmax(a, 0) for a in alphas[:2]],
+                                 torch.softmax(alphas[2], 0), widths)
+
+
+class _swapped:
+    """Run ``net`` with other tensors as its parameters (autograd flows to them)."""
+
+    def __init__(self, net, params):
+        self.net, self.params = net, params
+
+    def __enter__(self):
+        self.saved = {}
+        for name, value in self.params.items():
+            module_name, _, attr = name.rpartition(".")
+            module = self.net.get_submodule(module_name)
+            self.saved[name] = module._parameters[attr]
+            del module._parameters[attr]
+            setattr(module, attr, value)
+
+    def __exit__(self, *exc):
+        for name, value in self.saved.items():
+            module_name, _, attr = name.rpartition(".")
+            module = self.net.get_submodule(module_name)
+            delattr(module, attr)
+            module._parameters[attr] = value
+
+
+def test_darts_is_reproducible_and_returns_a_fitted_mlp():
+    first = _tiny_darts().fit(X_SMALL, Y_SMALL)
+    again = _tiny_darts().fit(X_SMALL, Y_SMALL)
+    assert first.best_architecture_ == again.best_architecture_
+    assert first.architecture_weights_ == again.architecture_weights_
+    assert_allclose(first.cv_results_["mean_test_score"], again.cv_results_["mean_test_score"])
+    assert_allclose(first.predict_proba(X_DIGITS[400:500]),
+                    again.predict_proba(X_DIGITS[400:500]))
+    best = first.best_estimator_
+    assert isinstance(best, MLPClassifier)
+    assert best.hidden_layer_sizes == first.best_params_["hidden_layer_sizes"]
+    assert set(best.hidden_layer_sizes) <= {16, 32} and 1 <= len(best.hidden_layer_sizes) <= 2
+    assert len(first.architecture_weights_) == 3
+    for record in first.architecture_weights_:
+        assert_allclose([sum(p) for p in record["layers"]], 1, rtol=1e-6)
+        assert len(record["layers"][0]) == 2 and len(record["layers"][1]) == 3  # + skip
+    assert np.isfinite(first.cv_results_["supernet_score"]).all()
+    # The fitted result pickles like any estimator.
+    restored = pickle.loads(pickle.dumps(first))
+    assert_allclose(restored.predict_proba(X_SMALL[:20]), first.predict_proba(X_SMALL[:20]))
+
+
+def test_darts_second_order_moves_alpha_differently():
+    first = _tiny_darts(n_epochs=2, refit=False).fit(X_SMALL, Y_SMALL)
+    second = _tiny_darts(n_epochs=2, refit=False, order="second",
+                         unrolled_learning_rate=0.5).fit(X_SMALL, Y_SMALL)
+    a = np.concatenate([np.ravel(p) for p in first.architecture_weights_[-1]["layers"]])
+    b = np.concatenate([np.ravel(p) for p in second.architecture_weights_[-1]["layers"]])
+    assert not np.allclose(a, b, atol=1e-6)
+    # The mixed supernet learned in both (10 classes: chance is 0.1).
+    assert first.search_history_[-1]["valid_score"] > 0.6
+    assert second.search_history_[-1]["valid_score"] > 0.6
+
+
+def test_darts_prefers_the_useful_layer_over_skip():
+    # A target only a nonlinear map of the features fits: alpha learns to
+    # give the widest choices more weight than the narrow one.
+    search = DARTSSearch(MLPClassifier(max_iter=40, learning_rate_init=0.01),
+                         widths=(2, 32), max_layers=1,
+                         activations=("relu", "tanh"), n_epochs=15, cv=2,
+                         random_state=0).fit(X_DIGITS[:600], Y_DIGITS[:600])
+    layer = search.architecture_weights_[-1]["layers"][0]
+    assert layer[1] > layer[0]
+    assert search.best_params_["hidden_layer_sizes"] == (32,)
+    X_test, y_test = X_DIGITS[1200:], Y_DIGITS[1200:]
+    assert search.score(X_test, y_test) > 0.85
+
+
+def test_darts_regression():
+    X, y = make_friedman1(n_samples=400, noise=0.5, random_state=0)
+    search = DARTSSearch(MLPRegressor(max_iter=100, learning_rate_init=0.01, batch_size=32),
+                         widths=(16, 32), activations=("relu", "tanh"), n_epochs=20, cv=2,
+                         batch_size=32, learning_rate=0.01,
+                         random_state=0).fit(X[:300], y[:300])
+    assert isinstance(search.best_estimator_, MLPRegressor)
+    assert search.score(X[300:], y[300:]) > 0.7
+    assert search.search_history_[-1]["valid_score"] > 0.3
+
+
+# -- once-for-all ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ofa():
+    return OnceForAllNetwork(MLPClassifier(), widths=(8, 16, 32), depths=(1, 2),
+                             n_epochs_full=10, n_epochs_stage=4,
+                             random_state=0).fit(X_DIGITS[:600], Y_DIGITS[:600])
+
+
+def _count(est):
+    return sum(p.numel() for p in est.module_.parameters())
+
+
+@pytest.mark.parametrize("budget", [700, 1000, 2000, 5000, None])
+def test_ofa_extract_meets_the_parameter_budget(ofa, budget):
+    est = ofa.extract(max_params=budget)
+    assert isinstance(est, MLPClassifier)
+    assert _count(est) == n_parameters(64, est.hidden_layer_sizes, 10)
+    if budget is not None:
+        assert _count(est) <= budget
+        # The best-scoring subnet within the budget.
+        within = ofa.subnets_["n_params"] <= budget
+        best = ofa.subnets_["valid_score"][within].max()
+        row = [tuple(s) == est.hidden_layer_sizes for s in ofa.subnets_["hidden_layer_sizes"]]
+        assert ofa.subnets_["valid_score"][np.flatnonzero(row)[0]] == best
+
+
+@pytest.mark.parametrize("sizes", [(8,), (32,), (16, 8), (32, 32)])
+def test_ofa_extracted_network_is_the_sliced_supernet(ofa, sizes):
+    est = ofa.extract(hidden_layer_sizes=sizes)
+    X = torch.as_tensor(X_DIGITS[600:800], dtype=torch.float32)
+    with torch.no_grad():
+        sliced = ofa.supernet_.forward_discrete(X, list(sizes), "relu")
+        module = est.module_(X)
+    assert torch.equal(module, sliced)
+    proba = torch.softmax(sliced.double(), 1).numpy()
+    assert_allclose(est.predict_proba(X_DIGITS[600:800]), proba, rtol=1e-5, atol=1e-6)
+    # Not retrained: no training record; and the parameters are the slice.
+    assert est.n_iter_ == 0 and est.loss_curve_ == []
+    assert torch.equal(est.module_.linears[0].weight,
+                       ofa.supernet_.hidden[0].linear.weight[: sizes[0]])
+
+
+def test_ofa_subnets_learned_and_extraction_is_usable(ofa):
+    X_test, y_test = X_DIGITS[1200:], Y_DIGITS[1200:]
+    assert ofa.history_[-1]["valid_score_largest"] > 0.85
+    assert ofa.history_[-1]["valid_score_smallest"] > 0.6
+    assert ofa.score(X_test, y_test) > 0.85
+    small = ofa.extract(max_params=700)
+    assert small.score(X_test, y_test) > 0.6
+    # An extracted estimator is an ordinary one: it pickles and trains on.
+    restored = pickle.loads(pickle.dumps(small))
+    assert_allclose(restored.predict_proba(X_test[:10]), small.predict_proba(X_test[:10]))
+    small.set_params(warm_start=True, max_iter=5).fit(X_DIGITS[:600], Y_DIGITS[:600])
+    assert small.n_iter_ == 5
+
+
+def test_ofa_budget_errors_name_the_fix(ofa):
+    with pytest.raises(ValueError, match="smallest has 610. Raise max_params"):
+        ofa.extract(max_params=100)
+    with pytest.raises(ValueError, match="Raise max_latency"):
+        ofa.extract(max_latency=0.0)
+    with pytest.raises(ValueError, match="is not a subnet"):
+        ofa.extract(hidden_layer_sizes=(12,))
+    assert ofa.extract(max_latency=1e6).hidden_layer_sizes == \
+        ofa.best_estimator_.hidden_layer_sizes
+
+
+def test_ofa_is_reproducible(ofa):
+    again = OnceForAllNetwork(MLPClassifier(), widths=(8, 16, 32), depths=(1, 2),
+                              n_epochs_full=10, n_epochs_stage=4,
+                              random_state=0).fit(X_DIGITS[:600], Y_DIGITS[:600])
+    assert_allclose(again.subnets_["valid_score"], ofa.subnets_["valid_score"])
+    assert again.history_ == ofa.history_
+
+
+def test_ofa_accuracy_vs_size_records(ofa):
+    records = ofa.accuracy_vs_size(X_DIGITS[:600], Y_DIGITS[:600], X_DIGITS[1200:],
+                                   Y_DIGITS[1200:], hidden_layer_sizes=[(8,), (32,)])
+    assert list(records["n_params"]) == [n_parameters(64, (8,), 10),
+                                         n_parameters(64, (32,), 10)]
+    # Chance is 0.1; the 8-unit network alone (200 epochs) reached 0.58.
+    assert (records["extracted_score"] > 0.4).all()
+    assert (records["standalone_score"] > 0.4).all()
+
+
+# -- ENAS --------------------------------------------------------------------------
+
+
+def test_reinforce_step_learns_the_rewarded_architecture():
+    generator = torch.Generator().manual_seed(0)
+    controller = ArchitectureController([3, 4, 2], hidden_size=16)
+    controller.reset_parameters(generator)
+    optimizer = torch.optim.Adam(controller.parameters(), lr=0.05)
+    target = [2, 1, 0]
+
+    def reward(decisions):
+        return float(sum(d == t for d, t in zip(decisions, target))) / 3
+
+    baseline, rewards = None, []
+    for _ in range(150):
+        value, baseline, _ = reinforce_step(controller, optimizer, reward, baseline, generator,
+                                            entropy_weight=1e-3, baseline_decay=0.9)
+        rewards.append(value)
+    assert controller.sample(greedy=True)[0] == target
+    assert np.mean(rewards[-30:]) > 0.9 > np.mean(rewards[:10])
+    # Without the reward signal (constant reward) the greedy choice stays random.
+    assert np.mean(rewards[:10]) < 0.6
+
+
+def _tiny_enas(**params):
+    defaults = dict(widths=(16, 32), max_layers=2, activations=("relu", "tanh"), n_epochs=3,
+                    controller_steps=5, n_final_samples=5, n_candidates=2, cv=2,
+                    batch_size=32, learning_rate=0.01, random_state=0)
+    return ENASSearch(MLPClassifier(max_iter=30, learning_rate_init=0.01),
+                      **{**defaults, **params})
+
+
+def test_enas_is_reproducible_and_returns_a_fitted_mlp():
+    first = _tiny_enas().fit(X_SMALL, Y_SMALL)
+    again = _tiny_enas().fit(X_SMALL, Y_SMALL)
+    assert first.best_architecture_ == again.best_architecture_
+    assert first.controller_history_ == [
+        {**h, "time": g["time"]} for h, g in zip(again.controller_history_,
+                                                 first.controller_history_)]
+    assert_allclose(first.cv_results_["mean_test_score"], again.cv_results_["mean_test_score"])
+    assert isinstance(first.best_estimator_, MLPClassifier)
+    assert len(first.cv_results_["params"]) == 2
+    # Candidates are ranked by their shared-weight score.
+    assert first.cv_results_["supernet_score"][0] >= first.cv_results_["supernet_score"][1]
+    # The shared weights learned: rewards are far above chance (0.1).
+    assert first.controller_history_[-1]["mean_reward"] > 0.5
+    assert first.score(X_DIGITS[1200:], Y_DIGITS[1200:]) > 0.8
+
+
+# -- the measured claims (full digits, Friedman #1): doc/nas.md ----------------------
+
+
+def _digits_split():
+    return train_test_split(X_DIGITS, Y_DIGITS, test_size=0.3, random_state=0,
+                            stratify=Y_DIGITS)
+
+
+@pytest.fixture(scope="module")
+def default_mlp_digits():
+    X_train, X_test, y_train, y_test = _digits_split()
+    return MLPClassifier(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [
+    lambda: DARTSSearch(MLPClassifier(random_state=0), random_state=0),
+    lambda: DARTSSearch(MLPClassifier(random_state=0), order="second", random_state=0),
+    lambda: ENASSearch(MLPClassifier(random_state=0), random_state=0),
+], ids=["darts-first", "darts-second", "enas"])
+def test_searchers_match_the_default_mlp_on_digits(make, default_mlp_digits):
+    X_train, X_test, y_train, y_test = _digits_split()
+    search = make().fit(X_train, y_train)
+    score = search.score(X_test, y_test)
+    print(type(search).__name__, search.best_params_, score, default_mlp_digits)
+    assert score >= default_mlp_digits - 0.005
+
+
+@pytest.mark.slow
+def test_darts_matches_the_default_mlp_on_friedman():
+    X, y = make_friedman1(n_samples=1000, noise=0.5, random_state=0)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+    default = MLPRegressor(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+    search = DARTSSearch(MLPRegressor(random_state=0), random_state=0).fit(X_train, y_train)
+    score = search.score(X_test, y_test)
+    print(search.best_params_, score, default)
+    assert score >= default - 0.005
+
+
+@pytest.mark.slow
+def test_ofa_extracts_near_the_default_mlp_on_digits(default_mlp_digits):
+    X_train, X_test, y_train, y_test = _digits_split()
+    ofa = OnceForAllNetwork(MLPClassifier(random_state=0), random_state=0).fit(X_train, y_train)
+    score = ofa.score(X_test, y_test)
+    records = ofa.accuracy_vs_size(X_train, y_train, X_test, y_test)
+    print(score, default_mlp_digits, records)
+    assert score >= default_mlp_digits - 0.02
+    # Subnets on the validation Pareto front stay within reach of the same
+    # architecture trained alone.
+    assert (records["extracted_score"] >= records["standalone_score"] - 0.1).all()
