@@ -6,9 +6,9 @@ learners against a number that is not itself learned:
 - :class:`RepeatedMatrixGame`: every agent picks an action each step and all
   receive the payoff of the joint action; the optimum is the largest payoff
   times the episode length.
-- :class:`CooperativeGrid`: agents walk a grid with walls until every goal
-  cell is occupied at once; the optimum comes from a breadth-first search
-  over joint positions (:meth:`CooperativeGrid.optimal_return`).
+- :class:`CooperativeGrid`: agents walk a grid with walls until every
+  button is pressed; the optimum comes from a breadth-first search over
+  joint positions (:meth:`CooperativeGrid.shortest_steps`).
 
 Both keep to PettingZoo's parallel API (``pettingzoo.test.parallel_api_test``
 passes), give every agent the team reward, and define ``state()``, which a
@@ -220,26 +220,26 @@ MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 
 class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
-    """Agents on a grid must occupy every goal cell at the same time.
+    """Agents on a grid must press every button; who presses which matters.
 
     Each step every agent stays or moves one cell up, down, left or right;
     a move into a wall or off the grid leaves it in place, and agents may
-    share a cell. The episode ends (terminated) on the first step after
-    which every goal holds an agent, or truncated after ``max_steps``. Each
-    agent receives the team reward: ``-step_cost`` per step, plus
-    ``goal_reward`` on the step that covers the last goal.
+    share a cell. A button (goal cell) is pressed for good when an agent
+    stands on it. The episode ends (terminated) on the step that presses the
+    last button, or truncated after ``max_steps``. Every agent receives the
+    team reward: ``-step_cost`` per step, plus ``goal_reward / n_goals`` for
+    each button pressed that step.
 
     Parameters
     ----------
     layout : sequence of str, default=None
-        Rows of the grid: ``.`` free, ``#`` wall, ``G`` a goal, a digit
+        Rows of the grid: ``.`` free, ``#`` wall, ``G`` a button, a digit
         ``0``-``9`` the start of that agent (digits numbered from 0 up).
-        ``None`` is :attr:`DEFAULT_LAYOUT`: both agents are nearest to the
-        top-left goal, and the team is fastest (6 steps, against 8) when
-        agent 0 leaves it to agent 1 and takes the long way to the other.
+        ``None`` is :attr:`DEFAULT_LAYOUT`.
     max_steps : int, default=20
     step_cost : float, default=0.1
     goal_reward : float, default=1.0
+        Shared over the buttons: pressing them all earns ``goal_reward``.
     observe_partner : bool or sequence of bool, default=False
         Whether an agent also sees the other agents' cells; one flag per
         agent gives agents observations of different sizes.
@@ -248,15 +248,23 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
     ----------
     possible_agents : list of str
     n_cells : int
-        Cells of the grid (walls included); an observation is one one-hot
-        vector of this length per agent it shows.
+        Cells of the grid, walls included.
+    n_goals : int
 
     Notes
     -----
-    The optimal return is ``goal_reward - step_cost * T``, with ``T`` the
-    fewest joint steps that cover every goal, found by breadth-first search
-    over joint positions (:meth:`optimal_return`). ``state()`` is every
-    agent's cell one-hot, then the elapsed fraction of ``max_steps``.
+    An agent observes its own cell (one-hot over ``n_cells``), the other
+    agents' cells if ``observe_partner`` says so, and which buttons are
+    pressed. ``state()`` is every agent's cell, the pressed buttons and the
+    elapsed fraction of ``max_steps``.
+
+    In :attr:`DEFAULT_LAYOUT` both agents are nearest to the top-left
+    button. If agent 0 takes it (2 steps), the team needs 8 steps; if it
+    leaves it to agent 1 and takes the long way to the other (6 steps),
+    the team needs 6. The optimal return is ``goal_reward - step_cost * T``
+    with ``T`` the fewest joint steps that press every button, found by
+    breadth-first search over joint positions and pressed buttons
+    (:meth:`shortest_steps`).
 
     Examples
     --------
@@ -296,14 +304,15 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
         self.observe_partner = observe_partner
         self._set_agents(n_agents)
         self._observation_spaces = {
-            a: spaces.Box(0.0, 1.0, shape=((n_agents if see else 1) * self.n_cells,),
-                          dtype=np.float32)
+            a: spaces.Box(0.0, 1.0, dtype=np.float32, shape=(
+                (n_agents if see else 1) * self.n_cells + self.n_goals,))
             for a, see in zip(self.possible_agents, observe_partner)
         }
         self._action_spaces = {a: spaces.Discrete(len(MOVES)) for a in self.possible_agents}
-        self.state_space = spaces.Box(0.0, 1.0, shape=(n_agents * self.n_cells + 1,),
-                                      dtype=np.float32)
-        self._positions = None
+        self.state_space = spaces.Box(
+            0.0, 1.0, shape=(n_agents * self.n_cells + self.n_goals + 1,), dtype=np.float32)
+        self._positions = list(self._starts)
+        self._pressed = self._press(self._starts, frozenset())
         self._t = 0
 
     def _parse(self, layout):
@@ -313,15 +322,9 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
                 "CooperativeGrid needs layout to be non-empty rows of equal length, "
                 f"got row lengths {sorted(widths)}."
             )
-        allowed = set(".#G0123456789")
         starts, goals, walls = {}, [], set()
         for r, row in enumerate(layout):
             for c, char in enumerate(row):
-                if char not in allowed:
-                    raise ValueError(
-                        f"CooperativeGrid layout has {char!r} at row {r}, column {c}; "
-                        "use '.' (free), '#' (wall), 'G' (goal) or an agent digit."
-                    )
                 if char == "#":
                     walls.add((r, c))
                 elif char == "G":
@@ -330,23 +333,26 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
                     if int(char) in starts:
                         raise ValueError(f"Agent {char} starts twice in the layout.")
                     starts[int(char)] = (r, c)
-        if sorted(starts) != list(range(len(starts))) or not starts:
+                elif char != ".":
+                    raise ValueError(
+                        f"CooperativeGrid layout has {char!r} at row {r}, column {c}; "
+                        "use '.' (free), '#' (wall), 'G' (button) or an agent digit."
+                    )
+        if not starts or sorted(starts) != list(range(len(starts))):
             raise ValueError(
-                "CooperativeGrid layout must place agents 0, 1, ... (no gaps), got "
-                f"{sorted(starts)}."
+                "CooperativeGrid layout must place agents 0, 1, ... without gaps, "
+                f"got {sorted(starts)}."
             )
-        if not goals or len(goals) > len(starts):
-            raise ValueError(
-                f"CooperativeGrid needs between 1 and {len(starts)} goals (one per "
-                f"agent at most), got {len(goals)}."
-            )
+        if not goals:
+            raise ValueError("CooperativeGrid layout needs at least one button 'G'.")
         self.shape = (len(layout), len(layout[0]))
         self.n_cells = self.shape[0] * self.shape[1]
+        self.n_goals = len(goals)
         self._starts = tuple(starts[i] for i in range(len(starts)))
-        self._goals = frozenset(goals)
+        self._goals = tuple(goals)
         self._walls = frozenset(walls)
         if self.shortest_steps() is None:
-            raise ValueError("CooperativeGrid layout: the agents cannot cover every goal.")
+            raise ValueError("CooperativeGrid layout: the agents cannot reach every button.")
 
     def _move(self, position, action):
         dr, dc = MOVES[action]
@@ -355,39 +361,43 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
             return (r, c)
         return position
 
-    def _covered(self, positions):
-        return self._goals.issubset(positions)
+    def _press(self, positions, pressed):
+        return pressed | {g for g in self._goals if g in positions}
 
     def shortest_steps(self):
-        """Fewest joint steps after which every goal holds an agent.
+        """Fewest joint steps that press every button (``None``: impossible).
 
-        Breadth-first search over joint positions, each joint move being
-        one move per agent; ``None`` if no sequence covers the goals.
+        Breadth-first search over (joint positions, pressed buttons), each
+        joint move being one move per agent.
         """
-        start = self._starts
-        if self._covered(start):
+        start = (tuple(self._starts), self._press(self._starts, frozenset()))
+        if len(start[1]) == self.n_goals:
             return 0
         seen = {start}
         frontier = deque([(start, 0)])
-        joint_moves = list(itertools.product(range(len(MOVES)), repeat=len(start)))
+        joint_moves = list(itertools.product(range(len(MOVES)), repeat=len(self._starts)))
         while frontier:
-            positions, depth = frontier.popleft()
+            (positions, pressed), depth = frontier.popleft()
             for moves in joint_moves:
-                nxt = tuple(self._move(p, m) for p, m in zip(positions, moves))
-                if nxt in seen:
+                moved = tuple(self._move(p, m) for p, m in zip(positions, moves))
+                node = (moved, self._press(moved, pressed))
+                if node in seen:
                     continue
-                if self._covered(nxt):
+                if len(node[1]) == self.n_goals:
                     return depth + 1
-                seen.add(nxt)
-                frontier.append((nxt, depth + 1))
+                seen.add(node)
+                frontier.append((node, depth + 1))
         return None
 
     def optimal_return(self):
-        """``goal_reward - step_cost * shortest_steps()`` (if within
-        ``max_steps``; otherwise the return of never covering the goals)."""
+        """``goal_reward - step_cost * shortest_steps()``, the best team return
+        (when the buttons can be pressed within ``max_steps``)."""
         steps = self.shortest_steps()
         if steps > self.max_steps:
-            return -self.step_cost * self.max_steps
+            raise ValueError(
+                f"The buttons need {steps} steps, more than max_steps={self.max_steps}; "
+                "raise max_steps."
+            )
         return self.goal_reward - self.step_cost * steps
 
     def _one_hot(self, position):
@@ -395,25 +405,27 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
         vector[position[0] * self.shape[1] + position[1]] = 1.0
         return vector
 
+    def _pressed_flags(self):
+        return np.array([g in self._pressed for g in self._goals], dtype=np.float32)
+
     def _observations(self):
         cells = [self._one_hot(p) for p in self._positions]
+        flags = self._pressed_flags()
         observations = {}
-        for i, agent in enumerate(self.agents):
+        for agent in self.agents:
             index = self.possible_agents.index(agent)
+            shown = [index]
             if self.observe_partner[index]:
                 # Own cell first, then the others in agent order.
-                order = [index] + [j for j in range(len(cells)) if j != index]
-                observations[agent] = np.concatenate([cells[j] for j in order])
-            else:
-                observations[agent] = cells[index]
+                shown += [j for j in range(len(cells)) if j != index]
+            observations[agent] = np.concatenate([cells[j] for j in shown] + [flags])
         return observations
 
     def state(self):
-        """Every agent's cell one-hot (agent order), then ``t / max_steps``."""
-        positions = self._positions or self._starts
+        """Every agent's cell (agent order), the pressed buttons, ``t / max_steps``."""
         return np.concatenate(
-            [self._one_hot(p) for p in positions]
-            + [np.array([self._t / self.max_steps], dtype=np.float32)]
+            [self._one_hot(p) for p in self._positions]
+            + [self._pressed_flags(), np.array([self._t / self.max_steps], np.float32)]
         )
 
     def reset(self, seed=None, options=None):
@@ -421,6 +433,7 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
             self._rng = np.random.default_rng(seed)
         self.agents = list(self.possible_agents)
         self._positions = list(self._starts)
+        self._pressed = self._press(self._starts, frozenset())
         self._t = 0
         return self._observations(), {a: {} for a in self.agents}
 
@@ -429,8 +442,11 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
             raise RuntimeError("The episode is over; call reset() first.")
         chosen = self._check_actions(actions)
         self._positions = [self._move(p, a) for p, a in zip(self._positions, chosen)]
+        before = len(self._pressed)
+        self._pressed = self._press(self._positions, self._pressed)
         self._t += 1
-        done = self._covered(self._positions)
-        reward = -self.step_cost + (self.goal_reward if done else 0.0)
+        done = len(self._pressed) == self.n_goals
+        reward = (-self.step_cost
+                  + self.goal_reward * (len(self._pressed) - before) / self.n_goals)
         observations = self._observations()
         return self._team_step(reward, done, self._t >= self.max_steps, observations)

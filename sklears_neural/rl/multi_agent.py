@@ -243,7 +243,9 @@ def _is_aec(env):
         from pettingzoo import AECEnv
     except ImportError:  # pragma: no cover - depends on the install
         return False
-    return isinstance(getattr(env, "unwrapped", env), AECEnv)
+    # A wrapped parallel env (parallel_to_aec) unwraps to the parallel one:
+    # the object itself decides.
+    return isinstance(env, AECEnv)
 
 
 def make_parallel_env(env):
@@ -508,7 +510,7 @@ class MultiAgentTrainer(BaseAgent):
         The environment's ``possible_agents``, in the order of the networks.
     observation_specs_ : list of tuple
         Per agent, ``("box", size)`` or ``("discrete", n, start)``.
-    n_actions_ : list of int
+    action_counts_ : list of int
         Per agent, the size of its Discrete action space.
     state_size_ : int
         Width of the critic's global state (centralized mode).
@@ -683,7 +685,7 @@ class MultiAgentTrainer(BaseAgent):
         spaces = describe_agents(env)
         self.agents_ = spaces["agents"]
         self.observation_specs_ = spaces["observation_specs"]
-        self.n_actions_ = spaces["n_actions"]
+        self.action_counts_ = spaces["n_actions"]
         self.state_size_ = spaces["state_size"]
         self.uses_state_ = spaces["uses_state"]
         self._generator = torch_generator(self.random_state)
