@@ -397,7 +397,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         else:
             from sklears_neural.search.halving import halving_rungs
 
-            first = min_resources or self.min_resources or max(1, round(full / self.factor ** 2))
+            first = min_resources or self.min_resources or max(1, full // self.factor ** 2)
             rungs = halving_rungs(min(first, full), full, self.factor)
         first_id = 1 + max((r["candidate"] for r in self._rows), default=-1)
         metric = self._deciding_metric()
@@ -468,8 +468,9 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         keep = keep and self.factor is not None and self.resource == "max_iter" and (
             "warm_start" in self._template.get_params()
         )
-        args = (self._template, X, y, train, test, params, self._scorers, fit_params)
-        kwargs = {"previous": previous, "continue_params": continue_params,
+        args = (self._template, X, y, train, test)
+        kwargs = {"params": params, "scorers": self._scorers, "fit_params": fit_params,
+                  "previous": previous, "continue_params": continue_params,
                   "keep_estimator": keep, "error_score": self.error_score, "quiet": quiet}
         return args, kwargs
 
@@ -499,6 +500,20 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
 
     def _warn_failures(self, outs):
         errors = [out["error"] for out in outs if out["error"] is not None]
+        if errors and all(
+            not np.isfinite(score) for row in self._rows for score in row["scores"].values()
+        ):
+            # Nothing has worked yet: the data or the settings are at fault,
+            # not one candidate. Raise the trials' own error (its type is what
+            # callers catch), noting that every trial failed.
+            note = f"All {len(errors)} trials of {type(self).__name__} failed so far."
+            error = next((out.get("exception") for out in reversed(outs)
+                          if out.get("exception") is not None), None)
+            if error is None:
+                raise ValueError(f"{note} The last error:\n{errors[-1]}")
+            if hasattr(error, "add_note"):
+                error.add_note(note)
+            raise error
         if errors:
             warnings.warn(
                 f"{len(errors)} of {len(outs)} trials failed and scored "
@@ -529,8 +544,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
                 results[f"split{split}_test_{metric}"] = per_split[:, split]
             means = np.array([row["scores"][metric] for row in rows], dtype=float)
             results[f"mean_test_{metric}"] = means
-            results[f"std_test_{metric}"] = np.nanstd(per_split, axis=1) if np.isfinite(
-                per_split).any() else np.full(n_rows, np.nan)
+            results[f"std_test_{metric}"] = np.array([
+                np.nanstd(row) if np.isfinite(row).any() else np.nan for row in per_split])
             results[f"rank_test_{metric}"] = _rank(budgets, means)
         for key in ("fit_time", "score_time"):
             values = np.array([row[key] for row in rows], dtype=float)

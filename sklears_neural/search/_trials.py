@@ -5,6 +5,7 @@ Trials run in worker processes, so everything here is a module-level
 function of picklable arguments.
 """
 
+import pickle
 import time
 import traceback
 import warnings
@@ -150,17 +151,27 @@ def run_trial(estimator, X, y, train, test, params, scorers, fit_params, *,
         }
         out["score_time"] = time.perf_counter() - start
         out["latency_ms"] = _latency_ms(model, X_test)
-    except Exception:
+    except Exception as error:
         if error_score == "raise":
             raise
         out.setdefault("fit_time", time.perf_counter() - start)
         out["scores"] = {name: float(error_score) for name in scorers}
         out["error"] = traceback.format_exc()
+        out["exception"] = _picklable(error)
     out["n_params"] = count_parameters(model) if out["error"] is None else float("nan")
     out["n_epochs"] = count_epochs(model) if out["error"] is None else float("nan")
     if keep_estimator and out["error"] is None:
         out["estimator"] = model
     return out
+
+
+def _picklable(error):
+    """``error`` if it survives the trip back from a worker, else None."""
+    try:
+        pickle.dumps(error)
+    except Exception:
+        return None
+    return error
 
 
 def plan_devices(device, n_jobs, device_count):

@@ -86,7 +86,7 @@ class EvolutionarySearch(BaseSearch):
     mutation_rate : float, default=0.5
         Chance of one architecture move, and chance each hyper-parameter
         is redrawn.
-    n_elite : int, default=1
+    n_elite : int, default=2
         Fittest members kept unchanged into the next generation.
     objectives : tuple of {"score", "n_params", "latency"}, default=("score", "n_params")
         What fitness rewards: the cross-validated score, few parameters,
@@ -123,8 +123,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
     ...     ArchitectureSpace(n_layers=(1, 2), widths=(8, 16, 32)),
     ...     population_size=4, n_generations=1, cv=2, random_state=0,
     ... ).fit(X[:300] / 16, y[:300])
-    >>> search.cv_results_["generation"].tolist()  # 4 drawn, 3 bred beside 1 elite
-    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    >>> search.cv_results_["generation"].tolist()  # 4 drawn, 2 bred beside 2 elites
+    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     >>> sorted(search.best_architecture_)
     ['activation', 'hidden_layer_sizes']
     """
@@ -145,7 +145,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
 
     def __init__(self, estimator, architecture=None, param_distributions=None, *,
                  population_size=8, n_generations=4, selection="tournament",
-                 tournament_size=3, crossover_rate=0.5, mutation_rate=0.5, n_elite=1,
+                 tournament_size=3, crossover_rate=0.5, mutation_rate=0.5, n_elite=2,
                  objectives=("score", "n_params"), scoring=None, cv=3, n_jobs=None,
                  pre_dispatch="2*n_jobs", refit=True, random_state=None, verbose=0,
                  error_score=np.nan, factor=None, min_resources=None, resource="max_iter"):

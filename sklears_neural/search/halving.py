@@ -179,7 +179,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
     def _run_search(self, evaluate, rng, context):
         space, architecture = _check_space(self.param_distributions, self.architecture)
         full = self._full_budget(context)
-        low = self.min_resources or max(1, int(round(full / self.factor ** 2)))
+        low = self.min_resources or max(1, full // self.factor ** 2)
         brackets = hyperband_brackets(full, self.factor, min(low, full))
         self.brackets_ = brackets[: self.n_brackets] if self.n_brackets else brackets
         for number, (n_candidates, first_budget) in enumerate(self.brackets_):

@@ -146,14 +146,18 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             params, budget, space, architecture, context)
         for step in range(1, self.n_steps + 1):
             predictor = self._fit_predictor(evaluated, features)
-            parents = sorted(evaluated, key=lambda pair: _order(pair[1]))[: self.beam_width]
-            expansions = []
-            for params, _ in parents:
-                for grown in architecture.grow(params):
-                    child = {**params, **grown}
-                    if _key(child) not in seen:
-                        seen.add(_key(child))
-                        expansions.append(child)
+            # Grow from the best candidates that still have unseen expansions:
+            # a beam whose children all did worse moves on to the next best.
+            expansions, n_parents = [], 0
+            for params, _ in sorted(evaluated, key=lambda pair: _order(pair[1])):
+                fresh = [{**params, **grown} for grown in architecture.grow(params)]
+                fresh = [child for child in fresh if _key(child) not in seen]
+                if fresh:
+                    seen.update(_key(child) for child in fresh)
+                    expansions.extend(fresh)
+                    n_parents += 1
+                if n_parents == self.beam_width:
+                    break
             if not expansions:
                 break
             predicted = predictor.predict(np.array([features(c, full) for c in expansions]))
