@@ -513,3 +513,59 @@ def test_breast_cancer_thresholds_reject_a_solver_that_does_not_learn(
     # untrained loss (~0.8), far above every threshold.
     loss = _train_breast_cancer("adam", 1e-7, global_random_seed, epochs=2)
     assert loss > 3 * max(threshold for _, threshold in SOLVER_CASES.values())
+
+
+@pytest.mark.parametrize("solver", [
+    "adam", ("adam", {"amsgrad": True}), ("adamw", {"weight_decay": 0.05}),
+])
+@pytest.mark.parametrize("learning_rate", ["constant", "cosine"])
+def test_direct_fused_step_trains_bit_for_bit_as_optimizer_step(
+        solver, learning_rate, monkeypatch):
+    """core.optim.direct_step: the same kernel, so the same weights and state."""
+    from sklears_neural import MLPClassifier
+    from sklears_neural.core import trainer as trainer_module
+    from sklears_neural.core.optim import direct_step
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 6)), rng.integers(0, 3, 120)
+    make = lambda: MLPClassifier(  # noqa: E731
+        hidden_layer_sizes=(9,), solver=solver, learning_rate=learning_rate,
+        batch_size=16, max_iter=4, alpha=1e-3, random_state=0)
+    calls = []
+
+    def counted(optimizer):
+        step = direct_step(optimizer)
+        assert step is not None  # fused Adam/AdamW on the CPU
+        def wrapped():
+            calls.append(1)
+            return step()
+        return wrapped
+
+    monkeypatch.setattr(trainer_module, "direct_step", counted)
+    direct = make().fit(X, y)
+    assert len(calls) == 4 * 8
+    monkeypatch.setattr(trainer_module, "direct_step", lambda optimizer: None)
+    reference = make().fit(X, y)
+    for a, b in zip(direct.module_.parameters(), reference.module_.parameters()):
+        assert torch.equal(a, b)
+    for (_, a), (_, b) in zip(direct._optimizer.state.items(),
+                              reference._optimizer.state.items()):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_direct_step_leaves_other_optimizers_and_hooks_to_step():
+    from sklears_neural.core.optim import direct_step
+
+    module = torch.nn.Linear(3, 2)
+    assert direct_step(torch.optim.SGD(module.parameters(), lr=0.1)) is None
+    assert direct_step(torch.optim.Adam(module.parameters(), foreach=True)) is None
+    adam = torch.optim.Adam(module.parameters(), fused=True)
+    step = direct_step(adam)
+    seen = []
+    adam.register_step_post_hook(lambda *args: seen.append(1))
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    step()  # no state yet, and a hook: both need Optimizer.step
+    step()
+    assert seen == [1, 1]

@@ -50,7 +50,9 @@ from sklears_neural.core.optimizers import LAMB, LARS
 from sklears_neural.core.resolve import Resolver, split_option
 from sklears_neural.core.schedules import LEARNING_RATES
 
-__all__ = ["SOLVERS", "LEARNING_RATES", "make_optimizer", "apply_hyperparameters"]
+__all__ = [
+    "SOLVERS", "LEARNING_RATES", "apply_hyperparameters", "direct_step", "make_optimizer",
+]
 
 
 def _get(est, name, setting, default=None):
@@ -273,3 +275,89 @@ def apply_hyperparameters(optimizer, est):
         for key, value in defaults.items():
             if key != "params" and key not in _KERNEL_SETTINGS:
                 group[key] = value
+
+
+# -- the optimizer step without Optimizer.step ----------------------------------
+
+def _hooked(optimizer):
+    """Whether anything watches ``optimizer.step``: then it must be called."""
+    from torch.optim import optimizer as torch_optimizer
+
+    patched = optimizer.__dict__.get("step")
+    return bool(
+        (patched is not None and not getattr(patched, "_wrapped_by_lr_sched", False))
+        or optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+        or torch_optimizer._global_optimizer_pre_hooks
+        or torch_optimizer._global_optimizer_post_hooks
+    )
+
+
+def direct_step(optimizer):
+    """``optimizer``'s step as one call of its fused kernel, or None.
+
+    ``Optimizer.step`` wraps the kernel in bookkeeping (profiler records,
+    hooks, grouping the tensors by device and dtype, per-parameter state
+    lookups) that costs a small MLP's training step more than its matrix
+    products do. For a fused Adam or AdamW of one parameter group on one
+    device and dtype, the returned function calls the same kernel with the
+    same arguments, so the weights and the state are bit for bit those of
+    ``optimizer.step()``; the state stays in ``optimizer.state``, where
+    pickling, checkpoints and ``state_dict`` read it.
+
+    It calls ``optimizer.step()`` itself where the kernel alone would not do
+    the same: before the state exists (the first step creates it), when a
+    parameter has no gradient (``step`` skips it), and when hooks or a
+    patched ``step`` (other than a torch LR scheduler's call counter, which
+    it keeps informed) watch the step.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+
+    Returns
+    -------
+    callable or None
+        ``step()``; None for other optimizers (call ``optimizer.step()``).
+    """
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+        return None
+    if len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    if not group.get("fused") or group.get("capturable") or group.get("differentiable"):
+        return None
+    params = list(group["params"])
+    if not params or len({(p.device, p.dtype) for p in params}) != 1 or any(
+        p.is_complex() for p in params
+    ):
+        return None
+    kernel = (torch._fused_adamw_ if group.get("decoupled_weight_decay")
+              else torch._fused_adam_)
+    state = optimizer.state
+
+    def step():
+        if _hooked(optimizer):
+            return optimizer.step()
+        grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], [], []
+        amsgrad = group["amsgrad"]
+        for p in params:
+            p_state = state.get(p)
+            if p.grad is None or not p_state:
+                return optimizer.step()
+            grads.append(p.grad)
+            exp_avgs.append(p_state["exp_avg"])
+            exp_avg_sqs.append(p_state["exp_avg_sq"])
+            steps.append(p_state["step"])
+            if amsgrad:
+                max_exp_avg_sqs.append(p_state["max_exp_avg_sq"])
+        optimizer._opt_called = True  # what an LR scheduler's wrapper records
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+               amsgrad=amsgrad, lr=group["lr"], beta1=beta1, beta2=beta2,
+               weight_decay=group["weight_decay"], eps=group["eps"],
+               maximize=group["maximize"], grad_scale=None, found_inf=None)
+        return None
+
+    return step

@@ -17,6 +17,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from sklears_neural.core.callbacks import Callback
 from sklears_neural.core.data import rows_independent, takes_sparse
 from sklears_neural.core.history import History
+from sklears_neural.core.optim import direct_step
 from sklears_neural.core.regularization import penalty_share
 from sklears_neural.exceptions import TrainingDivergedError
 
@@ -193,6 +194,10 @@ class Trainer:
         self._params = (
             [] if optimizer is None
             else [p for group in optimizer.param_groups for p in group["params"]]
+        )
+        # The optimizer's kernel called directly where that is exact.
+        self._optimizer_step = (
+            None if optimizer is None else direct_step(optimizer) or optimizer.step
         )
 
     # -- weights -----------------------------------------------------------
@@ -513,7 +518,7 @@ class Trainer:
             if self.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
         if scaler is None:
-            optimizer.step()
+            self._optimizer_step()
             return 0
         scale = scaler.get_scale()
         scaler.step(optimizer)
