@@ -264,7 +264,9 @@ def make_parallel_env(env):
             "MultiAgentTrainer needs PettingZoo. Install the rl extra: "
             "pip install 'sklears-neural[rl]'."
         ) from error
-    made = env() if callable(env) and not _looks_like_env(env) else env
+    # A class is a factory too, though it has an env's methods.
+    made = env() if isinstance(env, type) or (callable(env) and not _looks_like_env(env)) \
+        else env
     if _is_aec(made):
         raise TypeError(
             f"MultiAgentTrainer needs a PettingZoo ParallelEnv, got the AEC "
