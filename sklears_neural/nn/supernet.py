@@ -404,3 +404,132 @@ def check_plain_mlp(estimator, owner):
             f"sets {extra}, which add layers the supernet does not have. Unset them "
             "(dropout is fine)."
         )
+
+
+_CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class MixedConv(nn.Module):
+    """One convolution layer of :class:`SuperCNN`: a max-channel conv per kernel size.
+
+    The candidate operations are ``act(conv_k(x))`` keeping the first
+    ``c`` channels, for every kernel size ``k`` and channel count ``c``,
+    and (after the first layer) the identity. Channel counts share one
+    weight tensor per kernel size, sliced; "same" padding keeps the
+    spatial size, so every operation has one output shape.
+
+    Parameters
+    ----------
+    ndim : {1, 2, 3}
+        Spatial dimensions.
+    in_channels : int
+    max_channels : int
+    kernel_sizes : list of int
+        Odd sizes.
+    """
+
+    def __init__(self, ndim, in_channels, max_channels, kernel_sizes):
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[ndim]
+        self.ndim = ndim
+        self.kernel_sizes = [int(k) for k in kernel_sizes]
+        self.convs = nn.ModuleList(
+            conv(int(in_channels), int(max_channels), k, padding=k // 2)
+            for k in self.kernel_sizes
+        )
+
+    def operation(self, x, channels, kernel_index, activation):
+        """A candidate as the mixture sees it: ``act(conv_k(x))``, channels
+        past ``channels`` zeroed, ``(batch, max_channels, *spatial)``."""
+        out = activation(self.convs[kernel_index](x))
+        mask = torch.zeros(out.shape[1], dtype=out.dtype, device=out.device)
+        mask[:channels] = 1
+        return out * mask.view(1, -1, *[1] * self.ndim)
+
+    def forward_discrete(self, x, channels, kernel_index, activation):
+        """The sliced convolution, ``(batch, channels, *spatial)``."""
+        conv = self.convs[kernel_index]
+        weight = conv.weight[:channels, : x.shape[1]]
+        return activation(_CONVS[self.ndim](x, weight, conv.bias[:channels],
+                                            padding=conv.padding))
+
+    def forward_mixed(self, x, channel_weights, masks, kernel_weights, activation,
+                      skip_weight=None):
+        """``sum_{k, c} p_k p_c act(conv_k(x)) * mask_c + p_skip x``."""
+        mixed = sum(p * activation(conv(x)) for p, conv in zip(kernel_weights, self.convs))
+        out = mixed * (channel_weights @ masks).view(1, -1, *[1] * self.ndim)
+        if skip_weight is not None:
+            out = out + skip_weight * x
+        return out
+
+
+class SuperCNN(nn.Module):
+    """A weight-sharing CNN: ``max_layers`` mixed convolutions, global
+    average pooling, a linear output layer.
+
+    Parameters
+    ----------
+    input_shape : list of int
+        ``(channels, *spatial)`` of one sample.
+    n_outputs : int
+    max_layers : int
+    max_channels : int
+    kernel_sizes : list of int
+        Odd candidate kernel sizes.
+    activation : str
+        The estimator's activation (one, as in its ``ConvNet``).
+
+    Shapes
+    ------
+    - input: ``(batch, *input_shape)``
+    - output: ``(batch, n_outputs)``
+    """
+
+    def __init__(self, input_shape, n_outputs, max_layers, max_channels, kernel_sizes,
+                 activation="relu"):
+        super().__init__()
+        if any(k % 2 == 0 or k < 1 for k in kernel_sizes):
+            raise ValueError(
+                f"SuperCNN kernel_sizes must be odd (\"same\" padding keeps every "
+                f"candidate's output shape), got {list(kernel_sizes)}."
+            )
+        ndim = len(input_shape) - 1
+        self.ndim = ndim
+        self.max_channels = int(max_channels)
+        self.layers = nn.ModuleList(
+            MixedConv(ndim, input_shape[0] if i == 0 else max_channels, max_channels,
+                      kernel_sizes) for i in range(max_layers)
+        )
+        self.output = nn.Linear(int(max_channels), int(n_outputs))
+        self.activation_name = _check_activations([activation], "SuperCNN")[0]
+        self.act = ACTIVATIONS.build(self.activation_name)
+
+    def reset_parameters(self, generator=None):
+        """He-uniform weights (the CNNs' default), zero biases."""
+        for module in [conv for layer in self.layers for conv in layer.convs] + [self.output]:
+            fan_in = module.weight[0].numel()
+            bound = math.sqrt(6.0 / fan_in)
+            with torch.no_grad():
+                module.weight.uniform_(-bound, bound, generator=generator)
+                module.bias.zero_()
+
+    def _head(self, x):
+        pooled = x.mean(dim=tuple(range(2, 2 + self.ndim)))
+        return F.linear(pooled, self.output.weight[:, : pooled.shape[1]], self.output.bias)
+
+    def forward_discrete(self, x, choices, kernel_indices):
+        """``choices[i]`` channels or None (skip), ``kernel_indices[i]`` into
+        the kernel sizes."""
+        for layer, channels, k in zip(self.layers, choices, kernel_indices):
+            if channels is not SKIP:
+                x = layer.forward_discrete(x, channels, k, self.act)
+        return self._head(x)
+
+    def forward_mixed(self, x, channel_weights, kernel_weights, channels):
+        """DARTS: per layer a mixture over ``channels`` (plus skip, last,
+        after the first layer) and one over kernel sizes."""
+        masks = _width_masks(channels, self.max_channels, x)
+        for i, (layer, cw, kw) in enumerate(zip(self.layers, channel_weights, kernel_weights)):
+            skip = cw[len(channels)] if i > 0 else None
+            x = layer.forward_mixed(x, cw[: len(channels)], masks, kw, self.act, skip)
+        return self._head(x)

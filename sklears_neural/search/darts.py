@@ -10,6 +10,7 @@ import torch
 from sklears_neural.core._compat import Interval, StrOptions
 from sklears_neural.nn.supernet import (
     SKIP,
+    SuperCNN,
     SupernetTask,
     batches,
     check_family,
@@ -22,42 +23,53 @@ __all__ = ["DARTSSearch"]
 
 
 class DARTSSearch(BaseSearch):
-    """Differentiable architecture search for MLPs: mixed layers, bilevel updates.
+    """Differentiable architecture search for MLPs and CNNs: mixed layers, bilevel updates.
 
-    A supernet of ``max_layers`` hidden layers holds, at each layer, a
-    mixed operation over the candidate widths (slices of one max-width
+    MLPs: a supernet of ``max_layers`` hidden layers holds, at each layer,
+    a mixed operation over the candidate widths (slices of one max-width
     linear map, see :class:`~sklears_neural.nn.supernet.MixedLayer`) and,
     after the first layer, skip (the layer removed); one more mixture over
     ``activations`` is shared by all layers, as an MLP has one hidden
-    activation. Architecture weights ``alpha`` (a softmax per mixture) and
-    network weights ``w`` are trained in turn on two halves of ``X``: ``w``
-    on the training half, ``alpha`` on the validation half, by the
-    first-order rule (``alpha`` follows the validation gradient at the
-    current ``w``) or the second-order one (the gradient after one virtual
-    SGD step on ``w``, its Hessian-vector product by finite differences).
-    Then each mixture is discretized to its largest weight (skip removes
-    the layer), giving ``hidden_layer_sizes`` and ``activation``; that
+    activation. CNNs: ``max_layers`` "same" convolutions, each a mixture
+    over channel counts (``widths``, plus skip after the first) and one
+    over ``kernel_sizes`` (:class:`~sklears_neural.nn.supernet.MixedConv`),
+    then global average pooling; the activation is the estimator's.
+
+    Architecture weights ``alpha`` (a softmax per mixture) and network
+    weights ``w`` are trained in turn on two parts of ``X``: ``w`` on the
+    training part, ``alpha`` on the validation part, by the first-order
+    rule (``alpha`` follows the validation gradient at the current ``w``)
+    or the second-order one (the gradient after one virtual SGD step on
+    ``w``, its Hessian-vector product by finite differences). Then each
+    mixture is discretized to its largest weight (skip removes the
+    layer), giving ``hidden_layer_sizes`` and ``activation`` (MLP) or
+    ``layers`` such as ``["conv64-k5", "conv32-k3", "gap"]`` (CNN); that
     architecture is set on a clone of ``estimator``, cross-validated and
-    refit, so ``best_estimator_`` is an ordinary fitted MLP.
+    refit, so ``best_estimator_`` is an ordinary fitted estimator of the
+    family.
 
     Parameters
     ----------
-    estimator : MLPClassifier or MLPRegressor
+    estimator : MLPClassifier, MLPRegressor, CNNClassifier or CNNRegressor
         The estimator whose architecture is searched; its other parameters
         (solver, ``max_iter``, ...) train the discretized network.
     widths : list of int, default=(32, 64, 128)
-        Candidate widths of each hidden layer.
+        Candidate widths of each hidden layer (channels of each
+        convolution for CNNs).
     max_layers : int, default=2
-        Hidden layers of the supernet; skip choices make shallower nets.
+        Hidden (convolution) layers of the supernet; skip choices make
+        shallower nets.
     activations : list of str, default=("relu", "tanh", "gelu")
-        Candidate hidden activations (ones without parameters).
+        Candidate hidden activations of MLPs (ones without parameters).
+    kernel_sizes : list of int, default=(3, 5)
+        Candidate odd kernel sizes of CNNs.
     order : {"first", "second"}, default="first"
         First-order DARTS, or second-order (unrolled) DARTS: about three
         times the cost per step.
     n_epochs : int, default=30
-        Passes over the training half of the supernet search.
+        Passes over the training part of the supernet search.
     batch_size : int, default=64
-        Rows per step, on both halves.
+        Rows per step, on both parts.
     learning_rate : float, default=3e-3
         Adam step size of the network weights.
     arch_learning_rate : float, default=3e-3
@@ -78,19 +90,22 @@ class DARTSSearch(BaseSearch):
     architecture_weights_ : list of dict
         After each epoch: ``epoch``, ``layers`` (per layer, the softmax
         over ``widths`` and, after the first layer, skip last) and
-        ``activation`` (the softmax over ``activations``), plain floats.
+        ``activation`` (MLP: the softmax over ``activations``) or
+        ``kernels`` (CNN: per layer, the softmax over ``kernel_sizes``),
+        plain floats.
     search_history_ : list of dict
         Per epoch: ``epoch``, ``train_loss``, ``valid_loss``,
         ``valid_score`` (accuracy or R^2 of the mixed supernet) and
         ``time`` (seconds since the search began).
     search_time_ : float
         Seconds spent in the supernet search (before cross-validation).
-    supernet_ : SuperMLP
+    supernet_ : SuperMLP or SuperCNN
         The trained supernet.
     cv_results_, best_estimator_, best_params_, best_architecture_, best_score_, \
 best_index_, n_splits_, refit_time_, multimetric_, scorer_
         See :class:`~sklears_neural.search.BaseSearch`. ``best_params_``
-        holds ``hidden_layer_sizes`` and ``activation``; ``cv_results_``
+        holds ``hidden_layer_sizes`` and ``activation`` (MLP) or
+        ``layers`` (CNN); ``cv_results_``
         has a ``supernet_score`` column (the discretized architecture's
         validation score with the supernet's weights, before retraining).
 
@@ -125,6 +140,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         "widths": [list, tuple],
         "max_layers": [Interval(Integral, 1, None, closed="left")],
         "activations": [list, tuple],
+        "kernel_sizes": [list, tuple],
         "order": [StrOptions({"first", "second"})],
         "n_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -136,7 +152,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
     }
 
     def __init__(self, estimator, *, widths=(32, 64, 128), max_layers=2,
-                 activations=("relu", "tanh", "gelu"), order="first", n_epochs=30,
+                 activations=("relu", "tanh", "gelu"), kernel_sizes=(3, 5), order="first",
+                 n_epochs=30,
                  batch_size=64, learning_rate=3e-3, arch_learning_rate=3e-3,
                  arch_weight_decay=1e-3, unrolled_learning_rate=None,
                  validation_fraction=0.5, scoring=None, cv=3, n_jobs=None,
@@ -149,6 +166,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         self.widths = widths
         self.max_layers = max_layers
         self.activations = activations
+        self.kernel_sizes = kernel_sizes
         self.order = order
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -173,32 +191,46 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         -------
         self : object
         """
-        check_family(self.estimator, type(self).__name__)
+        check_family(self.estimator, type(self).__name__, ("mlp", "cnn"))
         return super().fit(X, y, **fit_params)
 
     def _run_search(self, evaluate, rng, context):
         X, y, _ = self._data
-        widths = check_widths(self.widths, type(self).__name__)
+        name = type(self).__name__
+        family = check_family(self.estimator, name, ("mlp", "cnn"))
+        widths = check_widths(self.widths, name)
         task = SupernetTask(self._template, X, y)
         train, valid = task.split(self.validation_fraction, rng)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
-        net = task.new_supernet(self.max_layers, widths[-1], self.activations, seed)
-        activations = net.activation_names
         layer_alphas = [
             torch.zeros(len(widths) + (1 if i else 0), requires_grad=True)
             for i in range(self.max_layers)
         ]
-        act_alpha = torch.zeros(len(activations), requires_grad=True)
-        alphas = [*layer_alphas, act_alpha]
+        if family == "mlp":
+            net = task.new_supernet(self.max_layers, widths[-1], self.activations, seed)
+            options = net.activation_names
+            # One activation mixture for all layers: an MLP has one activation.
+            choice_alphas = [torch.zeros(len(options), requires_grad=True)]
+        else:
+            options = check_widths(self.kernel_sizes, name, "kernel_sizes")
+            net = SuperCNN(list(task.shell.input_shape_), task.n_outputs, self.max_layers,
+                           widths[-1], options, self._template.activation)
+            net.reset_parameters(generator=torch.Generator().manual_seed(seed))
+            choice_alphas = [torch.zeros(len(options), requires_grad=True)
+                             for _ in range(self.max_layers)]
+        alphas = [*layer_alphas, *choice_alphas]
         w_opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
         a_opt = torch.optim.Adam(alphas, lr=self.arch_learning_rate, betas=(0.5, 0.999),
                                  weight_decay=self.arch_weight_decay)
 
         def forward(inputs):
-            return net.forward_mixed(
-                inputs, [torch.softmax(a, 0) for a in layer_alphas],
-                torch.softmax(act_alpha, 0), widths)
+            layer_weights = [torch.softmax(a, 0) for a in layer_alphas]
+            if family == "mlp":
+                return net.forward_mixed(inputs, layer_weights,
+                                         torch.softmax(choice_alphas[0], 0), widths)
+            return net.forward_mixed(inputs, layer_weights,
+                                     [torch.softmax(a, 0) for a in choice_alphas], widths)
 
         def loss_on(index):
             return task.loss(forward(task.X[index]), task.targets[index])
@@ -230,33 +262,38 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                 output = forward(task.X[valid])
                 valid_loss = float(task.loss(output, task.targets[valid]))
                 valid_score = task.score(output, task.targets[valid])
-            self.architecture_weights_.append({
-                "epoch": epoch,
-                "layers": [torch.softmax(a, 0).tolist() for a in layer_alphas],
-                "activation": torch.softmax(act_alpha, 0).tolist(),
-            })
+            record = {"epoch": epoch,
+                      "layers": [torch.softmax(a, 0).tolist() for a in layer_alphas]}
+            if family == "mlp":
+                record["activation"] = torch.softmax(choice_alphas[0], 0).tolist()
+            else:
+                record["kernels"] = [torch.softmax(a, 0).tolist() for a in choice_alphas]
+            self.architecture_weights_.append(record)
             self.search_history_.append({
                 "epoch": epoch, "train_loss": float(np.mean(losses)),
                 "valid_loss": valid_loss, "valid_score": valid_score,
                 "time": time.perf_counter() - start,
             })
             if self.verbose:
-                print(f"[DARTSSearch] epoch {epoch}: train loss {np.mean(losses):.4f}, "
+                print(f"[{name}] epoch {epoch}: train loss {np.mean(losses):.4f}, "
                       f"valid score {valid_score:.4f}")
         net.eval()
         self.search_time_ = time.perf_counter() - start
         self.supernet_ = net
-        choices = [
-            (widths + [SKIP])[int(torch.argmax(a))] for a in layer_alphas
-        ]
-        activation = activations[int(torch.argmax(act_alpha))]
+        # Discretize: the largest weight of each mixture (skip drops a layer).
+        choices = [(widths + [SKIP])[int(torch.argmax(a))] for a in layer_alphas]
+        picks = [int(torch.argmax(a)) for a in choice_alphas]
         with torch.no_grad():
-            supernet_score = task.score(
-                net.forward_discrete(task.X[valid], choices, activation), task.targets[valid])
-        evaluate(
-            [{"hidden_layer_sizes": discrete_sizes(choices), "activation": activation}],
-            extra={"supernet_score": supernet_score},
-        )
+            if family == "mlp":
+                activation = options[picks[0]]
+                output = net.forward_discrete(task.X[valid], choices, activation)
+                params = {"hidden_layer_sizes": discrete_sizes(choices), "activation": activation}
+            else:
+                output = net.forward_discrete(task.X[valid], choices, picks)
+                layers = [f"conv{c}-k{options[k]}" for c, k in zip(choices, picks)
+                          if c is not SKIP]
+                params = {"layers": [*layers, "gap"]}
+        evaluate([params], extra={"supernet_score": task.score(output, task.targets[valid])})
 
 
 def _second_order_grads(net, alphas, loss_on, train_batch, valid_batch, xi):
