@@ -228,26 +228,52 @@ class _BaseGNN(BaseNeuralEstimator):
         )
 
     def to_onnx(self, path=None):
-        """Not available for graph networks: raises NotImplementedError.
+        """Export the fitted estimator to ONNX: the network and its predictions.
 
-        PyG's message passing scatters node messages with
-        ``torch_scatter``/``index_add``-style ops over a data-dependent
-        number of nodes and edges, which this package's ONNX export (fixed
-        2-D input ``X``) does not describe. Save with :meth:`save` or pickle.
+        The graph takes a batch of graphs in PyTorch Geometric's layout:
+        ``x`` (float32, (n_nodes, n_features_in_)), ``edge_index`` (int64,
+        (2, n_edges)), ``batch`` (int64, (n_nodes,): each node's graph) and
+        ``ptr`` (int64, (n_graphs + 1,): each graph's first node, as a PyG
+        ``Batch`` carries it; only its length is read), plus ``edge_attr``
+        (float32, (n_edges, n_edge_features_in_)) when fitted with edge
+        features. A node-level estimator's graph takes ``x``, ``edge_index``
+        (and ``edge_attr``) of one graph and gives a row per node. Every size
+        is dynamic. The outputs are those of the other estimators
+        (``raw_output``, ``label`` and ``probabilities``, or
+        ``prediction``); see :mod:`sklears_neural.core.export`.
+
+        GIN, GCN, GraphSAGE and the edge-conditioned MPNN export, with every
+        readout. GAT and hierarchical (top-k, SAG) pooling raise
+        ``NotImplementedError``: their PyG layers compute shapes from values
+        (self-loop handling, top-k selection), which ``torch.export``
+        cannot trace into one graph for every input size. Prediction with
+        ``inference_backend="onnxruntime"`` is not offered for graphs; run
+        the exported graph in ONNX Runtime yourself.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, default=None
+            Also write the model to this file.
+
+        Returns
+        -------
+        model : bytes
+            A serialized ``onnx.ModelProto``.
 
         Raises
         ------
         NotImplementedError
-            Always (after the fitted check).
+            For ``conv="gat"`` and hierarchical pooling (see above).
         """
+        from sklears_neural.core.export import _append_heads, _finish
+        from sklears_neural.nn.gnn import export_graph_network
+
         check_is_fitted(self, "module_")
-        raise NotImplementedError(
-            f"{type(self).__name__}.to_onnx is not supported: graph inputs (node "
-            "features, edge_index and a per-node batch vector of data-dependent "
-            "sizes) and PyTorch Geometric's scatter-based message passing do not "
-            "fit the package's ONNX export, which takes one 2-D X. Use save()/load() "
-            "or pickle to ship the model."
-        )
+        model = export_graph_network(self.module_, self.n_features_in_,
+                                     getattr(self, "n_edge_features_in_", 0),
+                                     owner=type(self).__name__)
+        _append_heads(model, self)
+        return _finish(model, self, path)
 
 
 @register_estimator

@@ -270,3 +270,124 @@ class GraphNet(nn.Module):
         else:
             pooled = self.readout(x, batch, dim_size=size)
         return self.head(pooled)
+
+
+# -- ONNX export ---------------------------------------------------------------------
+
+
+class _OnnxGraphInputs(nn.Module):
+    """A frozen :class:`GraphNet` behind the inputs an ONNX graph can take.
+
+    "graph" level: ``(x, edge_index, batch, ptr[, edge_attr])``, as in a PyG
+    ``Batch``; only ``ptr``'s length is read (graphs = ``len(ptr) - 1``), so
+    the number of graphs is a shape, not a value the graph must compute.
+    "node" level: ``(x, edge_index[, edge_attr])``, one output row per node.
+    ``x`` and ``edge_attr`` come in float32 and are cast to the network's dtype.
+    """
+
+    def __init__(self, network, dtype):
+        super().__init__()
+        self.network = network
+        self.dtype = dtype
+
+    def forward(self, x, edge_index, batch=None, ptr=None, edge_attr=None):
+        if edge_attr is not None:
+            edge_attr = edge_attr.to(self.dtype)
+        if self.network.level == "node":
+            return self.network(x.to(self.dtype), edge_index, None, edge_attr)
+        return self.network(x.to(self.dtype), edge_index, batch, edge_attr,
+                            ptr.shape[0] - 1)
+
+
+def export_graph_network(network, n_features, n_edge_features, *, owner):
+    """A fitted :class:`GraphNet` as an ONNX model whose first output is ``raw_output``.
+
+    Parameters
+    ----------
+    network : GraphNet
+    n_features, n_edge_features : int
+    owner : str
+        The estimator's class name, for messages.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs ``x`` (float32, (n_nodes, n_features)), ``edge_index`` (int64,
+        (2, n_edges)), for level "graph" ``batch`` (int64, (n_nodes,)) and
+        ``ptr`` (int64, (n_graphs + 1,)), and ``edge_attr`` (float32,
+        (n_edges, n_edge_features)) when the network reads edge features;
+        every size dynamic.
+
+    Raises
+    ------
+    NotImplementedError
+        For GAT and hierarchical pooling, whose PyG layers compute shapes
+        from values (self-loop removal, top-k selection) that
+        ``torch.export`` cannot trace into one graph.
+    """
+    import warnings
+
+    import torch
+
+    from sklears_neural.core.export import (
+        OPSET,
+        _frozen_copy,
+        _module_dtype,
+        _quiet_exporter,
+        _require_onnx,
+    )
+
+    reasons = []
+    if network.conv_name == "gat":
+        reasons.append("PyG's GATConv removes and adds self-loops with shapes that "
+                       "depend on edge values")
+    if len(network.pools):
+        reasons.append("top-k and SAG pooling keep a number of nodes that depends on "
+                       "their scores")
+    if reasons:
+        raise NotImplementedError(
+            f"Cannot export {owner} to ONNX: {'; '.join(reasons)}, which "
+            "torch.export cannot trace into one graph for every input size. Use "
+            "conv='gin', 'gcn', 'sage' or 'mpnn' without hierarchical pooling, or "
+            "ship the model with save()/load() or pickle."
+        )
+    _require_onnx()
+    frozen = _frozen_copy(network)
+    wrapper = _OnnxGraphInputs(frozen, _module_dtype(frozen)).eval()
+    # Three graphs of 2-4 nodes (a path each): torch.export specializes any
+    # dimension whose example size is 0 or 1.
+    sizes = [2, 3, 4]
+    ptr = torch.tensor([0, 2, 5, 9])
+    pairs = [(a + i, a + i + 1) for a, n in zip(ptr.tolist(), sizes) for i in range(n - 1)]
+    edge_index = torch.tensor(pairs + [(v, u) for u, v in pairs]).t().contiguous()
+    x = torch.zeros(9, int(n_features))
+    nodes, edges = torch.export.Dim("n_nodes"), torch.export.Dim("n_edges")
+    inputs = {"x": x, "edge_index": edge_index}
+    shapes = {"x": {0: nodes}, "edge_index": {1: edges}}
+    if network.level == "graph":
+        inputs["batch"] = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+        inputs["ptr"] = ptr
+        shapes.update(batch={0: nodes}, ptr={0: torch.export.Dim("n_graphs_plus_one")})
+    if n_edge_features:
+        inputs["edge_attr"] = torch.ones(edge_index.shape[1], int(n_edge_features))
+        shapes["edge_attr"] = {0: edges}
+    try:
+        with _quiet_exporter(), torch.no_grad(), warnings.catch_warnings():
+            # x and batch share their node axis, edge_index and edge_attr
+            # their edge axis: the exporter says so once per repeated name.
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+            program = torch.onnx.export(
+                wrapper, (), kwargs=inputs, input_names=list(inputs),
+                output_names=["raw_output"], opset_version=OPSET, dynamo=True,
+                dynamic_shapes=shapes, verbose=False)
+    except Exception as exc:  # the exporter raises many kinds; all mean the same here
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        first = (str(root).strip().splitlines() or [""])[0][:300]
+        raise NotImplementedError(
+            f"Cannot export {owner} to ONNX: torch.onnx.export failed "
+            f"({type(root).__name__}: {first}). Ship the model with save()/load() "
+            "or pickle."
+        ) from exc
+    return program.model_proto
