@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from sklears_neural import CNNClassifier, MLPClassifier, MLPRegressor
 from sklears_neural.core._compat import InvalidParameterError
 from sklears_neural.nn.supernet import MixedLayer, SuperCNN, SuperMLP, n_parameters
-from sklears_neural.search.darts import DARTSSearch, _second_order_grads
+from sklears_neural.search.darts import DARTSSearch, _most_probable, _second_order_grads
 from sklears_neural.search.enas import ArchitectureController, ENASSearch, reinforce_step
 from sklears_neural.search.once_for_all import OnceForAllNetwork
 
@@ -216,6 +216,16 @@ class _swapped:
             module = self.net.get_submodule(module_name)
             delattr(module, attr)
             module._parameters[attr] = value
+
+
+def test_most_probable_architectures_match_brute_force():
+    import itertools
+
+    torch.manual_seed(0)
+    mixtures = [torch.log_softmax(torch.randn(n), 0) for n in (3, 4, 2)]
+    brute = sorted(itertools.product(range(3), range(4), range(2)),
+                   key=lambda t: -sum(float(m[i]) for m, i in zip(mixtures, t)))
+    assert _most_probable(mixtures, 5) == [list(t) for t in brute[:5]]
 
 
 def test_darts_is_reproducible_and_returns_a_fitted_mlp():

@@ -81,6 +81,10 @@ class DARTSSearch(BaseSearch):
         uses ``learning_rate``.
     validation_fraction : float, default=0.5
         Share of ``X`` that trains ``alpha`` (the paper halves its data).
+    n_candidates : int, default=2
+        Discretized architectures cross-validated: the most probable one
+        (the largest weight of every mixture), then the next most probable
+        by the product of the weights; the best cross-validated is refit.
     scoring, cv, n_jobs, pre_dispatch, refit, random_state, verbose, error_score
         See :class:`~sklears_neural.search.BaseSearch`; they apply to the
         cross-validation and refit of the discretized architecture.
@@ -106,7 +110,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         See :class:`~sklears_neural.search.BaseSearch`. ``best_params_``
         holds ``hidden_layer_sizes`` and ``activation`` (MLP) or
         ``layers`` (CNN); ``cv_results_``
-        has a ``supernet_score`` column (the discretized architecture's
+        has a ``supernet_score`` column (each discretized architecture's
         validation score with the supernet's weights, before retraining).
 
     Notes
@@ -149,6 +153,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         "arch_weight_decay": [Interval(Real, 0, None, closed="left")],
         "unrolled_learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(self, estimator, *, widths=(32, 64, 128), max_layers=2,
@@ -156,7 +161,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                  n_epochs=30,
                  batch_size=64, learning_rate=3e-3, arch_learning_rate=3e-3,
                  arch_weight_decay=1e-3, unrolled_learning_rate=None,
-                 validation_fraction=0.5, scoring=None, cv=3, n_jobs=None,
+                 validation_fraction=0.5, n_candidates=2, scoring=None, cv=3, n_jobs=None,
                  pre_dispatch="2*n_jobs", refit=True, random_state=None, verbose=0,
                  error_score=np.nan):
         super().__init__(
@@ -175,6 +180,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         self.arch_weight_decay = arch_weight_decay
         self.unrolled_learning_rate = unrolled_learning_rate
         self.validation_fraction = validation_fraction
+        self.n_candidates = n_candidates
 
     def fit(self, X, y=None, **fit_params):
         """Search the supernet, discretize, cross-validate and refit.
@@ -280,20 +286,43 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         net.eval()
         self.search_time_ = time.perf_counter() - start
         self.supernet_ = net
-        # Discretize: the largest weight of each mixture (skip drops a layer).
-        choices = [(widths + [SKIP])[int(torch.argmax(a))] for a in layer_alphas]
-        picks = [int(torch.argmax(a)) for a in choice_alphas]
-        with torch.no_grad():
-            if family == "mlp":
-                activation = options[picks[0]]
-                output = net.forward_discrete(task.X[valid], choices, activation)
-                params = {"hidden_layer_sizes": discrete_sizes(choices), "activation": activation}
-            else:
-                output = net.forward_discrete(task.X[valid], choices, picks)
-                layers = [f"conv{c}-k{options[k]}" for c, k in zip(choices, picks)
-                          if c is not SKIP]
-                params = {"layers": [*layers, "gap"]}
-        evaluate([params], extra={"supernet_score": task.score(output, task.targets[valid])})
+        # Discretize: the largest weight of each mixture (skip drops a
+        # layer); with n_candidates > 1 also the next most probable
+        # architectures (product of the mixtures' weights).
+        mixtures = [torch.log_softmax(a.detach(), 0) for a in [*layer_alphas, *choice_alphas]]
+        candidates, scores = [], []
+        for picks in _most_probable(mixtures, self.n_candidates):
+            choices = [(widths + [SKIP])[i] for i in picks[: self.max_layers]]
+            picks = picks[self.max_layers:]
+            with torch.no_grad():
+                if family == "mlp":
+                    activation = options[picks[0]]
+                    output = net.forward_discrete(task.X[valid], choices, activation)
+                    params = {"hidden_layer_sizes": discrete_sizes(choices),
+                              "activation": activation}
+                else:
+                    output = net.forward_discrete(task.X[valid], choices, picks)
+                    layers = [f"conv{c}-k{options[k]}" for c, k in zip(choices, picks)
+                              if c is not SKIP]
+                    params = {"layers": [*layers, "gap"]}
+            if params not in candidates:  # skips can make two picks one network
+                candidates.append(params)
+                scores.append(task.score(output, task.targets[valid]))
+        evaluate(candidates, extra={"supernet_score": scores})
+
+
+def _most_probable(log_probs, k):
+    """The ``k`` most probable index tuples of independent categoricals.
+
+    A beam over the mixtures, in order: exact for the top ``k`` because
+    the log-probability of a tuple is the sum of its parts.
+    """
+    beam = [(0.0, ())]
+    for log_p in log_probs:
+        values = log_p.tolist()
+        beam = sorted(((score + v, picks + (i,)) for score, picks in beam
+                       for i, v in enumerate(values)), key=lambda item: -item[0])[:k]
+    return [list(picks) for _, picks in beam]
 
 
 def _second_order_grads(net, alphas, loss_on, train_batch, valid_batch, xi):
