@@ -223,3 +223,47 @@ def test_non_finite_reward_stops_with_the_weights_of_the_last_update():
     for a, b in zip(_weights(trainer).values(), _weights(clean).values()):
         assert torch.equal(a, b)
     assert isinstance(trainer.predict(BrokenGame().reset()[0]), dict)
+
+
+# -- what the modes learn -------------------------------------------------------
+#
+# Measured with seeds 0-4 (doc/rl_multi_agent.md has the table): at 10,000
+# joint steps the centralized critic reached the optimum on 4 of 5 seeds of
+# both tasks, independent learners on 5 of 5: on these tasks independent
+# learners do not fall short. The default suite runs one seed of the
+# centralized critic; the sweep is marked slow.
+
+TASKS = {
+    # name: (factory, timesteps of the default test)
+    "penalty": (lambda: RepeatedMatrixGame.penalty(k=-10.0), 3000),
+    "grid": (CooperativeGrid, 10_000),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_centralized_critic_reaches_the_known_optimum(task):
+    make, timesteps = TASKS[task]
+    trainer = MultiAgentTrainer("centralized", random_state=0).fit(make, timesteps)
+    # Deterministic tasks and greedy actions: the optimum exactly (to rounding).
+    assert trainer.score(make, n_episodes=3) == pytest.approx(make().optimal_return(),
+                                                              abs=1e-9)
+    # Far from what the untrained policies scored in their first episodes.
+    first = np.mean([r["episode_return"] for r in trainer.history_[:10]])
+    assert first < make().optimal_return() - 0.5
+
+
+def _sweep(make, timesteps, mode, seeds):
+    optimum = make().optimal_return()
+    return [MultiAgentTrainer(mode, random_state=seed).fit(make, timesteps)
+            .score(make, n_episodes=1) >= optimum - 1e-9 for seed in seeds]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_mode_reaches_the_optimum_on_most_seeds(task):
+    make = TASKS[task][0]
+    reached = {mode: sum(_sweep(make, 10_000, mode, range(5))) for mode in MODES}
+    assert reached["centralized"] >= 4
+    # Independent learners match it here (measured 5 of 5 on both tasks).
+    assert reached["independent"] >= 4
+    assert reached["shared"] >= 4
