@@ -15,11 +15,16 @@ with any estimator of this library (and any scikit-learn estimator);
   performance predictor.
 - :class:`HyperbandSearch`: random candidates under Hyperband's early
   stopping.
+- :class:`DARTSSearch`, :class:`ENASSearch`, :class:`OnceForAllNetwork`:
+  weight-sharing searchers for the MLP and CNN families (imported on
+  first use).
 
 Every searcher stops bad trials early with ``factor=`` (successive halving
 over epochs or samples), runs trials in parallel with ``n_jobs``, and
 gives each worker its own GPU when the estimator trains on CUDA.
 """
+
+import importlib
 
 from sklears_neural.search._base import BaseSearch
 from sklears_neural.search._space import ArchitectureSpace
@@ -27,10 +32,29 @@ from sklears_neural.search.evolutionary import EvolutionarySearch
 from sklears_neural.search.halving import HyperbandSearch
 from sklears_neural.search.progressive import ProgressiveSearch
 
+# The weight-sharing searchers build supernets; their modules load on first use.
+_WEIGHT_SHARING = {
+    "DARTSSearch": "darts",
+    "ENASSearch": "enas",
+    "OnceForAllNetwork": "once_for_all",
+}
+
 __all__ = [
     "ArchitectureSpace",
     "BaseSearch",
     "EvolutionarySearch",
     "HyperbandSearch",
     "ProgressiveSearch",
+    *_WEIGHT_SHARING,
 ]
+
+
+def __getattr__(name):
+    if name in _WEIGHT_SHARING:
+        module = importlib.import_module(f"sklears_neural.search.{_WEIGHT_SHARING[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
