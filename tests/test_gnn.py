@@ -409,14 +409,22 @@ def test_edge_features_with_attention_and_hierarchical_pooling(params):
     assert proba.shape == (24, 2) and np.isfinite(proba).all()
 
 
-def test_featurizer_carries_edge_attributes_into_a_pipeline():
+def test_featurizer_carries_edge_attributes_into_a_pipeline(tmp_path):
     X, y = bond_graphs(30, seed=4)
     data = GraphFeaturizer(edge_attrs="bond").fit_transform(X)
     assert data[0].edge_attr.shape == (data[0].edge_index.shape[1], 2)
     pipe = Pipeline([("graphs", GraphFeaturizer(edge_attrs="bond")),
                      ("gnn", _small(conv="mpnn", edge_attrs="edge_attr"))]).fit(X, y)
     direct = _small(conv="mpnn", edge_attrs="bond").fit(X, y)
-    np.testing.assert_allclose(pipe.predict_proba(X), direct.predict_proba(X), atol=1e-5)
+    expected = direct.predict_proba(X)
+    np.testing.assert_allclose(pipe.predict_proba(X), expected, atol=1e-5)
+    # An edge-conditioned model round-trips exactly, its edge width included.
+    direct.save(tmp_path / "mpnn.skn")
+    loaded = load(tmp_path / "mpnn.skn")
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(direct)).predict_proba(X),
+                                  expected)
+    assert loaded.n_edge_features_in_ == 2
 
 
 def test_node_level_estimators_read_edge_features():
