@@ -87,7 +87,8 @@ def test_grid_optimum_is_the_breadth_first_search_of_joint_moves():
     plan0 = [3, 2, 2, 4, 4, 4]
     plan1 = [3, 3, 3, 3, 0, 0]
     for a0, a1 in zip(plan0, plan1):
-        observations, rewards, terminations, _, _ = env.step({"agent_0": a0, "agent_1": a1})
+        observations, rewards, terminations, _, _ = env.step(
+            {"agent_0": a0, "agent_1": a1})
         total += rewards["agent_0"]
     assert all(terminations.values()) and env.agents == []
     assert total == pytest.approx(env.optimal_return())
@@ -110,7 +111,8 @@ def test_same_seed_same_fit_and_heterogeneous_observations(mode, global_random_s
     def make():
         return CooperativeGrid(observe_partner=(True, False))
 
-    fits = [MultiAgentTrainer(mode, n_steps=64, batch_size=32, random_state=global_random_seed)
+    fits = [MultiAgentTrainer(mode, n_steps=64, batch_size=32,
+                              random_state=global_random_seed)
             .fit(make, total_timesteps=150) for _ in range(2)]
     first, second = fits
     assert [r["episode_return"] for r in first.history_] == \
@@ -121,8 +123,8 @@ def test_same_seed_same_fit_and_heterogeneous_observations(mode, global_random_s
     assert first.observation_specs_ == [("box", 32), ("box", 17)]
     assert sum(r["episode_length"] for r in first.history_) == \
         first.history_[-1]["timesteps"] > 130
-    assert set(first.history_[-1]) >= {"episode_return", "episode_length", "policy_loss",
-                                       "value_loss", "entropy"}
+    assert set(first.history_[-1]) >= {"episode_return", "episode_length",
+                                       "policy_loss", "value_loss", "entropy"}
     other = MultiAgentTrainer(mode, n_steps=64, batch_size=32,
                               random_state=global_random_seed + 1).fit(make, 150)
     assert any(not torch.equal(a, b) for a, b in

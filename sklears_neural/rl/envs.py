@@ -308,9 +308,11 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
                 (n_agents if see else 1) * self.n_cells + self.n_goals,))
             for a, see in zip(self.possible_agents, observe_partner)
         }
-        self._action_spaces = {a: spaces.Discrete(len(MOVES)) for a in self.possible_agents}
+        self._action_spaces = {
+            a: spaces.Discrete(len(MOVES)) for a in self.possible_agents}
         self.state_space = spaces.Box(
-            0.0, 1.0, shape=(n_agents * self.n_cells + self.n_goals + 1,), dtype=np.float32)
+            0.0, 1.0, shape=(n_agents * self.n_cells + self.n_goals + 1,),
+            dtype=np.float32)
         self._positions = list(self._starts)
         self._pressed = self._press(self._starts, frozenset())
         self._t = 0
@@ -352,12 +354,14 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
         self._goals = tuple(goals)
         self._walls = frozenset(walls)
         if self.shortest_steps() is None:
-            raise ValueError("CooperativeGrid layout: the agents cannot reach every button.")
+            raise ValueError(
+                "CooperativeGrid layout: the agents cannot reach every button.")
 
     def _move(self, position, action):
         dr, dc = MOVES[action]
         r, c = position[0] + dr, position[1] + dc
-        if 0 <= r < self.shape[0] and 0 <= c < self.shape[1] and (r, c) not in self._walls:
+        inside = 0 <= r < self.shape[0] and 0 <= c < self.shape[1]
+        if inside and (r, c) not in self._walls:
             return (r, c)
         return position
 
@@ -375,7 +379,8 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
             return 0
         seen = {start}
         frontier = deque([(start, 0)])
-        joint_moves = list(itertools.product(range(len(MOVES)), repeat=len(self._starts)))
+        joint_moves = list(
+            itertools.product(range(len(MOVES)), repeat=len(self._starts)))
         while frontier:
             (positions, pressed), depth = frontier.popleft()
             for moves in joint_moves:
@@ -395,7 +400,8 @@ class CooperativeGrid(_TeamEnvMixin, ParallelEnv):
         steps = self.shortest_steps()
         if steps > self.max_steps:
             raise ValueError(
-                f"The buttons need {steps} steps, more than max_steps={self.max_steps}; "
+                f"The buttons need {steps} steps, more than "
+                f"max_steps={self.max_steps}; "
                 "raise max_steps."
             )
         return self.goal_reward - self.step_cost * steps

@@ -40,7 +40,12 @@ from sklears_neural.core.seeding import draw_seed, torch_generator
 from sklears_neural.core.trainer import Trainer
 from sklears_neural.exceptions import TrainingDivergedError
 from sklears_neural.rl import _env
-from sklears_neural.rl._base import BaseAgent, EpisodeLog, NonFiniteRewardError, _LossDiverged
+from sklears_neural.rl._base import (
+    BaseAgent,
+    EpisodeLog,
+    NonFiniteRewardError,
+    _LossDiverged,
+)
 
 __all__ = ["MultiAgentTrainer"]
 
@@ -125,7 +130,8 @@ class MultiAgentActorCritic(nn.Module):
     activation : {"tanh", "relu"}
     """
 
-    def __init__(self, mode, observation_sizes, n_actions, state_size, hidden_layer_sizes,
+    def __init__(self, mode, observation_sizes, n_actions, state_size,
+                 hidden_layer_sizes,
                  activation):
         super().__init__()
         n_agents = len(observation_sizes)
@@ -154,7 +160,8 @@ class MultiAgentActorCritic(nn.Module):
     def _with_ids(self, observations):
         if self.mode != "shared":
             return observations
-        ids = self.agent_ids.to(observations.dtype).expand(observations.shape[0], -1, -1)
+        ids = self.agent_ids.to(observations.dtype)
+        ids = ids.expand(observations.shape[0], -1, -1)
         return torch.cat([observations, ids], dim=-1)
 
     def logits(self, observations):
@@ -187,7 +194,8 @@ class _NumpyPolicy:
 
     def __init__(self, module):
         def layers(stack):
-            return [(w.detach().cpu().double().numpy(), b.detach().cpu().double().numpy())
+            return [(w.detach().cpu().double().numpy(),
+                     b.detach().cpu().double().numpy())
                     for w, b in zip(stack.weights, stack.biases)]
         self.mode = module.mode
         self.activation = np.tanh if module.actor.activation is torch.tanh else (
@@ -265,8 +273,8 @@ def make_parallel_env(env):
             "pip install 'sklears-neural[rl]'."
         ) from error
     # A class is a factory too, though it has an env's methods.
-    made = env() if isinstance(env, type) or (callable(env) and not _looks_like_env(env)) \
-        else env
+    factory = isinstance(env, type) or (callable(env) and not _looks_like_env(env))
+    made = env() if factory else env
     if _is_aec(made):
         raise TypeError(
             f"MultiAgentTrainer needs a PettingZoo ParallelEnv, got the AEC "
@@ -440,7 +448,8 @@ class _Rollout:
 
 def _log_probs(logits, actions):
     """Log-probability of ``actions`` ``(batch, n_agents)`` under ``logits``."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    log_all = torch.log_softmax(logits, dim=-1)
+    return log_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
 # -- the estimator -------------------------------------------------------------
@@ -661,8 +670,8 @@ class MultiAgentTrainer(BaseAgent):
     def _budget(self, total_timesteps):
         if total_timesteps is None:
             return self.total_timesteps
-        if (isinstance(total_timesteps, Integral) and not isinstance(total_timesteps, bool)
-                and total_timesteps >= 1):
+        if (isinstance(total_timesteps, Integral)
+                and not isinstance(total_timesteps, bool) and total_timesteps >= 1):
             return int(total_timesteps)
         raise ValueError(
             f"total_timesteps must be an int >= 1 or None, got {total_timesteps!r}."
@@ -731,7 +740,8 @@ class MultiAgentTrainer(BaseAgent):
                 "weights of the last recorded episode. Lower learning_rate_init, or "
                 "scale the rewards.",
                 epoch=len(self.history_) + 1,
-                last_finite_state={k: v.cpu().numpy() for k, v in last_good["state"].items()},
+                last_finite_state={
+                    k: v.cpu().numpy() for k, v in last_good["state"].items()},
             ) from None
         self._finish(trainer, log)
 
@@ -754,13 +764,16 @@ class MultiAgentTrainer(BaseAgent):
                 rollout.values[t] = policy.values(observations, state)
                 rollout.alive[t] = alive
                 observation_dict, rewards, terminations, truncations, _ = env.step(
-                    {a: int(actions[i]) for i, a in enumerate(self.agents_) if alive[i]})
-                reward = np.array([float(rewards.get(a, 0.0)) for a in self.agents_]) * alive
+                    {a: int(actions[i]) for i, a in enumerate(self.agents_)
+                     if alive[i]})
+                reward = alive * np.array(
+                    [float(rewards.get(a, 0.0)) for a in self.agents_])
                 self._check_rewards(reward, log.timesteps + 1)
                 terminated = np.array([bool(terminations.get(a, False))
                                        for a in self.agents_]) & (alive > 0)
                 truncated = np.array([bool(truncations.get(a, False))
-                                      for a in self.agents_]) & (alive > 0) & ~terminated
+                                      for a in self.agents_])
+                truncated &= (alive > 0) & ~terminated
                 next_observations, next_alive = encoder.observations(observation_dict)
                 rollout.rewards[t] = reward
                 if truncated.any():
@@ -775,7 +788,8 @@ class MultiAgentTrainer(BaseAgent):
                 if episode_over:
                     trainer.begin_epoch()
                     observation_dict, _ = env.reset()
-                    next_observations, next_alive = encoder.observations(observation_dict)
+                    next_observations, next_alive = encoder.observations(
+                        observation_dict)
                 observations, alive = next_observations, next_alive
                 state = encoder.state(env, observations)
                 if log.should_stop:
@@ -786,7 +800,8 @@ class MultiAgentTrainer(BaseAgent):
 
     def _update(self, rollout, last_values, trainer, log):
         """``n_epochs`` passes of PPO minibatch steps over ``rollout``."""
-        advantages, returns = rollout.advantages(last_values, self.gamma, self.gae_lambda)
+        advantages, returns = rollout.advantages(
+            last_values, self.gamma, self.gae_lambda)
         device = next(self.module_.parameters()).device
 
         def tensor(array):
@@ -818,7 +833,8 @@ class MultiAgentTrainer(BaseAgent):
                     adv = (adv - mean) / (std + 1e-8)
                 ratio = torch.exp(log_probs - old_log_probs[index])
                 clipped = ratio.clamp(1 - self.clip_range, 1 + self.clip_range)
-                policy_loss = -(torch.minimum(ratio * adv, clipped * adv) * mask).sum() / count
+                surrogate = torch.minimum(ratio * adv, clipped * adv)
+                policy_loss = -(surrogate * mask).sum() / count
                 values = module.values(observations[index], states[index])
                 value_loss = ((values - returns[index]) ** 2 * mask).sum() / count
                 loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
@@ -907,7 +923,8 @@ class MultiAgentTrainer(BaseAgent):
             for _ in range(n_episodes):
                 total = 0.0
                 while instance.agents:
-                    actions = self.predict({a: observations[a] for a in instance.agents})
+                    actions = self.predict(
+                        {a: observations[a] for a in instance.agents})
                     observations, rewards, _, _, _ = instance.step(actions)
                     total += sum(float(r) for r in rewards.values()) / len(self.agents_)
                 returns.append(total)
