@@ -105,8 +105,8 @@ class RepeatedMatrixGame(_TeamEnvMixin, ParallelEnv):
     payoff : array-like of shape (n_actions_0, n_actions_1, ...), default=None
         The team payoff of each joint action; its number of dimensions is the
         number of agents (at least 2). ``None`` is the climbing game
-        (Claus & Boutilier, 1998), on which independent learners settle
-        on a payoff of 7 rather than 11 (see :meth:`climbing`).
+        (Claus & Boutilier, 1998), on which learners that follow the
+        expected payoff settle below the optimum of 11 (see :meth:`climbing`).
     episode_length : int, default=10
         Steps per episode; the episode ends truncated after the last one.
 
@@ -162,12 +162,13 @@ class RepeatedMatrixGame(_TeamEnvMixin, ParallelEnv):
         self._t = 0
 
     #: The climbing game: (0, 0) pays 11, but against a partner playing
-    #: uniformly action 2 pays best, and from there the learners climb to 7.
+    #: uniformly action 2 pays best, and from there the learners climb only to
+    #: 5, 6 or 7 (every MultiAgentTrainer mode measured 5 or 6 per step).
     CLIMBING = [[11.0, -30.0, 0.0], [-30.0, 7.0, 6.0], [0.0, 0.0, 5.0]]
 
     @classmethod
     def climbing(cls, *, episode_length=10):
-        """The climbing game (Claus & Boutilier, 1998): optimum 11, trap 7."""
+        """The climbing game (Claus & Boutilier, 1998): optimum 11, traps 7, 6, 5."""
         return cls(cls.CLIMBING, episode_length=episode_length)
 
     @classmethod
