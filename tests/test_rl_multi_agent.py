@@ -157,6 +157,9 @@ def test_estimator_contract_pickle_and_save_load(tmp_path):
     env = RepeatedMatrixGame.penalty(episode_length=5)
     trainer = MultiAgentTrainer("shared", n_steps=32, random_state=0)
     assert clone(trainer).get_params() == trainer.get_params()
+    # Every parameter is validated, and nothing else (scikit-learn's
+    # check_param_validation asks the same).
+    assert set(MultiAgentTrainer._parameter_constraints) == set(trainer.get_params())
     assert trainer.set_params(mode="independent").mode == "independent"
     trainer.fit(env, total_timesteps=64)
     observations, _ = env.reset(seed=0)

@@ -561,7 +561,12 @@ class MultiAgentTrainer(BaseAgent):
     """
 
     _parameter_constraints = {
-        **BaseAgent._parameter_constraints,
+        # The base's entries for the parameters this class takes (and only
+        # those: the base may grow parameters this class does not have).
+        **{name: rule for name, rule in BaseAgent._parameter_constraints.items()
+           if name in ("hidden_layer_sizes", "solver", "learning_rate_init", "gamma",
+                       "total_timesteps", "clip_grad_norm", "device", "random_state",
+                       "verbose", "callbacks")},
         "mode": [StrOptions(set(MODES))],
         # The rollouts act in NumPy, which has these two.
         "activation": [StrOptions({"tanh", "relu"})],
