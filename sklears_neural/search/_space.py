@@ -140,7 +140,7 @@ class ArchitectureSpace:
     >>> from sklears_neural.search import ArchitectureSpace
     >>> space = ArchitectureSpace(n_layers=(1, 2), widths=(8, 16), activations=None)
     >>> space.sample(np.random.RandomState(0))
-    {'hidden_layer_sizes': (8, 16)}
+    {'hidden_layer_sizes': (16,)}
     >>> space.grow({"hidden_layer_sizes": (8,)})
     [{'hidden_layer_sizes': (16,)}, {'hidden_layer_sizes': (8, 8)}, {'hidden_layer_sizes': (8, 16)}]
     """
