@@ -623,8 +623,15 @@ def _tiny_searchers():
     ]
 
 
-@pytest.mark.slow  # 170 checks, about 80 s on this machine
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(_tiny_searchers(), expected_failed_checks=lambda est: EXPECTED_FAILURES)
+@parametrize_with_checks(_tiny_searchers()[2:], expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_sklearn_checks(estimator, check):
+    # The shared base through HyperbandSearch: about 10 s on an idle machine.
+    check(estimator)
+
+
+@pytest.mark.slow  # 116 more checks, 20 s idle, 60 s on a loaded machine
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks(_tiny_searchers()[:2], expected_failed_checks=lambda est: EXPECTED_FAILURES)
+def test_sklearn_checks_evolutionary_progressive(estimator, check):
     check(estimator)
