@@ -376,6 +376,32 @@ def test_callbacks_and_verbose_come_from_the_core(capsys):
     assert printed.count("episode_return:") == 4
 
 
+def test_keep_best_ends_on_the_weights_of_the_best_running_mean():
+    from sklears_neural.callbacks import Callback
+
+    snapshots = []
+
+    class Snapshots(Callback):
+        def on_epoch_end(self, trainer, **kwargs):
+            snapshots.append((trainer.history[-1]["mean_return"], trainer.snapshot()))
+
+    # Barely learning: the running mean wanders, and its best is not the last.
+    params = dict(n_envs=2, n_steps=5, learning_rate_init=1e-5, random_state=2)
+    best = ActorCriticAgent(callbacks=[Snapshots()], **params).fit(
+        "CartPole-v1", total_timesteps=1000)
+    values = [v for v, _ in snapshots]
+    at = int(np.argmax(values))  # the first of the highest
+    assert at < len(values) - 1  # the case worth testing: the best is not last
+    _assert_same_weights(_weights(best), snapshots[at][1])
+    final = ActorCriticAgent(keep_best=False, **params).fit("CartPole-v1",
+                                                            total_timesteps=1000)
+    assert final.history_ == best.history_
+    assert not torch.equal(final.module_.policy.layers[0].weight,
+                           best.module_.policy.layers[0].weight)
+    assert best.history_.column("mean_return")[:3] == [
+        float(np.mean(best.history_.column("episode_return")[:k])) for k in (1, 2, 3)]
+
+
 def test_device_auto_keeps_small_networks_on_the_cpu():
     agent = DQNAgent(learning_starts=10, random_state=0).fit("CartPole-v1",
                                                             total_timesteps=20)
@@ -430,26 +456,33 @@ def test_dqn_variants_learn_without_error(options):
 # A uniform random policy scores about 22 on CartPole-v1.
 
 
-def test_actor_critic_learns_cartpole_in_a_short_run():
-    agent = ActorCriticAgent(random_state=0).fit("CartPole-v1", total_timesteps=20_000)
+# Measured (10 evaluation episodes, seeds 42 / 0 / 1): A2C at 20k steps 244 / 174
+# / 118; DQN at 10k 178 / 176 / 197; REINFORCE at 15k 234 / 101 / 76.
+def test_actor_critic_learns_cartpole_in_a_short_run(global_random_seed):
+    agent = ActorCriticAgent(random_state=global_random_seed).fit(
+        "CartPole-v1", total_timesteps=20_000)
+    assert agent.score("CartPole-v1", n_episodes=10) >= 90
+
+
+def test_dqn_learns_cartpole_in_a_short_run(global_random_seed):
+    agent = DQNAgent(random_state=global_random_seed).fit(
+        "CartPole-v1", total_timesteps=10_000)
     assert agent.score("CartPole-v1", n_episodes=10) >= 100
 
 
-def test_dqn_learns_cartpole_in_a_short_run():
-    agent = DQNAgent(random_state=0).fit("CartPole-v1", total_timesteps=10_000)
+def test_reinforce_learns_cartpole_in_a_short_run(global_random_seed):
+    agent = REINFORCEAgent(random_state=global_random_seed).fit(
+        "CartPole-v1", total_timesteps=15_000)
     assert agent.score("CartPole-v1", n_episodes=10) >= 60
-
-
-def test_reinforce_learns_cartpole_in_a_short_run():
-    agent = REINFORCEAgent(random_state=0).fit("CartPole-v1", total_timesteps=15_000)
-    assert agent.score("CartPole-v1", n_episodes=10) >= 80
 
 
 @pytest.mark.parametrize("Agent", [ActorCriticAgent, REINFORCEAgent],
                          ids=lambda c: c.__name__)
-def test_gaussian_policy_learns_a_continuous_task(Agent):
-    # Random actions score about -16.7 an episode; perfect ones 0.
-    agent = Agent(random_state=0).fit(Reach, total_timesteps=6_000)
+def test_gaussian_policy_learns_a_continuous_task(Agent, global_random_seed):
+    # Random actions score about -16.7 an episode; perfect ones 0. Measured
+    # after 6k steps (seeds 42 / 0 / 1): A2C -0.15 / -0.43 / -0.16, REINFORCE
+    # -0.19 / -0.09 / -0.31.
+    agent = Agent(random_state=global_random_seed).fit(Reach, total_timesteps=6_000)
     assert agent.action_kind_ == "continuous"
     assert agent.score(Reach(), n_episodes=20) > -1.0
 

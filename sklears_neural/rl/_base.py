@@ -31,6 +31,7 @@ copy), ``_after_restore()`` and ``_n_envs()``.
 
 import copy
 import math
+from collections import deque
 import warnings
 from numbers import Integral, Real
 
@@ -46,7 +47,7 @@ from sklears_neural.core._compat import (
     ResolvableName,
     _fit_context,
 )
-from sklears_neural.core.callbacks import EpochLogger, ProgressBar
+from sklears_neural.core.callbacks import EarlyStopping, EpochLogger, ProgressBar
 from sklears_neural.core.estimator import _takes_generator
 from sklears_neural.core.history import History
 from sklears_neural.core.noise import set_generator
@@ -59,6 +60,9 @@ from sklears_neural.exceptions import TrainingDivergedError
 from sklears_neural.rl import _env
 
 __all__ = ["BaseAgent", "EpisodeLog", "NonFiniteRewardError", "AUTO_GPU_PARAMETERS"]
+
+#: Episodes in the running mean recorded as ``mean_return``.
+RECENT_EPISODES = 10
 
 #: ``device="auto"`` puts a network on the GPU only from this many
 #: parameters on. An agent's updates are small batches and its acting is
@@ -147,6 +151,7 @@ class EpisodeLog:
     def __init__(self, trainer, n_envs, *, on_record=None):
         self.trainer = trainer
         self.returns = np.zeros(n_envs)
+        self.recent = deque(maxlen=RECENT_EPISODES)
         self.lengths = np.zeros(n_envs, dtype=np.int64)
         self.timesteps = 0
         self.should_stop = False
@@ -183,8 +188,10 @@ class EpisodeLog:
         }
         self._losses = {}
         for i in np.flatnonzero(dones):
+            self.recent.append(float(self.returns[i]))
             record = {
                 "episode_return": float(self.returns[i]),
+                "mean_return": float(np.mean(self.recent)),
                 "episode_length": int(self.lengths[i]),
                 "timesteps": int(self.timesteps),
                 **losses,
@@ -235,6 +242,7 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         "gamma": [Interval(Real, 0, 1, closed="both")],
         "total_timesteps": [Interval(Integral, 1, None, closed="left")],
         "clip_grad_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "keep_best": ["boolean"],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -343,6 +351,14 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
         self.n_timesteps_ = 0
         self.callbacks_ = [copy.deepcopy(cb) for cb in self.callbacks or []]
         callbacks = list(self.callbacks_)
+        best = None
+        if getattr(self, "keep_best", False):
+            # The core's early stopping, never stopping, keeps the weights of
+            # the best running mean of training returns and restores them
+            # when training ends.
+            best = EarlyStopping(monitor="mean_return", patience=math.inf, tol=0.0,
+                                 lower_is_better=False, restore_best_weights=True)
+            callbacks.insert(0, best)
         if self.verbose:
             callbacks.insert(0, EpochLogger(keys=("episode_return", "timesteps")))
             if self.verbose >= 2:
@@ -397,6 +413,9 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
 
     def _finish(self, trainer, log):
         trainer.end()
+        if any(isinstance(cb, EarlyStopping) and cb.best_state is not None
+               and cb.restore_best_weights for cb in trainer.callbacks):
+            self._after_restore()
         self.module_.eval()
         self.n_timesteps_ = int(log.timesteps)
         self.n_episodes_ = len(self.history_)

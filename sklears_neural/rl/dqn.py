@@ -76,33 +76,35 @@ class DQNAgent(BaseAgent):
         "linear" anneals the step size from ``learning_rate_init`` to 0 over
         the ``total_timesteps`` of the fit, which keeps a policy that works
         late in training from being unlearned; "constant" keeps it.
-    learning_rate_init : float, default=1e-3
+    learning_rate_init : float, default=2.3e-3
         Initial step size of the optimizer.
     gamma : float, default=0.99
         Discount factor.
     total_timesteps : int, default=50_000
         Environment steps ``fit`` trains for when it is not given them.
-    buffer_size : int, default=50_000
+    buffer_size : int, default=100_000
         Replay capacity, in transitions.
     learning_starts : int, default=1_000
         Steps of acting before the first update.
-    batch_size : int, default=64
+    batch_size : int, default=128
         Transitions per update.
-    train_freq : int, default=4
-        Environment steps between updates (counted per environment step of
-        all ``n_envs``).
-    gradient_steps : int, default=1
-        Updates each time ``train_freq`` steps are done.
-    target_update_interval : int, default=500
+    train_freq : int, default=256
+        Environment steps between rounds of updates (vector steps of all
+        ``n_envs``).
+    gradient_steps : int, default=128
+        Updates in each round. Rounds of many updates cost less time than
+        one update every few steps (the network stays in the cache, acting
+        runs undisturbed) for the same number of updates.
+    target_update_interval : int, default=10
         Steps between copies into the target network, when ``tau == 1``.
     tau : float, default=1.0
         1 copies the Q-network into the target every
         ``target_update_interval`` steps (hard update); below 1, the target
         moves ``tau`` of the way after every update (Polyak averaging).
-    exploration_fraction : float, default=0.2
+    exploration_fraction : float, default=0.16
         Fraction of ``total_timesteps`` over which epsilon decays linearly.
     exploration_initial_eps : float, default=1.0
-    exploration_final_eps : float, default=0.05
+    exploration_final_eps : float, default=0.04
     double_q : bool, default=True
         Double DQN: the online network picks the next action, the target
         network values it (less overestimation).
@@ -122,6 +124,13 @@ class DQNAgent(BaseAgent):
         Rescale each update's gradients to this global L2 norm at most.
     n_envs : int, default=1
         Environments stepped together (gymnasium's ``SyncVectorEnv``).
+    keep_best : bool, default=True
+        At the end of ``fit``, keep the weights from when the running mean
+        of the last 10 training episodes' returns (``mean_return`` in
+        ``history_``) was highest, rather than the final ones: value-based
+        and policy-gradient learning can unlearn a working policy late in
+        training. It runs the core's ``EarlyStopping`` (which never stops
+        here) with ``restore_best_weights``. False keeps the final weights.
     device : str or torch.device, default="auto"
         "auto" keeps networks under 1,000,000 parameters on the CPU, where a
         small MLP acts and learns faster than on a GPU.
@@ -200,19 +209,19 @@ class DQNAgent(BaseAgent):
         activation="relu",
         solver="adam",
         learning_rate="linear",
-        learning_rate_init=1e-3,
+        learning_rate_init=2.3e-3,
         gamma=0.99,
         total_timesteps=50_000,
-        buffer_size=50_000,
+        buffer_size=100_000,
         learning_starts=1_000,
-        batch_size=64,
-        train_freq=4,
-        gradient_steps=1,
-        target_update_interval=500,
+        batch_size=128,
+        train_freq=256,
+        gradient_steps=128,
+        target_update_interval=10,
         tau=1.0,
-        exploration_fraction=0.2,
+        exploration_fraction=0.16,
         exploration_initial_eps=1.0,
-        exploration_final_eps=0.05,
+        exploration_final_eps=0.04,
         double_q=True,
         dueling=False,
         n_step=1,
@@ -220,6 +229,7 @@ class DQNAgent(BaseAgent):
         prioritized_replay_alpha=0.6,
         prioritized_replay_beta=0.4,
         clip_grad_norm=10.0,
+        keep_best=True,
         n_envs=1,
         device="auto",
         random_state=None,
@@ -250,6 +260,7 @@ class DQNAgent(BaseAgent):
         self.prioritized_replay_alpha = prioritized_replay_alpha
         self.prioritized_replay_beta = prioritized_replay_beta
         self.clip_grad_norm = clip_grad_norm
+        self.keep_best = keep_best
         self.n_envs = n_envs
         self.device = device
         self.random_state = random_state

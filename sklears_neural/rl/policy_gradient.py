@@ -306,6 +306,13 @@ class ActorCriticAgent(_PolicyGradientAgent):
         Initial log standard deviation of a Gaussian policy (Box actions).
     clip_grad_norm : float or None, default=0.5
         Rescale each update's gradients to this global L2 norm at most.
+    keep_best : bool, default=True
+        At the end of ``fit``, keep the weights from when the running mean
+        of the last 10 training episodes' returns (``mean_return`` in
+        ``history_``) was highest, rather than the final ones: value-based
+        and policy-gradient learning can unlearn a working policy late in
+        training. It runs the core's ``EarlyStopping`` (which never stops
+        here) with ``restore_best_weights``. False keeps the final weights.
     device : str or torch.device, default="auto"
         "auto" keeps networks under 1,000,000 parameters on the CPU.
     random_state : int, RandomState instance or None, default=None
@@ -360,6 +367,7 @@ class ActorCriticAgent(_PolicyGradientAgent):
         normalize_advantage=False,
         log_std_init=0.0,
         clip_grad_norm=0.5,
+        keep_best=True,
         device="auto",
         random_state=None,
         verbose=0,
@@ -379,6 +387,7 @@ class ActorCriticAgent(_PolicyGradientAgent):
         self.normalize_advantage = normalize_advantage
         self.log_std_init = log_std_init
         self.clip_grad_norm = clip_grad_norm
+        self.keep_best = keep_best
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -425,6 +434,13 @@ class REINFORCEAgent(_PolicyGradientAgent):
         Initial log standard deviation of a Gaussian policy (Box actions).
     clip_grad_norm : float or None, default=1.0
         Rescale each update's gradients to this global L2 norm at most.
+    keep_best : bool, default=True
+        At the end of ``fit``, keep the weights from when the running mean
+        of the last 10 training episodes' returns (``mean_return`` in
+        ``history_``) was highest, rather than the final ones: value-based
+        and policy-gradient learning can unlearn a working policy late in
+        training. It runs the core's ``EarlyStopping`` (which never stops
+        here) with ``restore_best_weights``. False keeps the final weights.
     device : str or torch.device, default="auto"
         "auto" keeps networks under 1,000,000 parameters on the CPU.
     random_state : int, RandomState instance or None, default=None
@@ -473,6 +489,7 @@ class REINFORCEAgent(_PolicyGradientAgent):
         normalize_advantage=True,
         log_std_init=0.0,
         clip_grad_norm=1.0,
+        keep_best=True,
         device="auto",
         random_state=None,
         verbose=0,
@@ -490,6 +507,7 @@ class REINFORCEAgent(_PolicyGradientAgent):
         self.normalize_advantage = normalize_advantage
         self.log_std_init = log_std_init
         self.clip_grad_norm = clip_grad_norm
+        self.keep_best = keep_best
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
