@@ -635,3 +635,11 @@ def test_sklearn_checks(estimator, check):
 @parametrize_with_checks(_tiny_searchers()[:2], expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_sklearn_checks_evolutionary_progressive(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("search", _tiny_searchers(), ids=lambda s: type(s).__name__)
+def test_check_param_validation(search):
+    # parametrize_with_checks does not run it (see tests/test_common.py)
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation(type(search).__name__, search)
