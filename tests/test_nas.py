@@ -7,14 +7,12 @@ are marked slow (their numbers are in doc/nas.md).
 """
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
 from sklearn.datasets import load_digits, make_friedman1
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
