@@ -122,8 +122,6 @@ class DQNAgent(BaseAgent):
         ``total_timesteps``.
     clip_grad_norm : float or None, default=10.0
         Rescale each update's gradients to this global L2 norm at most.
-    n_envs : int, default=1
-        Environments stepped together (gymnasium's ``SyncVectorEnv``).
     keep_best : bool, default=True
         At the end of ``fit``, keep the weights from when the running mean
         of the last 10 training episodes' returns (``mean_return`` in
@@ -131,6 +129,8 @@ class DQNAgent(BaseAgent):
         and policy-gradient learning can unlearn a working policy late in
         training. It runs the core's ``EarlyStopping`` (which never stops
         here) with ``restore_best_weights``. False keeps the final weights.
+    n_envs : int, default=1
+        Environments stepped together (gymnasium's ``SyncVectorEnv``).
     device : str or torch.device, default="auto"
         "auto" keeps networks under 1,000,000 parameters on the CPU, where a
         small MLP acts and learns faster than on a GPU.
