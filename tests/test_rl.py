@@ -506,3 +506,18 @@ def test_defaults_reach_195_within_the_budget(Agent, budget, seed):
 def test_cartpole_solved_475_over_20_episodes(Agent):
     agent = Agent(random_state=0).fit("CartPole-v1")
     assert agent.score("CartPole-v1", n_episodes=20) >= 475
+
+
+def test_user_guide_code_runs(tmp_path, monkeypatch):
+    """doc/rl.md: every python block runs, in order, in one namespace."""
+    from pathlib import Path
+
+    from test_docs import python_blocks
+
+    path = Path(__file__).parents[1] / "doc" / "rl.md"
+    blocks = python_blocks(path.read_text(encoding="utf-8"))
+    assert len(blocks) >= 6
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "doc_rl"}
+    for line, source in blocks:
+        exec(compile("\n" * line + source, str(path), "exec"), namespace)
