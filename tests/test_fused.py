@@ -128,19 +128,23 @@ def test_training_equals_autograd_training(est, X, y):
     np.testing.assert_allclose(fused.loss_curve_, autograd.loss_curve_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
 def test_l2_folded_into_the_weight_gradient_trains_as_before_within_1e10(
-        Estimator, monkeypatch):
+        Estimator, weighted, monkeypatch):
     """addmm(W, g.T, a, beta=alpha/n) vs mm then the penalty's own pass."""
     X, y = load_digits(return_X_y=True)
     X = X[:400] / 16.0
     y = y[:400] if Estimator is MLPClassifier else y[:400] / 9.0
+    fit_params = {}
+    if weighted:
+        fit_params["sample_weight"] = np.random.RandomState(0).uniform(0.5, 2.0, len(X))
     make = lambda: Estimator(hidden_layer_sizes=(32, 16), alpha=0.1,  # noqa: E731
                              batch_size=32, max_iter=10, tol=0, precision="float64",
                              random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        folded = make().fit(X, y)
+        folded = make().fit(X, y, **fit_params)
         original_init = FusedMLPStep.__init__
 
         def unfolded_init(self, *args, **kwargs):
@@ -149,7 +153,7 @@ def test_l2_folded_into_the_weight_gradient_trains_as_before_within_1e10(
             self._fold_l2 = False
 
         monkeypatch.setattr(FusedMLPStep, "__init__", unfolded_init)
-        unfolded = make().fit(X, y)
+        unfolded = make().fit(X, y, **fit_params)
     for a, b in zip(folded.module_.parameters(), unfolded.module_.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
     np.testing.assert_allclose(folded.loss_curve_, unfolded.loss_curve_, rtol=1e-12)

@@ -150,13 +150,17 @@ class FusedMLPStep:
         logits = outputs[-1]
         loss, grad = self._loss_and_gradient(logits, y, w)
         penalized = self.alpha and self.penalized
+        # The folded scale must be a number: a weighted batch's w.sum() is
+        # read back only on the CPU, where that costs nothing. Weighted and
+        # unweighted batches then round alike, so weights equal repetitions.
+        fold = penalized and self._fold_l2 and (w is None or w.device.type == "cpu")
         if penalized:
-            denominator = X.shape[0] if w is None else w.sum()
+            if w is None:
+                denominator = X.shape[0]
+            else:
+                denominator = float(w.sum()) if fold else w.sum()
             # A data-parallel rank's share of the penalty (see regularization).
             alpha = self.alpha * current_penalty_share()
-        # Unweighted batches only: the scale must be a number, and w.sum()
-        # would read it back from the device.
-        fold = penalized and self._fold_l2 and w is None
 
         for i in range(len(self.layers) - 1, -1, -1):
             linear, _ = self.layers[i]
