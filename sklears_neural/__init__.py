@@ -13,6 +13,7 @@ from sklears_neural.models.gan import GAN
 from sklears_neural.models.gnn import (
     GNNClassifier,
     GNNNodeClassifier,
+    GNNNodeRegressor,
     GNNRegressor,
     GraphFeaturizer,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "GAN",
     "GNNClassifier",
     "GNNNodeClassifier",
+    "GNNNodeRegressor",
     "GNNRegressor",
     "GraphFeaturizer",
     "HopfieldNetwork",

@@ -129,6 +129,7 @@ CHECKED_IN_FAMILY_MODULES = {
     "GAN": "test_gan.py",
     "GNNClassifier": "test_gnn.py",
     "GNNNodeClassifier": "test_gnn.py",
+    "GNNNodeRegressor": "test_gnn.py",
     "GNNRegressor": "test_gnn.py",
     "GraphFeaturizer": "test_gnn.py",
     "HopfieldNetwork": "test_hopfield.py",

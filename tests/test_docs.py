@@ -19,7 +19,8 @@ import pytest
 import sklears_neural
 
 DOC_DIR = Path(__file__).parents[1] / "doc"
-GUIDES = ["user_guide.md", "architecture.md", "families.md", "scaling.md"] + sorted(
+GUIDES = ["user_guide.md", "architecture.md", "families.md", "scaling.md", "search.md",
+          "nas.md", "rl_multi_agent.md"] + sorted(
     str(path.relative_to(DOC_DIR))
     for folder in ("explain", "generative") for path in (DOC_DIR / folder).glob("*.md")
 )

@@ -276,6 +276,28 @@ def test_pickle_save_load_and_clone(Agent, tmp_path):
     assert fresh.gamma == 0.9 and agent.gamma == 0.99
 
 
+def test_a_saved_agent_loads_in_a_fresh_process(tmp_path):
+    """``sklears_neural.load`` finds the agents without importing sklears_neural.rl."""
+    import subprocess
+    import sys
+
+    agent = DQNAgent(**TINY[DQNAgent], random_state=0).fit("CartPole-v1",
+                                                           total_timesteps=300)
+    path = tmp_path / "dqn.zip"
+    agent.save(path)
+    observations = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)
+    np.save(tmp_path / "obs.npy", observations)
+    script = (
+        "import sys, numpy as np, sklears_neural\n"
+        "assert 'sklears_neural.rl.dqn' not in sys.modules\n"
+        f"agent = sklears_neural.load({str(path)!r})\n"
+        f"print(type(agent).__name__, *agent.predict(np.load({str(tmp_path / 'obs.npy')!r})))\n"
+    )
+    printed = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert printed == ["DQNAgent", *map(str, agent.predict(observations))]
+
+
 def _saved_and_loaded(agent, tmp_path, package):
     path = tmp_path / f"{type(agent).__name__}.zip"
     agent.save(path)
