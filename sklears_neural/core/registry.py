@@ -16,9 +16,6 @@ even when only a core module was imported.
 """
 
 import difflib
-import importlib
-import importlib.util
-import sys
 
 __all__ = [
     "register_estimator",
@@ -109,27 +106,28 @@ def register_module(cls=None, *, name=None):
     return _register(_MODULES, "module", cls, name, nn.Module)
 
 
-# Families outside the package's __init__ (their extras may be missing):
-# module -> the optional packages it needs.
-_OPTIONAL_FAMILIES = {
-    "sklears_neural.rl.dqn": ("gymnasium",),
-    "sklears_neural.rl.policy_gradient": ("gymnasium",),
-    "sklears_neural.rl.multi_agent": ("gymnasium", "pettingzoo"),
-}
+# The optional packages the reinforcement-learning agents need (the rl extra).
+_RL_EXTRA = frozenset({"gymnasium", "pettingzoo"})
 
 
 def _populate():
     # The package's __init__ imports every family, which registers its
     # classes; the reinforcement-learning agents register where their extra
-    # is installed (a file saved from an agent then loads in a fresh
-    # process). Fixed imports: nothing here comes from a file.
+    # is installed, so that a file saved from an agent loads in a fresh
+    # process. Fixed imports: nothing here comes from a file.
     import sklears_neural  # noqa: F401
 
-    for module, packages in _OPTIONAL_FAMILIES.items():
-        if module in sys.modules:
-            continue
-        if all(importlib.util.find_spec(package) is not None for package in packages):
-            importlib.import_module(module)
+    try:  # gymnasium
+        import sklears_neural.rl.dqn  # noqa: F401
+        import sklears_neural.rl.policy_gradient  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name not in _RL_EXTRA:
+            raise
+    try:  # gymnasium and pettingzoo
+        import sklears_neural.rl.multi_agent  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name not in _RL_EXTRA:
+            raise
 
 
 def _lookup(table, kind, name):
