@@ -4,12 +4,18 @@ One process times, on the same data, architecture (MLP, hidden layers
 (256, 128), ReLU), optimizer (Adam, lr 1e-3, betas 0.9/0.999, eps 1e-8), batch
 size and number of epochs:
 
+``gemm``
+    The GEMM floor: each step's matrix products and nothing else (three
+    forward ``addmm``, three weight-gradient and two input-gradient ``mm``
+    on preallocated buffers and contiguous slices of the data), no
+    activation, loss, optimizer or shuffling. What the step's arithmetic
+    costs on this machine; every other runner is reported as a multiple of it.
 ``floor``
     The same forward/backward matmuls and Adam update written as raw torch
     ops on preallocated tensors: no autograd, no ``nn.Module``, no optimizer
     object. Each epoch gathers the shuffled data once into a preallocated
-    buffer and walks contiguous slices of it. This is what the arithmetic
-    costs on this machine, not a target any framework can reach.
+    buffer and walks contiguous slices of it. The whole step's arithmetic,
+    not a target any framework can reach.
 ``hand``
     A minimal hand-written PyTorch loop: ``nn.Sequential``, ``randperm`` per
     epoch, index batches, ``F.cross_entropy`` (``F.mse_loss`` for regression),
@@ -25,8 +31,12 @@ size and number of epochs:
     loop's module, Adam, ``train_split=None``, shuffled batches (optional:
     reported as "skorch not installed" when it cannot be imported).
 
-Only ``fit`` is timed (best of ``--repeats``); the training score (accuracy or
-R^2 on the training data) is computed afterwards, untimed. Every runner sees
+Only ``fit`` is timed; the training score (accuracy or R^2 on the training
+data) is computed afterwards, untimed. The runners are interleaved (each
+repeat runs every runner once), and each starts only when the threads the
+previous one left are quiet: scikit-learn's OpenBLAS threads spin for a while
+after it returns, and slowed the next runner by 40% in one measured table.
+Min and median of ``--repeats`` are reported. Every runner sees
 the same standardized float32 arrays and starts from ``random_state`` 0 (the
 torch runners under a forked, seeded global RNG).
 
@@ -58,7 +68,9 @@ import contextlib
 import datetime
 import os
 import platform
+import statistics
 import sys
+import threading
 import time
 import warnings
 
@@ -100,7 +112,7 @@ LR = 1e-3
 BETAS = (0.9, 0.999)
 EPS = 1e-8
 SEED = 0
-RUNNERS = ("floor", "hand", "sklears", "sklearn", "skorch")
+RUNNERS = ("gemm", "floor", "hand", "sklears", "sklearn", "skorch")
 
 
 # --------------------------------------------------------------------------
@@ -183,6 +195,34 @@ def _predict_torch(task, forward, X):
 def relu_backward_(grad, activation):
     """``grad *= (activation > 0)`` in place, in one pass (autograd's kernel)."""
     return torch.ops.aten.threshold_backward.grad_input(grad, activation, 0, grad_input=grad)
+
+
+def fit_gemm(task, X, y, batch_size, epochs):
+    """Only the step's matrix products, on preallocated buffers (no predictor)."""
+    n, d = X.shape
+    c = _n_out(task, y)
+    gen = torch.Generator().manual_seed(SEED)
+    Xt = torch.from_numpy(X)
+    sizes = [d, *HIDDEN, c]
+    weights = [torch.empty(i, o).uniform_(-0.1, 0.1, generator=gen)
+               for i, o in zip(sizes[:-1], sizes[1:])]
+    biases = [torch.zeros(o) for o in sizes[1:]]
+    grads = [torch.empty_like(W) for W in weights]
+    outputs = [torch.empty(batch_size, o) for o in sizes[1:]]
+    deltas = [torch.empty(batch_size, o) for o in sizes[1:-1]]
+    for _ in range(epochs):
+        for start in range(0, n, batch_size):
+            a = Xt[start : start + batch_size]
+            k = a.shape[0]
+            inputs = [a]
+            for W, b, z in zip(weights, biases, outputs):
+                inputs.append(torch.addmm(b, inputs[-1], W, out=z[:k]))
+            g = inputs[-1]
+            for i in range(len(weights) - 1, -1, -1):
+                torch.mm(inputs[i].t(), g, out=grads[i])
+                if i:
+                    g = torch.mm(g, weights[i].t(), out=deltas[i - 1][:k])
+    return None
 
 
 def fit_floor(task, X, y, batch_size, epochs):
@@ -338,6 +378,7 @@ def fit_skorch(task, X, y, batch_size, epochs):
 
 
 FITTERS = {
+    "gemm": fit_gemm,
     "floor": fit_floor,
     "hand": fit_hand,
     "sklears": fit_sklears,
@@ -346,7 +387,8 @@ FITTERS = {
 }
 
 LABELS = {
-    "floor": "raw torch ops (floor)",
+    "gemm": "matrix products only (GEMM floor)",
+    "floor": "raw torch ops, fused Adam",
     "hand": "hand-written PyTorch loop",
     "sklears": f"sklears_neural {sklears_neural.__version__}",
     "sklearn": f"scikit-learn {sklearn.__version__}",
@@ -367,21 +409,68 @@ def _seeded():
         yield
 
 
-def time_runner(name, task, X, y, batch_size, epochs, repeats):
-    """Best-of-``repeats`` fit time and the training score."""
-    fitter = FITTERS[name]
-    times, predict = [], None
+def _other_threads_cpu_ticks():
+    """CPU time (clock ticks) of this process's threads other than the caller."""
+    me = threading.get_native_id()
+    total = 0
+    for entry in os.scandir("/proc/self/task"):
+        if int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{entry.name}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def wait_until_quiet(interval=0.05, timeout=3.0):
+    """Return once the other threads used no CPU for ``interval`` seconds.
+
+    BLAS and OpenMP pools spin-wait after a call returns; a runner started
+    then shares the cores with them. Returns whether quiet was reached
+    before ``timeout`` (without ``/proc``, it only sleeps).
+    """
+    if not os.path.isdir("/proc/self/task"):
+        time.sleep(4 * interval)
+        return True
+    deadline = time.monotonic() + timeout
+    before = _other_threads_cpu_ticks()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = _other_threads_cpu_ticks()
+        if now == before:
+            return True
+        before = now
+    return False
+
+
+def time_runners(names, task, X, y, batch_size, epochs, repeats):
+    """Interleaved timings: each repeat fits every runner once, in turn.
+
+    Returns one row per runner: min and median fit time, all times, and
+    the training score (None for the GEMM floor, which predicts nothing).
+    """
+    times = {name: [] for name in names}
+    predicts = {}
     for _ in range(repeats):
-        with _seeded():
-            t0 = time.perf_counter()
-            predict = fitter(task, X, y, batch_size, epochs)
-            times.append(time.perf_counter() - t0)
-    return {
-        "runner": name,
-        "time": min(times),
-        "times": times,
-        "score": _score(task, y, predict(X)),
-    }
+        for name in names:
+            wait_until_quiet()
+            with _seeded():
+                t0 = time.perf_counter()
+                predicts[name] = FITTERS[name](task, X, y, batch_size, epochs)
+                times[name].append(time.perf_counter() - t0)
+    return [
+        {
+            "runner": name,
+            "time": min(times[name]),
+            "median": statistics.median(times[name]),
+            "times": times[name],
+            "score": None if predicts[name] is None else _score(task, y, predicts[name](X)),
+        }
+        for name in names
+    ]
 
 
 def warm_up(runners, log):
@@ -455,18 +544,19 @@ def run(args, log=print):
     results = []
     for wname, task, n, batch_size, epochs in workloads(args.quick, args.epochs):
         X, y = make_data(task, n)
+        timed = {row["runner"]: row for row in time_runners(
+            runners, task, X, y, batch_size, epochs, args.repeats)}
         rows = []
         for name in RUNNERS:
-            if name == "skorch" and skorch is None:
+            if name not in timed:
                 rows.append({"runner": name, "time": None, "missing": True})
                 log(f"  {wname:15s} {name:8s} skorch not installed")
                 continue
-            row = time_runner(name, task, X, y, batch_size, epochs, args.repeats)
+            row = timed[name]
             rows.append(row)
-            log(
-                f"  {wname:15s} {name:8s} {row['time']:8.3f} s  "
-                f"score {row['score']:.4f}"
-            )
+            score = "" if row["score"] is None else f"score {row['score']:.4f}"
+            log(f"  {wname:15s} {name:8s} min {row['time']:8.3f} s  "
+                f"median {row['median']:8.3f} s  {score}")
         results.append(
             {
                 "workload": wname,
@@ -513,26 +603,27 @@ def _loadavg():
 
 
 def table_rows(result):
-    """Rows of strings: runner, time, /hand, /floor, score, RSS, RSS/hand."""
+    """Rows of strings: runner, min and median time, /hand, /GEMM floor, score, RSS."""
     rows = {r["runner"]: r for r in result["rows"]}
-    hand, floor = rows["hand"], rows["floor"]
+    hand, gemm = rows["hand"], rows["gemm"]
     metric = "train accuracy" if result["task"] == "classification" else "train R^2"
-    header = ["runner", "fit time (s)", "x hand loop", "x floor", metric,
-              "peak +MiB", "memory x hand loop"]
+    header = ["runner", "fit time (s), min", "median", "x hand loop", "x GEMM floor",
+              metric, "peak +MiB", "memory x hand loop"]
     out = [header]
     for name in RUNNERS:
         r = rows[name]
         if r.get("missing"):
-            out.append([LABELS[name], "skorch not installed", "", "", "", "", ""])
+            out.append([LABELS[name], "skorch not installed", "", "", "", "", "", ""])
             continue
         rss = r.get("rss")
         out.append(
             [
                 LABELS[name],
                 f"{r['time']:.3f}",
+                f"{r['median']:.3f}",
                 f"{r['time'] / hand['time']:.2f}",
-                f"{r['time'] / floor['time']:.2f}",
-                f"{r['score']:.4f}",
+                f"{r['time'] / gemm['time']:.2f}",
+                "-" if r["score"] is None else f"{r['score']:.4f}",
                 "n/a" if rss is None else f"{rss / 2**20:.1f}",
                 bench_rbm.memory_ratio(rss, hand.get("rss")),
             ]
@@ -595,15 +686,22 @@ def render_markdown(results, args, argv, env, total_seconds):
         "batch size and number of epochs, on the same standardized float32 "
         "data (`make_classification` with 10 classes, or `make_regression` "
         "with the target standardized). Times are of `fit` "
-        f"only, best of {args.repeats}, all runners in one process; the score "
-        "is on the training data, computed afterwards. `x hand loop` and "
-        "`x floor` divide each time by the hand-written loop's and the floor's.",
+        f"only, min and median of {args.repeats}, all runners in one process, "
+        "interleaved (each repeat runs every runner once), each started when "
+        "the threads of the one before are quiet (BLAS and OpenMP pools "
+        "spin-wait after a call returns); the score is on the training data, "
+        "computed afterwards. `x hand loop` and `x GEMM floor` divide the min "
+        "times by the hand-written loop's and the GEMM floor's.",
         "",
-        "* **raw torch ops (floor)**: the same matmuls, ReLU masks, loss "
-        "gradient and torch's fused Adam kernel as raw torch ops on "
+        "* **matrix products only (GEMM floor)**: each step's forward `addmm`s "
+        "and backward `mm`s on preallocated buffers and slices of the data, "
+        "nothing else (no activation, loss, optimizer or shuffling): what the "
+        "arithmetic of a step costs on this machine.",
+        "* **raw torch ops, fused Adam**: the same matmuls plus ReLU masks, "
+        "loss gradient and torch's fused Adam kernel as raw torch ops on "
         "preallocated tensors, "
         "no autograd or modules; the data is gathered once per epoch in "
-        "shuffled order. The cost of the arithmetic, not a reachable target.",
+        "shuffled order. The whole step's arithmetic, not a reachable target.",
         "* **hand-written PyTorch loop**: `nn.Sequential`, `randperm` per "
         "epoch, index batches, `F.cross_entropy` / `F.mse_loss`, "
         "`torch.optim.Adam`.",
@@ -633,7 +731,7 @@ def render_markdown(results, args, argv, env, total_seconds):
         "machine, for every torch-based runner alike).",
         "",
         "The regression scores differ by loss scale too: the hand loop, the "
-        "floor and skorch minimise the mean squared error, scikit-learn and "
+        "raw ops and skorch minimise the mean squared error, scikit-learn and "
         "sklears_neural half of it; Adam's normalisation cancels that "
         "factor, so the runs take comparable steps.",
         "",
@@ -662,8 +760,8 @@ def render_markdown(results, args, argv, env, total_seconds):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed fits per runner, the best is kept "
-                        "(default 3, 1 with --quick)")
+                        help="timed fits per runner, interleaved; min and median "
+                        "are reported (default 5, 1 with --quick)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch intra-op threads and BLAS threads (default 2)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -676,7 +774,7 @@ def parse_args(argv):
                         help="write the markdown page to this file")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
+        args.repeats = 1 if args.quick else 5
     return args
 
 

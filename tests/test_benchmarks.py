@@ -76,16 +76,43 @@ def _check_mlp_results(results):
             if row.get("missing"):  # skorch is optional
                 assert name == "skorch"
                 continue
-            assert row["time"] > 0
+            assert 0 < row["time"] <= row["median"]
             assert all(t > 0 for t in row["times"])
-            assert 0.0 < row["score"] <= 1.0
+            if name == "gemm":  # matrix products only: nothing to score
+                assert row["score"] is None
+            else:
+                assert 0.0 < row["score"] <= 1.0
             # measured in a child process, with the kernel's exact peak
             assert row["rss"] >= 0 and row["rss_exact"]
         table = bench.table_rows(result)
         assert len(table) == 1 + len(bench.RUNNERS)
         assert table[0][-2:] == ["peak +MiB", "memory x hand loop"]
+        assert table[0][4] == "x GEMM floor" and table[1][4] == "1.00"
         numbers = _numbers(table)
         assert numbers and all(math.isfinite(x) for x in numbers)
+
+
+def test_wait_until_quiet_waits_for_a_spinning_thread():
+    """The harness starts a runner only once the threads left behind stop."""
+    import threading
+    import time
+
+    stop_at = time.monotonic() + 0.4
+
+    def spin():
+        while time.monotonic() < stop_at:
+            pass
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        assert bench.wait_until_quiet(timeout=3.0)
+        assert time.monotonic() >= stop_at  # it waited for the spinner
+    finally:
+        thread.join()
+    started = time.monotonic()
+    assert bench.wait_until_quiet()  # nothing spins: back within a few intervals
+    assert time.monotonic() - started < 0.5
 
 
 def _check_ours_trains_as_well_as_the_hand_loop(result):
@@ -115,7 +142,7 @@ def _check_rbm_results(results):
 def _check_markdown(results):
     args = bench.parse_args(["--quick"])
     text = bench.render_markdown(results, args, ["--quick"], "test machine", 1.0)
-    assert text.count("| raw torch ops (floor) |") == len(results["mlp"])
+    assert text.count("| matrix products only (GEMM floor) |") == len(results["mlp"])
     assert text.count("| scikit-learn ") == len(results["mlp"]) + len(results["rbm"])
     assert "Machine: test machine." in text
     assert "python benchmarks/bench_training.py --output doc/benchmarks.md" in text
