@@ -233,6 +233,43 @@ def test_replay_buffer_is_a_ring():
         ReplayBuffer(2, 1).sample(1)
 
 
+@pytest.mark.parametrize("options", [
+    {},
+    {"double_q": False, "n_envs": 2},
+    {"prioritized_replay": True, "hidden_layer_sizes": (16,), "activation": "tanh"},
+])
+def test_written_out_dqn_step_equals_autograd(options, monkeypatch):
+    """The fused acting and TD update give the fit of the modules and autograd."""
+    from sklears_neural.rl import _fused
+
+    params = dict(learning_starts=64, batch_size=32, train_freq=50, gradient_steps=20,
+                  random_state=0, **options)
+    fused = DQNAgent(**params).fit("CartPole-v1", total_timesteps=800)
+    assert _fused.TDStep.for_modules(fused.module_, fused.target_, True) is not None
+    monkeypatch.setattr(_fused.GreedyActor, "for_module", classmethod(lambda *a: None))
+    monkeypatch.setattr(_fused.TDStep, "for_modules", classmethod(lambda *a: None))
+    reference = DQNAgent(**params).fit("CartPole-v1", total_timesteps=800)
+    assert sum("loss" in r for r in reference.history_) >= 3
+    assert fused.history_ == reference.history_
+    _assert_same_weights(_weights(fused), _weights(reference))
+    _assert_same_weights(
+        {k: v.clone() for k, v in fused.target_.state_dict().items()},
+        {k: v.clone() for k, v in reference.target_.state_dict().items()})
+
+
+def test_sampling_a_round_at_once_draws_what_batch_by_batch_draws():
+    features = np.arange(40, dtype=np.float32).reshape(20, 2)
+    buffers = [ReplayBuffer(32, 2, rng=np.random.default_rng(5)) for _ in range(2)]
+    for buffer in buffers:
+        buffer.add(features, np.arange(20), np.arange(20), features + 1, np.ones(20))
+    many = buffers[0].sample_many(3, 8)
+    for k in range(3):
+        one = buffers[1].sample(8)
+        np.testing.assert_array_equal(many["indices"][k], one["indices"])
+        for key in ("observations", "actions", "rewards", "next_observations"):
+            assert torch.equal(many[key][k], one[key])
+
+
 # -- the contract -------------------------------------------------------------------
 
 

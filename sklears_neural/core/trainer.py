@@ -62,6 +62,19 @@ def _recompute_batch_norm_statistics(module, forward):
             m.momentum = momentum
 
 
+def _clip_grad_norm_(params, max_norm):
+    """``torch.nn.utils.clip_grad_norm_`` for parameters of one device and dtype.
+
+    The same operations in the same order (bit for bit its result), less
+    the grouping of the tensors it does on every call.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total + 1e-6), max=1.0))
+
+
 def _weighted_mean(losses, sizes, distributed=None):
     """Mean of batch-mean ``losses`` weighted by batch ``sizes``, in float64.
 
@@ -199,6 +212,11 @@ class Trainer:
         self._optimizer_step = (
             None if optimizer is None else direct_step(optimizer) or optimizer.step
         )
+        # clip_grad_norm_'s foreach arithmetic without its per-call grouping
+        # by device and dtype (half of a small MLP's clipped step is that
+        # bookkeeping), where there is one group.
+        groups = {(p.device.type, p.device, p.dtype) for p in self._params}
+        self._lean_clip = len(groups) == 1 and next(iter(groups))[0] in ("cpu", "cuda")
 
     # -- weights -----------------------------------------------------------
 
@@ -306,7 +324,7 @@ class Trainer:
         """Run ``on_epoch_begin`` (a unit of the caller's loop starts)."""
         self._call("on_epoch_begin")
 
-    def step(self, loss):
+    def step(self, loss, *, backward=True):
         """One optimizer step on a loss the caller computed.
 
         The step of :meth:`fit`'s batches: the trainer's parameters' old
@@ -318,15 +336,27 @@ class Trainer:
         ----------
         loss : torch.Tensor
             A scalar with a graph to the optimizer's parameters.
+        backward : bool, default=True
+            False where the caller has put the gradients in the parameters'
+            ``.grad`` itself (a written-out backward pass, like
+            :mod:`~sklears_neural.core.fused`'s): the step starts at the
+            callbacks and clipping, and ``loss`` is only what the callbacks
+            see. Not with a grad scaler.
 
         Returns
         -------
         bool
             False where loss scaling skipped the step (gradient overflow).
         """
-        for p in self._params:
-            p.grad = None
-        skipped = self._backward_and_step(loss)
+        if backward:
+            for p in self._params:
+                p.grad = None
+            skipped = self._backward_and_step(loss)
+        elif self.grad_scaler is not None:
+            raise ValueError("step(backward=False) takes ready gradients: not with "
+                             "a grad scaler, which must scale the loss first.")
+        else:
+            skipped = self._clip_and_step()
         for cb in self._batch_callbacks:
             cb.on_batch_end(self, batch_loss=loss.detach())
         return not skipped
@@ -516,7 +546,10 @@ class Trainer:
             if self.clip_grad_value is not None:
                 torch.nn.utils.clip_grad_value_(self._params, self.clip_grad_value)
             if self.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
+                if self._lean_clip:
+                    _clip_grad_norm_(self._params, self.clip_grad_norm)
+                else:
+                    torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
         if scaler is None:
             self._optimizer_step()
             return 0

@@ -69,15 +69,20 @@ class ReplayBuffer:
             The rows they were written to.
         """
         n = len(rewards)
-        rows = (self._next + np.arange(n)) % self.capacity
+        start = self._next
+        if start + n <= self.capacity:
+            # Most adds: contiguous rows, written through slices.
+            rows = slice(start, start + n)
+        else:
+            rows = (start + np.arange(n)) % self.capacity
         self.observations[rows] = observations
         self.actions[rows] = actions
         self.rewards[rows] = rewards
         self.next_observations[rows] = next_observations
         self.discounts[rows] = discounts
-        self._next = (self._next + n) % self.capacity
+        self._next = (start + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
-        return rows
+        return np.arange(start, start + n) if isinstance(rows, slice) else rows
 
     def _indices(self, batch_size):
         return self.rng.integers(0, self.size, size=batch_size)
@@ -96,6 +101,25 @@ class ReplayBuffer:
             raise ValueError("Cannot sample from an empty replay buffer.")
         indices = self._indices(batch_size)
         return self._batch(indices, np.ones(batch_size, dtype=np.float32), device)
+
+    def sample_many(self, n_batches, batch_size, device="cpu"):
+        """``n_batches`` uniform batches at once, as tensors with a leading axis.
+
+        The indices are drawn batch by batch, as ``n_batches`` calls of
+        :meth:`sample` would draw them, and gathered in one indexing per
+        array: a round of updates between environment steps samples a
+        buffer that does not change.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            As :meth:`sample`, each of shape ``(n_batches, batch_size, ...)``
+            (``indices``: an ndarray of that shape).
+        """
+        if self.size == 0:
+            raise ValueError("Cannot sample from an empty replay buffer.")
+        indices = np.stack([self._indices(batch_size) for _ in range(n_batches)])
+        return self._batch(indices, np.ones(indices.shape, dtype=np.float32), device)
 
     def _batch(self, indices, weights, device):
         def tensor(array):

@@ -13,7 +13,12 @@ from sklears_neural.core.registry import register_estimator, register_module
 from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.seeding import draw_seed
 from sklears_neural.rl._base import BaseAgent
-from sklears_neural.rl.buffers import NStepCollector, PrioritizedReplayBuffer, ReplayBuffer
+from sklears_neural.rl._fused import GreedyActor, TDStep
+from sklears_neural.rl.buffers import (
+    NStepCollector,
+    PrioritizedReplayBuffer,
+    ReplayBuffer,
+)
 
 __all__ = ["DQNAgent", "DuelingQNetwork"]
 
@@ -332,7 +337,10 @@ class DQNAgent(BaseAgent):
         return ReplayBuffer(capacity, self.n_features_in_, rng=rng)
 
     def _loss(self, batch):
-        """Huber TD loss of a batch; returns (loss, absolute TD errors)."""
+        """Huber TD loss of a batch; returns (loss, TD errors).
+
+        A batch without ``weights`` weighs every transition 1.
+        """
         q = self.module_(batch["observations"])
         q = q.gather(1, batch["actions"].unsqueeze(1)).squeeze(1)
         with torch.no_grad():
@@ -344,7 +352,9 @@ class DQNAgent(BaseAgent):
                 next_q = next_q_target.max(dim=1).values
             target = batch["rewards"] + batch["discounts"] * next_q
         losses = F.smooth_l1_loss(q, target, reduction="none")
-        loss = (losses * batch["weights"]).mean()
+        if "weights" in batch:
+            losses = losses * batch["weights"]
+        loss = losses.mean()
         return loss, (q - target).detach()
 
     def _soft_update(self):
@@ -357,21 +367,26 @@ class DQNAgent(BaseAgent):
         n_envs = env.num_envs
         rng = np.random.default_rng(draw_seed(self._generator))
         buffer = self._make_buffer(rng)
-        collectors = [NStepCollector(self.n_step, self.gamma) for _ in range(n_envs)]
-        device = self.device_
+        # One-step transitions go straight to the buffer, all environments at
+        # once; n-step ones wait in a collector per environment.
+        collectors = None if self.n_step == 1 else [
+            NStepCollector(self.n_step, self.gamma) for _ in range(n_envs)]
+        actor = GreedyActor.for_module(self.module_)
+        td_step = TDStep.for_modules(self.module_, self.target_, self.double_q)
         features = self._feature_array(observations)
-        beta0 = self.prioritized_replay_beta
         steps = 0  # vector steps
         updates_due = 0
+        copy_every = max(1, self.target_update_interval // n_envs)
+        # Whether the Q-network changed since the target last copied it: a
+        # copy of unchanged weights is skipped (updates come in rounds, so
+        # most scheduled copies would be).
+        target_behind = False
         while log.timesteps < budget and not log.should_stop:
             epsilon = self._epsilon(log.timesteps, budget)
             explore = rng.random(n_envs) < epsilon
             actions = rng.integers(0, self.n_actions_, size=n_envs)
             if not explore.all():
-                with torch.no_grad():
-                    greedy = self.module_(torch.from_numpy(features).to(device))
-                    greedy = greedy.argmax(dim=1).cpu().numpy()
-                actions = np.where(explore, actions, greedy)
+                actions = np.where(explore, actions, self._greedy(features, actor))
             next_observations, rewards, terminated, truncated, info = env.step(actions)
             rewards = np.asarray(rewards, dtype=np.float64)
             self._check_rewards(rewards, log.timesteps + 1)
@@ -383,15 +398,14 @@ class DQNAgent(BaseAgent):
             if dones.any():
                 last_features = next_features.copy()
                 for i in np.flatnonzero(dones):
-                    last_features[i] = self._feature_array(info["final_obs"][i][None])[0]
-            for i in range(n_envs):
-                done_steps = collectors[i].step(features[i], actions[i], rewards[i],
-                                                last_features[i], bool(terminated[i]),
-                                                bool(truncated[i]))
-                if done_steps:
-                    obs, act, ret, nxt, disc = zip(*done_steps)
-                    buffer.add(np.stack(obs), np.asarray(act), np.asarray(ret),
-                               np.stack(nxt), np.asarray(disc))
+                    final = info["final_obs"][i][None]
+                    last_features[i] = self._feature_array(final)[0]
+            if collectors is None:
+                discounts = np.where(terminated, 0.0, self.gamma)
+                buffer.add(features, actions, rewards, last_features, discounts)
+            else:
+                self._collect(collectors, buffer, features, actions, rewards,
+                              last_features, terminated, truncated)
             features = next_features
             steps += 1
             log.step(rewards, dones, epsilon=epsilon)
@@ -399,22 +413,89 @@ class DQNAgent(BaseAgent):
             if log.timesteps >= self.learning_starts and len(buffer) >= self.batch_size:
                 updates_due += 1
                 if updates_due % self.train_freq == 0:
-                    if self.prioritized_replay:
-                        buffer.beta = beta0 + (1.0 - beta0) * min(1.0, log.timesteps / budget)
-                    if self.learning_rate == "linear":
-                        # Anneal to 0 over the budget: late updates cannot
-                        # undo a policy that already works.
-                        for group in self._optimizer.param_groups:
-                            group["lr"] = self.learning_rate_init * max(
-                                0.0, 1.0 - log.timesteps / budget)
-                    for _ in range(self.gradient_steps):
-                        batch = buffer.sample(self.batch_size, device)
-                        loss, errors = self._loss(batch)
-                        trainer.step(loss)
-                        log.add_losses(loss=loss)
-                        if self.prioritized_replay:
-                            buffer.update_priorities(batch["indices"], errors.cpu().numpy())
-                        if self.tau < 1.0:
-                            self._soft_update()
-            if self.tau == 1.0 and steps % max(1, self.target_update_interval // n_envs) == 0:
-                self.target_.load_state_dict(self.module_.state_dict())
+                    self._update_round(buffer, budget, trainer, log, td_step)
+                    target_behind = True
+            if self.tau == 1.0 and target_behind and steps % copy_every == 0:
+                torch._foreach_copy_(self._target_tensors, self._online_tensors)
+                target_behind = False
+
+    def _greedy(self, features, actor):
+        """Greedy actions (an ndarray) of a batch of features."""
+        if actor is not None:
+            return actor(features)
+        with torch.no_grad():
+            q_values = self.module_(torch.from_numpy(features).to(self.device_))
+        return q_values.argmax(dim=1).cpu().numpy()
+
+    @staticmethod
+    def _collect(collectors, buffer, features, actions, rewards, last_features,
+                 terminated, truncated):
+        for i, collector in enumerate(collectors):
+            done_steps = collector.step(features[i], actions[i], rewards[i],
+                                        last_features[i], bool(terminated[i]),
+                                        bool(truncated[i]))
+            if done_steps:
+                obs, act, ret, nxt, disc = zip(*done_steps)
+                buffer.add(np.stack(obs), np.asarray(act), np.asarray(ret),
+                           np.stack(nxt), np.asarray(disc))
+
+    @property
+    def _online_tensors(self):
+        return list(self.module_.state_dict().values())
+
+    @property
+    def _target_tensors(self):
+        return list(self.target_.state_dict().values())
+
+    def _update_round(self, buffer, budget, trainer, log, td_step):
+        """``gradient_steps`` updates on batches replayed from ``buffer``."""
+        progress = log.timesteps / budget
+        if self.prioritized_replay:
+            beta0 = self.prioritized_replay_beta
+            buffer.beta = beta0 + (1.0 - beta0) * min(1.0, progress)
+        if self.learning_rate == "linear":
+            # Anneal to 0 over the budget: late updates cannot undo a policy
+            # that already works.
+            for group in self._optimizer.param_groups:
+                group["lr"] = self.learning_rate_init * max(0.0, 1.0 - progress)
+        for batch in self._batches(buffer):
+            if td_step is None:
+                loss, errors = self._loss(batch)
+                trainer.step(loss)
+            else:
+                loss, errors = td_step(batch)
+                trainer.step(loss, backward=False)
+            log.add_losses(loss=loss)
+            if self.prioritized_replay:
+                buffer.update_priorities(batch["indices"], errors.cpu().numpy())
+            if self.tau < 1.0:
+                self._soft_update()
+
+    def _batches(self, buffer):
+        """The round's ``gradient_steps`` batches, one at a time.
+
+        Uniform replay draws them in chunks of up to ~16 MiB of
+        observations, each gathered at once (the buffer does not change
+        during a round); prioritized replay samples each after the
+        previous update's priorities.
+        """
+        device = self.device_
+        if self.prioritized_replay:
+            for _ in range(self.gradient_steps):
+                yield buffer.sample(self.batch_size, device)
+            return
+        row_bytes = 8 * self.n_features_in_ + 32
+        chunk = max(1, min(self.gradient_steps,
+                           (16 << 20) // (row_bytes * self.batch_size)))
+        left = self.gradient_steps
+        while left > 0:
+            n = min(chunk, left)
+            left -= n
+            many = buffer.sample_many(n, self.batch_size, device)
+            indices = many.pop("indices")
+            del many["weights"]  # all ones: the unweighted loss is the same
+            columns = {key: value.unbind(0) for key, value in many.items()}
+            for k in range(n):
+                batch = {key: value[k] for key, value in columns.items()}
+                batch["indices"] = indices[k]
+                yield batch

@@ -1,0 +1,181 @@
+"""DQN's per-step work written out for plain MLP Q-networks.
+
+A DQN fit on CartPole is tens of thousands of tiny calls: one observation
+through the Q-network per environment step, and a batch of 128 through it
+(three times: online, next-state online and target) per update. At these
+sizes the time goes to per-call overhead (``nn.Module.__call__``,
+autograd's graph, ``Tensor`` allocation), not to arithmetic, so for a plain
+MLP -- ``Linear`` layers and an elementwise activation, what
+:func:`sklears_neural.core.fused._plain_layers` accepts -- this module runs
+the same kernels directly into buffers kept from call to call:
+
+- :class:`GreedyActor`: ``argmax_a Q(s, a)`` of a batch of observations;
+- :class:`TDStep`: the Huber TD loss of a replayed batch and its gradients
+  in the parameters' ``.grad``, the backward pass written out as in
+  :class:`~sklears_neural.core.fused.FusedMLPStep`.
+
+Both run the kernels ``nn.Linear`` and autograd run (``addmm``, ``mm``,
+``threshold_backward``, ...) in the same order, so a fit gives the same
+weights and returns as one through the modules and autograd (the tests
+compare them). Anything else (a dueling network, a GPU) returns None from
+the ``for_module`` constructors and takes the autograd path.
+"""
+
+import torch
+from torch.nn import functional as F
+
+from sklears_neural.core.fused import _activate_, _plain_layers, _times_derivative
+
+__all__ = ["GreedyActor", "TDStep"]
+
+
+def _cpu_layers(module):
+    layers = _plain_layers(module)
+    if layers is None or any(lin.weight.device.type != "cpu" for lin, _ in layers):
+        return None
+    return layers
+
+
+def _forward_into(layers, x, outputs):
+    """Run ``layers`` on ``x`` into ``outputs`` (one buffer a layer); the last."""
+    for (linear, activation), z in zip(layers, outputs):
+        torch.addmm(linear.bias, x, linear.weight.t(), out=z)
+        _activate_(z, activation)
+        x = z
+    return x
+
+
+class _Buffers:
+    """Per-layer output buffers, grown to the largest batch seen."""
+
+    def __init__(self, layers):
+        self.layers = layers
+        self.rows = 0
+        self.buffers = []
+
+    def get(self, rows, like):
+        if rows > self.rows:
+            self.buffers = [like.new_empty((rows, linear.out_features))
+                            for linear, _ in self.layers]
+            self.rows = rows
+        if rows == self.rows:
+            return self.buffers
+        return [b[:rows] for b in self.buffers]
+
+
+class GreedyActor:
+    """Greedy actions of a plain MLP Q-network, without ``nn.Module`` calls.
+
+    Parameters
+    ----------
+    layers : list of (nn.Linear, activation module or None)
+    """
+
+    def __init__(self, layers):
+        self.layers = layers
+        self._buffers = _Buffers(layers)
+
+    @classmethod
+    def for_module(cls, module):
+        """An actor for ``module``, or None where it must be called as a module."""
+        layers = _cpu_layers(module)
+        return None if layers is None else cls(layers)
+
+    @torch.no_grad()
+    def __call__(self, features):
+        """``argmax_a Q(s, a)`` of float32 ``features`` (n, n_inputs), an ndarray."""
+        x = torch.from_numpy(features)
+        q = _forward_into(self.layers, x, self._buffers.get(len(features), x))
+        return q.argmax(dim=1).numpy()
+
+
+class TDStep:
+    """The Huber TD loss of a batch and its gradients, without autograd.
+
+    The loss is ``mean_i w_i huber(Q(s_i, a_i) - y_i)`` with the target
+    ``y_i = r_i + d_i Q_target(s'_i, a'_i)``, where ``a'_i`` is the target
+    network's greedy action, or the online network's with ``double_q``.
+    Calling the step fills every online parameter's ``.grad`` (the same
+    tensors from step to step) and returns ``(loss, td_errors)``, as
+    ``DQNAgent._loss`` followed by ``loss.backward()`` would.
+
+    Parameters
+    ----------
+    layers, target_layers : list of (nn.Linear, activation module or None)
+        The online network's and the target network's.
+    double_q : bool
+    """
+
+    def __init__(self, layers, target_layers, double_q):
+        self.layers = layers
+        self.target_layers = target_layers
+        self.double_q = bool(double_q)
+        self._online = _Buffers(layers)
+        self._online_next = _Buffers(layers)
+        self._target = _Buffers(target_layers)
+        self._grads = [(torch.empty_like(linear.weight), torch.empty_like(linear.bias))
+                       for linear, _ in layers]
+
+    @classmethod
+    def for_modules(cls, module, target, double_q):
+        """A step for ``module`` and its ``target``, or None where autograd must run."""
+        layers, target_layers = _cpu_layers(module), _cpu_layers(target)
+        if layers is None or target_layers is None:
+            return None
+        return cls(layers, target_layers, double_q)
+
+    @torch.no_grad()
+    def __call__(self, batch):
+        """Fill the gradients for ``batch`` (see ``ReplayBuffer.sample``).
+
+        A batch without ``weights`` weighs every transition 1.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            0-d, the weighted mean Huber loss.
+        errors : torch.Tensor of shape (batch_size,)
+            ``Q(s_i, a_i) - y_i``.
+        """
+        observations, actions = batch["observations"], batch["actions"]
+        next_observations = batch["next_observations"]
+        n = len(observations)
+        outputs = self._online.get(n, observations)
+        inputs = [observations, *outputs[:-1]]
+        q_all = _forward_into(self.layers, observations, outputs)
+        index = actions.unsqueeze(1)
+        q = q_all.gather(1, index).squeeze(1)
+        next_q_target = _forward_into(self.target_layers, next_observations,
+                                      self._target.get(n, next_observations))
+        if self.double_q:
+            next_online = _forward_into(self.layers, next_observations,
+                                        self._online_next.get(n, next_observations))
+            next_actions = next_online.argmax(dim=1)
+            next_q = next_q_target.gather(1, next_actions.unsqueeze(1)).squeeze(1)
+        else:
+            next_q = next_q_target.max(dim=1).values
+        target = batch["rewards"] + batch["discounts"] * next_q
+        weights = batch.get("weights")
+        losses = F.smooth_l1_loss(q, target, reduction="none")
+        errors = q - target
+        # d loss / d q_i = w_i / n * clamp(q_i - y_i, -1, 1): the factors in
+        # the order autograd's mean, mul and smooth_l1 backwards apply them.
+        scale = torch.ones((), dtype=q.dtype).div_(n)
+        if weights is None:
+            loss = losses.mean()
+        else:
+            loss = (losses * weights).mean()
+            scale = scale.mul(weights)
+        grad_q = errors.clamp(-1.0, 1.0).mul_(scale)
+        grad = torch.zeros_like(q_all).scatter_(1, index, grad_q.unsqueeze(1))
+
+        for i in range(len(self.layers) - 1, -1, -1):
+            linear, _ = self.layers[i]
+            weight_grad, bias_grad = self._grads[i]
+            torch.mm(grad.t(), inputs[i], out=weight_grad)
+            torch.sum(grad, 0, out=bias_grad)
+            linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
+            if i > 0:
+                grad = _times_derivative(torch.mm(grad, linear.weight), inputs[i],
+                                         self.layers[i - 1][1])
+        return loss, errors
