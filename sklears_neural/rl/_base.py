@@ -27,12 +27,21 @@ A family writes three hooks:
 
 and may override ``_setup_networks(spaces)`` (more networks: a target
 copy), ``_after_restore()`` and ``_n_envs()``.
+
+The fit itself is shared: ``fit`` makes the environment and calls
+``_fit_or_roll_back``, which calls ``_fit_on(env, budget)``; that describes
+the spaces and hands over to ``_train``, the one training loop (networks,
+history, callbacks, the core trainer, seeding, ``_learn``, and what happens
+on Ctrl-C, a bad reward or a diverging loss). An agent on another
+environment API (``MultiAgentTrainer`` on PettingZoo) overrides ``fit``'s
+environment making, ``_fit_on`` and ``_reset_env(env, seed)``, and reuses
+the rest.
 """
 
 import copy
 import math
-from collections import deque
 import warnings
+from collections import deque
 from numbers import Integral, Real
 
 import numpy as np
@@ -311,32 +320,47 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             If a loss becomes NaN or infinite; the agent keeps the weights
             it had at the end of the last recorded episode.
         """
-        if total_timesteps is None:
-            budget = self.total_timesteps
-        elif (isinstance(total_timesteps, Integral) and not isinstance(total_timesteps, bool)
-              and total_timesteps >= 1):
-            budget = int(total_timesteps)
-        else:
-            raise ValueError(
-                f"total_timesteps must be an int >= 1 or None, got {total_timesteps!r}."
-            )
-        owner = type(self).__name__
+        budget = self._budget(total_timesteps)
         env_arg = _env.unwrap_env_argument(env)
-        vector_env = _env.make_vector_env(env_arg, self._n_envs(), owner=owner)
+        vector_env = _env.make_vector_env(env_arg, self._n_envs(),
+                                          owner=type(self).__name__)
+        # A vector env over the caller's own Env instance would close it too.
+        self._fit_or_roll_back(
+            vector_env, budget,
+            close=not isinstance(env_arg, _env.import_gymnasium().Env))
+        return self
+
+    def _budget(self, total_timesteps):
+        """``total_timesteps`` of ``fit``, checked, or the parameter's."""
+        if total_timesteps is None:
+            return self.total_timesteps
+        if (isinstance(total_timesteps, Integral)
+                and not isinstance(total_timesteps, bool) and total_timesteps >= 1):
+            return int(total_timesteps)
+        raise ValueError(
+            f"total_timesteps must be an int >= 1 or None, got {total_timesteps!r}."
+        )
+
+    def _fit_or_roll_back(self, env, budget, *, close):
+        """``_fit_on(env, budget)``; any failure but a bad reward or loss undoes it.
+
+        What was learned before a non-finite reward or loss stays: the agent
+        is fitted. Anything else (a bad environment, Ctrl-C before training
+        starts, a bug) leaves the agent as it was. ``close`` closes ``env``
+        after.
+        """
         saved = dict(self.__dict__)
         try:
-            self._fit_on(vector_env, budget)
+            self._fit_on(env, budget)
         except (NonFiniteRewardError, TrainingDivergedError):
-            # What was learned stays: the agent is fitted.
             raise
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
         finally:
-            if not isinstance(env_arg, _env.import_gymnasium().Env):
-                vector_env.close()
-        return self
+            if close:
+                env.close()
 
     def _fit_on(self, vector_env, budget):
         spaces = _env.describe_spaces(
@@ -344,14 +368,32 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             owner=type(self).__name__, observations=self._observation_kinds,
             actions=self._action_kinds,
         )
-        self._generator = torch_generator(self.random_state)
         self._set_space_attributes(spaces)
+        self._train(vector_env, budget, spaces, n_envs=vector_env.num_envs)
+
+    def _reset_env(self, env, seed):
+        """Seed ``env``'s first reset and its action space; the first observations."""
+        env.action_space.seed(seed)
+        observations, _ = env.reset(seed=seed)
+        return observations
+
+    def _train(self, env, budget, spaces, *, n_envs):
+        """The training every agent shares, on an environment already described.
+
+        Builds the networks for ``spaces`` (``_setup_networks``), the
+        history, the callbacks (copies of ``callbacks``, plus ``keep_best``'s
+        and ``verbose``'s) and the core :class:`Trainer`; seeds and resets
+        ``env`` (``_reset_env``); runs ``_learn``, which records episodes of
+        ``n_envs`` parallel streams in an :class:`EpisodeLog`; and ends
+        training, keeping the weights of the last recorded episode where a
+        loss diverged.
+        """
+        self._generator = torch_generator(self.random_state)
         self._setup_networks(spaces, self.device)
         self.history_ = History()
         self.n_timesteps_ = 0
         self.callbacks_ = [copy.deepcopy(cb) for cb in self.callbacks or []]
         callbacks = list(self.callbacks_)
-        best = None
         if getattr(self, "keep_best", False):
             # The core's early stopping, never stopping, keeps the weights of
             # the best running mean of training returns and restores them
@@ -382,14 +424,12 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
             last_good["state"] = trainer.snapshot(into=last_good["state"])
             self.n_timesteps_ = log.timesteps
 
-        log = EpisodeLog(trainer, vector_env.num_envs, on_record=on_record)
-        seed = draw_seed(self._generator)
-        vector_env.action_space.seed(seed)
-        observations, _ = vector_env.reset(seed=seed)
+        log = EpisodeLog(trainer, n_envs, on_record=on_record)
+        observations = self._reset_env(env, draw_seed(self._generator))
         self.module_.train()
         trainer.begin()
         try:
-            self._learn(vector_env, observations, budget, trainer, log)
+            self._learn(env, observations, budget, trainer, log)
         except KeyboardInterrupt:
             # As the core: Ctrl-C ends training, and the agent keeps what it
             # learned so far.
@@ -407,7 +447,8 @@ class BaseAgent(SaveLoadMixin, PicklableStateMixin, BaseEstimator):
                 "the weights of the last recorded episode. Lower learning_rate_init, "
                 "set clip_grad_norm, or scale the rewards.",
                 epoch=len(self.history_) + 1,
-                last_finite_state={k: v.cpu().numpy() for k, v in last_good["state"].items()},
+                last_finite_state={
+                    k: v.cpu().numpy() for k, v in last_good["state"].items()},
             ) from None
         self._finish(trainer, log)
 

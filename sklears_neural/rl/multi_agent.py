@@ -20,398 +20,31 @@ Actions are discrete; agents with fewer actions than the largest action
 space have the missing logits masked out.
 """
 
-import copy
-import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from torch import nn
-
 from sklearn.utils.validation import check_is_fitted
 
 from sklears_neural.core._compat import Interval, StrOptions, _fit_context
-from sklears_neural.core.callbacks import EpochLogger, ProgressBar
-from sklears_neural.core.history import History
 from sklears_neural.core.layers import ModuleSpec
-from sklears_neural.core.registry import register_estimator, register_module
-from sklears_neural.core.seeding import draw_seed, torch_generator
-from sklears_neural.core.trainer import Trainer
-from sklears_neural.exceptions import TrainingDivergedError
+from sklears_neural.core.registry import register_estimator
+from sklears_neural.core.seeding import draw_seed
 from sklears_neural.rl import _env
-from sklears_neural.rl._base import (
-    BaseAgent,
-    EpisodeLog,
-    NonFiniteRewardError,
-    _LossDiverged,
+from sklears_neural.rl._base import BaseAgent
+from sklears_neural.rl._multi_agent_networks import (  # noqa: F401 (AgentStack: public)
+    AgentStack,
+    MultiAgentActorCritic,
+    _NumpyPolicy,
 )
+from sklears_neural.rl._parallel_env import _Encoder, describe_agents, make_parallel_env
 
 __all__ = ["MultiAgentTrainer"]
 
 MODES = ("independent", "shared", "centralized")
 
 
-# -- networks ----------------------------------------------------------------
-
-
-class AgentStack(nn.Module):
-    """MLPs for several agents evaluated in one batched product.
-
-    ``n_heads`` sets of weights, each an MLP ``n_inputs -> hidden -> n_outputs``.
-    Input ``(batch, n_agents, n_inputs)`` maps to ``(batch, n_agents,
-    n_outputs)``: with ``n_heads == n_agents`` agent ``i`` runs head ``i``
-    (separate parameters), with ``n_heads == 1`` every agent runs the same
-    head (parameter sharing).
-
-    Parameters
-    ----------
-    n_heads : int
-    n_inputs : int
-    hidden_layer_sizes : list of int
-    n_outputs : int
-    activation : {"tanh", "relu"}
-    output_gain : float
-        Gain of the orthogonal initialization of the last layer (0.01 for
-        policy logits, so every policy starts close to uniform; 1 for values).
-    """
-
-    def __init__(self, n_heads, n_inputs, hidden_layer_sizes, n_outputs, activation,
-                 output_gain):
-        super().__init__()
-        sizes = [n_inputs, *hidden_layer_sizes, n_outputs]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(n_heads, fan_in, fan_out))
-            for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
-        )
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.zeros(n_heads, 1, fan_out)) for fan_out in sizes[1:]
-        )
-        self.activation = {"tanh": torch.tanh, "relu": torch.relu}[activation]
-        self.output_gain = output_gain
-        self.reset_parameters()
-
-    def reset_parameters(self, generator=None):
-        gain = math.sqrt(2.0)
-        last = len(self.weights) - 1
-        with torch.no_grad():
-            for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-                for head in weight:
-                    # (fan_in, fan_out): transposed, as orthogonal_ wants rows out.
-                    nn.init.orthogonal_(head.T, gain=self.output_gain if layer == last
-                                        else gain, generator=generator)
-                bias.zero_()
-
-    def forward(self, inputs):
-        # (batch, agents, in) -> (agents, batch, in); a head dim of 1 broadcasts.
-        hidden = inputs.transpose(0, 1)
-        last = len(self.weights) - 1
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            hidden = torch.matmul(hidden, weight) + bias
-            if layer < last:
-                hidden = self.activation(hidden)
-        return hidden.transpose(0, 1)
-
-
-@register_module
-class MultiAgentActorCritic(nn.Module):
-    """Actors and critic of :class:`MultiAgentTrainer`, for one of its modes.
-
-    Parameters
-    ----------
-    mode : {"independent", "shared", "centralized"}
-    observation_sizes : list of int
-        Flattened observation size of each agent.
-    n_actions : list of int
-        Number of discrete actions of each agent.
-    state_size : int
-        Size of the global state the centralized critic reads.
-    hidden_layer_sizes : list of int
-    activation : {"tanh", "relu"}
-    """
-
-    def __init__(self, mode, observation_sizes, n_actions, state_size,
-                 hidden_layer_sizes,
-                 activation):
-        super().__init__()
-        n_agents = len(observation_sizes)
-        self.mode = mode
-        self.n_agents = n_agents
-        n_inputs = max(observation_sizes) + (n_agents if mode == "shared" else 0)
-        heads = 1 if mode == "shared" else n_agents
-        self.actor = AgentStack(heads, n_inputs, hidden_layer_sizes, max(n_actions),
-                                activation, output_gain=0.01)
-        if mode == "centralized":
-            self.critic = AgentStack(1, state_size, hidden_layer_sizes, n_agents,
-                                     activation, output_gain=1.0)
-        else:
-            self.critic = AgentStack(heads, n_inputs, hidden_layer_sizes, 1,
-                                     activation, output_gain=1.0)
-        invalid = torch.zeros(n_agents, max(n_actions), dtype=torch.bool)
-        for agent, count in enumerate(n_actions):
-            invalid[agent, count:] = True
-        self.register_buffer("invalid_actions", invalid, persistent=False)
-        self.register_buffer("agent_ids", torch.eye(n_agents), persistent=False)
-
-    def reset_parameters(self, generator=None):
-        self.actor.reset_parameters(generator=generator)
-        self.critic.reset_parameters(generator=generator)
-
-    def _with_ids(self, observations):
-        if self.mode != "shared":
-            return observations
-        ids = self.agent_ids.to(observations.dtype)
-        ids = ids.expand(observations.shape[0], -1, -1)
-        return torch.cat([observations, ids], dim=-1)
-
-    def logits(self, observations):
-        """``(batch, n_agents, n_obs) -> (batch, n_agents, max_actions)``,
-        actions an agent lacks at the dtype's lowest value."""
-        logits = self.actor(self._with_ids(observations))
-        return logits.masked_fill(self.invalid_actions, torch.finfo(logits.dtype).min)
-
-    def values(self, observations, states):
-        """Each agent's value, ``(batch, n_agents)``: from its observation, or
-        (centralized) every agent's from the global ``states`` ``(batch, n_state)``."""
-        if self.mode == "centralized":
-            return self.critic(states.unsqueeze(1)).squeeze(1)
-        return self.critic(self._with_ids(observations)).squeeze(-1)
-
-    def forward(self, observations):
-        return self.logits(observations)
-
-
-class _NumpyPolicy:
-    """The acting half of a :class:`MultiAgentActorCritic` in NumPy float64.
-
-    A rollout evaluates the networks on one joint observation per step;
-    torch's per-call overhead (and its thread pool's wake-ups on a busy
-    machine: a 2-thread softmax of 6 numbers measured 1.3 ms against
-    1.2 us on one thread) dwarfs the arithmetic there, so acting runs on
-    NumPy copies of the weights, taken after every update. Updates, which
-    need gradients and see whole minibatches, stay in torch.
-    """
-
-    def __init__(self, module):
-        def layers(stack):
-            return [(w.detach().cpu().double().numpy(),
-                     b.detach().cpu().double().numpy())
-                    for w, b in zip(stack.weights, stack.biases)]
-        self.mode = module.mode
-        self.activation = np.tanh if module.actor.activation is torch.tanh else (
-            lambda h: np.maximum(h, 0.0))
-        self.actor = layers(module.actor)
-        self.critic = layers(module.critic)
-        self.invalid = module.invalid_actions.cpu().numpy()
-        self.ids = np.eye(module.n_agents)
-        self.last_action = (~self.invalid).sum(axis=1) - 1
-
-    def _run(self, layers, inputs):
-        # (agents, in) -> (agents, 1, in) @ (heads, in, out); heads of 1 broadcast.
-        hidden = inputs[:, None, :]
-        for layer, (weight, bias) in enumerate(layers):
-            hidden = np.matmul(hidden, weight) + bias
-            if layer < len(layers) - 1:
-                hidden = self.activation(hidden)
-        return hidden[:, 0, :]
-
-    def _inputs(self, observations):
-        if self.mode == "shared":
-            return np.concatenate([observations, self.ids], axis=1)
-        return observations
-
-    def probabilities(self, observations):
-        """``(n_agents, max_actions)`` action probabilities."""
-        logits = self._run(self.actor, self._inputs(observations))
-        logits[self.invalid] = -np.inf
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True)
-
-    def values(self, observations, state):
-        """``(n_agents,)`` values."""
-        if self.mode == "centralized":
-            return self._run(self.critic, state[None, :])[0]
-        return self._run(self.critic, self._inputs(observations))[:, 0]
-
-
-    def sample(self, probs, rng):
-        """One action per agent from ``probs``, by inverting the cumulative sums."""
-        draws = rng.random((len(probs), 1))
-        actions = (np.cumsum(probs, axis=1) < draws).sum(axis=1)
-        # Rounding can leave the cumulative sum a hair below a draw near 1.
-        return np.minimum(actions, self.last_action)
-
-
-# -- environments ------------------------------------------------------------
-
-
-def _is_aec(env):
-    try:
-        from pettingzoo import AECEnv
-    except ImportError:  # pragma: no cover - depends on the install
-        return False
-    # A wrapped parallel env (parallel_to_aec) unwraps to the parallel one:
-    # the object itself decides.
-    return isinstance(env, AECEnv)
-
-
-def make_parallel_env(env):
-    """A ``pettingzoo.ParallelEnv`` from an instance or a callable returning one.
-
-    Raises
-    ------
-    TypeError
-        For an AEC environment (with the conversion to use), a single-agent
-        gymnasium environment (with the agents to use), or anything else.
-    """
-    try:
-        from pettingzoo import ParallelEnv
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "MultiAgentTrainer needs PettingZoo. Install the rl extra: "
-            "pip install 'sklears-neural[rl]'."
-        ) from error
-    # A class is a factory too, though it has an env's methods.
-    factory = isinstance(env, type) or (callable(env) and not _looks_like_env(env))
-    made = env() if factory else env
-    if _is_aec(made):
-        raise TypeError(
-            f"MultiAgentTrainer needs a PettingZoo ParallelEnv, got the AEC "
-            f"(turn-based) environment {type(made).__name__}. Convert it with "
-            "pettingzoo.utils.conversions.aec_to_parallel(env), or make it with "
-            "the environment module's parallel_env() instead of env()."
-        )
-    if isinstance(made, ParallelEnv) or _looks_like_env(made):
-        if not hasattr(made, "possible_agents"):
-            raise TypeError(
-                f"MultiAgentTrainer needs a PettingZoo ParallelEnv, got "
-                f"{type(made).__name__}, which has no possible_agents. A single-agent "
-                "gymnasium environment trains with sklears_neural.rl's single-agent "
-                "agents (DQNAgent, ActorCriticAgent)."
-            )
-        return made
-    raise TypeError(
-        "MultiAgentTrainer.fit needs a PettingZoo ParallelEnv or a callable that "
-        f"returns one, got {type(made).__name__}."
-    )
-
-
-def _looks_like_env(obj):
-    return all(hasattr(obj, name) for name in ("reset", "step", "action_space"))
-
-
-def _observation_spec(space, agent):
-    """``("discrete", n, start)`` or ``("box", size)``: how to flatten ``space``."""
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Discrete):
-        return ("discrete", int(space.n), int(space.start))
-    if isinstance(space, (spaces.Box, spaces.MultiBinary)):
-        return ("box", int(np.prod(space.shape)))
-    raise TypeError(
-        f"MultiAgentTrainer supports Box, Discrete and MultiBinary observation spaces; "
-        f"{agent}'s is {space}. Flatten it first (gymnasium.spaces.flatten_space and "
-        "a wrapper that flattens the observations) or give the environment a Box space."
-    )
-
-
-def _check_action_space(space, agent):
-    from gymnasium import spaces
-
-    if not isinstance(space, spaces.Discrete):
-        raise TypeError(
-            f"MultiAgentTrainer supports Discrete action spaces only; {agent}'s action "
-            f"space is {space}. Discretize the actions (a fixed set of values behind "
-            "a Discrete space), or train continuous control with the single-agent "
-            "ActorCriticAgent."
-        )
-    if space.start != 0:
-        raise TypeError(
-            f"{agent}'s Discrete action space starts at {space.start}; "
-            "MultiAgentTrainer needs actions 0 .. n-1."
-        )
-    return int(space.n)
-
-
-def describe_agents(env):
-    """Plain data on ``env``'s agents: what the networks and encoders need.
-
-    Returns
-    -------
-    dict
-        ``agents`` (names), ``observation_specs`` (see :func:`_observation_spec`),
-        ``n_actions``, ``state_size`` and ``uses_state`` (the environment has a
-        ``state_space``).
-    """
-    agents = list(env.possible_agents)
-    if not agents:
-        raise ValueError("The environment has no possible_agents.")
-    specs = [_observation_spec(env.observation_space(a), a) for a in agents]
-    n_actions = [_check_action_space(env.action_space(a), a) for a in agents]
-    state_space = getattr(env, "state_space", None)
-    n_obs = max(spec[1] for spec in specs)
-    if state_space is not None:
-        state_size = _observation_spec(state_space, "the environment's state")[1]
-    else:
-        state_size = len(agents) * n_obs
-    return {"agents": agents, "observation_specs": specs, "n_actions": n_actions,
-            "state_size": state_size, "uses_state": state_space is not None}
-
-
-class _Encoder:
-    """Observation dicts to padded arrays, and the global state.
-
-    Parameters
-    ----------
-    agents : list of str
-    observation_specs : list of tuple
-        One :func:`_observation_spec` per agent.
-    uses_state : bool
-        Read ``env.state()``; else the state is the padded observations,
-        concatenated in agent order.
-    """
-
-    def __init__(self, agents, observation_specs, uses_state):
-        self.agents = list(agents)
-        self.specs = [tuple(spec) for spec in observation_specs]
-        self.n_obs = max(spec[1] for spec in self.specs)
-        self.uses_state = uses_state
-
-    def encode(self, index, observation):
-        """One agent's observation as flat float32 of its own size."""
-        spec = self.specs[index]
-        if spec[0] == "discrete":
-            vector = np.zeros(spec[1], dtype=np.float32)
-            vector[int(observation) - spec[2]] = 1.0
-            return vector
-        vector = np.asarray(observation, dtype=np.float32).reshape(-1)
-        if vector.size != spec[1]:
-            raise ValueError(
-                f"{self.agents[index]}'s observation has {vector.size} values; its "
-                f"observation space has {spec[1]}."
-            )
-        return vector
-
-    def observations(self, observation_dict):
-        """``(n_agents, n_obs)`` zero-padded observations, and the alive mask
-        (1 for the agents present in ``observation_dict``)."""
-        out = np.zeros((len(self.agents), self.n_obs), np.float32)
-        alive = np.zeros(len(self.agents), np.float32)
-        for i, agent in enumerate(self.agents):
-            if agent in observation_dict:
-                vector = self.encode(i, observation_dict[agent])
-                out[i, :vector.size] = vector
-                alive[i] = 1.0
-        return out, alive
-
-    def state(self, env, observations):
-        if self.uses_state:
-            return np.asarray(env.state(), dtype=np.float32).reshape(-1)
-        return observations.reshape(-1)
-
-
-# -- rollouts and updates ----------------------------------------------------
+# -- rollouts ----------------------------------------------------------------
 
 
 class _Rollout:
@@ -657,30 +290,8 @@ class MultiAgentTrainer(BaseAgent):
         budget = self._budget(total_timesteps)
         env_arg = _env.unwrap_env_argument(env)
         parallel_env = make_parallel_env(env_arg)
-        saved = dict(self.__dict__)
-        try:
-            self._fit_parallel(parallel_env, budget)
-        except (NonFiniteRewardError, TrainingDivergedError):
-            raise
-        except BaseException:
-            # Nothing half-trained looks fitted.
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
-        finally:
-            if parallel_env is not env_arg:
-                parallel_env.close()
+        self._fit_or_roll_back(parallel_env, budget, close=parallel_env is not env_arg)
         return self
-
-    def _budget(self, total_timesteps):
-        if total_timesteps is None:
-            return self.total_timesteps
-        if (isinstance(total_timesteps, Integral)
-                and not isinstance(total_timesteps, bool) and total_timesteps >= 1):
-            return int(total_timesteps)
-        raise ValueError(
-            f"total_timesteps must be an int >= 1 or None, got {total_timesteps!r}."
-        )
 
     def _build_module(self, spaces):
         return ModuleSpec(MultiAgentActorCritic, {
@@ -695,62 +306,23 @@ class MultiAgentTrainer(BaseAgent):
     def _encoder(self):
         return _Encoder(self.agents_, self.observation_specs_, self.uses_state_)
 
-    def _fit_parallel(self, env, budget):
-        # BaseAgent._fit_on's steps, for a parallel environment instead of a
-        # gymnasium vector environment.
+    def _fit_on(self, env, budget):
         spaces = describe_agents(env)
         self.agents_ = spaces["agents"]
         self.observation_specs_ = spaces["observation_specs"]
         self.action_counts_ = spaces["n_actions"]
         self.state_size_ = spaces["state_size"]
         self.uses_state_ = spaces["uses_state"]
-        self._generator = torch_generator(self.random_state)
-        self._setup_networks(spaces, self.device)
-        self.history_ = History()
-        self.n_timesteps_ = 0
-        self.callbacks_ = [copy.deepcopy(cb) for cb in self.callbacks or []]
-        callbacks = list(self.callbacks_)
-        if self.verbose:
-            callbacks.insert(0, EpochLogger(keys=("episode_return", "timesteps")))
-            if self.verbose >= 2:
-                callbacks.insert(1, ProgressBar(unit="episode"))
-        trainer = Trainer(self.module_, None, self._optimizer, callbacks=callbacks,
-                          generator=self._generator, history=self.history_,
-                          clip_grad_norm=self.clip_grad_norm)
-        last_good = {"state": trainer.snapshot()}
+        # One stream of joint steps: an episode ends for the whole team.
+        self._train(env, budget, spaces, n_envs=1)
 
-        def on_record():
-            last_good["state"] = trainer.snapshot(into=last_good["state"])
-            self.n_timesteps_ = log.timesteps
-
-        log = EpisodeLog(trainer, 1, on_record=on_record)
-        seed = draw_seed(self._generator)
+    def _reset_env(self, env, seed):
         for offset, agent in enumerate(self.agents_):
             env.action_space(agent).seed(seed + offset)
         observations, _ = env.reset(seed=seed)
-        trainer.begin()
-        try:
-            self._learn_parallel(env, observations, budget, trainer, log)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        except NonFiniteRewardError:
-            self._finish(trainer, log)
-            raise
-        except _LossDiverged as exc:
-            trainer.restore(last_good["state"])
-            self._finish(trainer, log)
-            raise TrainingDivergedError(
-                f"MultiAgentTrainer: the training loss ({', '.join(exc.keys)}) became "
-                f"NaN or infinite by timestep {exc.timestep}; the trainer keeps the "
-                "weights of the last recorded episode. Lower learning_rate_init, or "
-                "scale the rewards.",
-                epoch=len(self.history_) + 1,
-                last_finite_state={
-                    k: v.cpu().numpy() for k, v in last_good["state"].items()},
-            ) from None
-        self._finish(trainer, log)
+        return observations
 
-    def _learn_parallel(self, env, observation_dict, budget, trainer, log):
+    def _learn(self, env, observation_dict, budget, trainer, log):
         encoder = self._encoder()
         n_agents = len(self.agents_)
         observations, alive = encoder.observations(observation_dict)
