@@ -87,6 +87,38 @@ def test_fit_follows_sklearn_exactly_on_a_shared_stream(shared_stream, global_ra
     assert logs[0] == logs[1] and logs[0].count("pseudo-likelihood") == 3
 
 
+@pytest.mark.parametrize("steps_per_draw", [None, 3])
+def test_cpu_sweeps_follow_the_per_step_updates(
+    steps_per_draw, monkeypatch, global_random_seed
+):
+    # fit on the CPU runs _CPUChains (NumPy products, a sweep's uniforms in
+    # one draw); the torch step _pcd_step draws per step. Same chains, same
+    # weights within rounding, whether a sweep is one draw or several.
+    X, (n_components, batch_size) = X_DIGITS[:203], (16, 10)
+    if steps_per_draw is not None:
+        per_step = batch_size * (X.shape[1] + n_components)
+        monkeypatch.setattr(rbm_module._CPUChains, "DRAW", steps_per_draw * per_step)
+    kwargs = dict(n_components=n_components, batch_size=batch_size,
+                  random_state=global_random_seed)
+    fitted = BernoulliRBM(n_iter=2, **kwargs).fit(X)
+    ref = BernoulliRBM(**kwargs)
+    generator = torch_generator(global_random_seed)
+    W, b_h, b_v, h = ref._init_params(X.shape[1], torch.device("cpu"), torch.float64,
+                                      generator)
+    v = torch.from_numpy(X)
+    for _ in range(2):
+        for start in range(0, len(X), batch_size):
+            h = ref._pcd_step(v[start:start + batch_size], W, b_h, b_v, h, generator)
+    np.testing.assert_array_equal(fitted.h_samples_, h.numpy())
+    for name, value in [("components_", W), ("intercept_hidden_", b_h),
+                        ("intercept_visible_", b_v)]:
+        np.testing.assert_allclose(getattr(fitted, name), value.numpy(), atol=1e-12)
+        assert getattr(fitted, name).flags.c_contiguous
+    # Negative control: a sweep less is another model.
+    once = BernoulliRBM(n_iter=1, **kwargs).fit(X)
+    assert not np.allclose(once.components_, W.numpy(), atol=1e-4)
+
+
 def test_partial_fit_continues_the_chain_like_sklearn(shared_stream, global_random_seed):
     sk = SklearnRBM(n_components=16, batch_size=10, random_state=global_random_seed)
     ours = BernoulliRBM(n_components=16, batch_size=10, random_state=global_random_seed)
