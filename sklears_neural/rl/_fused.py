@@ -36,10 +36,19 @@ def _cpu_layers(module):
     return layers
 
 
-def _forward_into(layers, x, outputs):
-    """Run ``layers`` on ``x`` into ``outputs`` (one buffer a layer); the last."""
-    for (linear, activation), z in zip(layers, outputs):
-        torch.addmm(linear.bias, x, linear.weight.t(), out=z)
+def _transposed(layers):
+    """``[(weight.t(), bias, activation), ...]``: views, which follow the
+    in-place updates of the optimizer and of weight restores."""
+    with torch.no_grad():
+        return [(linear.weight.t(), linear.bias, activation)
+                for linear, activation in layers]
+
+
+def _forward_into(plan, x, outputs):
+    """Run a :func:`_transposed` plan on ``x`` into ``outputs`` (a buffer a
+    layer); returns the last."""
+    for (weight_t, bias, activation), z in zip(plan, outputs):
+        torch.addmm(bias, x, weight_t, out=z)
         _activate_(z, activation)
         x = z
     return x
@@ -73,6 +82,7 @@ class GreedyActor:
 
     def __init__(self, layers):
         self.layers = layers
+        self._plan = _transposed(layers)
         self._buffers = _Buffers(layers)
 
     @classmethod
@@ -85,7 +95,7 @@ class GreedyActor:
     def __call__(self, features):
         """``argmax_a Q(s, a)`` of float32 ``features`` (n, n_inputs), an ndarray."""
         x = torch.from_numpy(features)
-        q = _forward_into(self.layers, x, self._buffers.get(len(features), x))
+        q = _forward_into(self._plan, x, self._buffers.get(len(features), x))
         return q.argmax(dim=1).numpy()
 
 
@@ -110,11 +120,20 @@ class TDStep:
         self.layers = layers
         self.target_layers = target_layers
         self.double_q = bool(double_q)
+        self._plan = _transposed(layers)
+        self._target_plan = _transposed(target_layers)
         self._online = _Buffers(layers)
-        self._online_next = _Buffers(layers)
+        self._scales = {}
         self._target = _Buffers(target_layers)
         self._grads = [(torch.empty_like(linear.weight), torch.empty_like(linear.bias))
                        for linear, _ in layers]
+
+    def _scale(self, n, dtype):
+        """``1 / n`` as a 0-d tensor, computed as autograd's mean backward does."""
+        key = (n, dtype)
+        if key not in self._scales:
+            self._scales[key] = torch.ones((), dtype=dtype).div_(n)
+        return self._scales[key]
 
     @classmethod
     def for_modules(cls, module, target, double_q):
@@ -140,16 +159,24 @@ class TDStep:
         observations, actions = batch["observations"], batch["actions"]
         next_observations = batch["next_observations"]
         n = len(observations)
-        outputs = self._online.get(n, observations)
+        if self.double_q:
+            # Both of the online network's passes as one of 2n rows (each
+            # row's products are those of a pass on its own: rows do not mix).
+            both = torch.cat([observations, next_observations])
+            outputs = self._online.get(2 * n, both)
+            _forward_into(self._plan, both, outputs)
+            next_online = outputs[-1][n:]
+            outputs = [z[:n] for z in outputs]
+        else:
+            outputs = self._online.get(n, observations)
+            _forward_into(self._plan, observations, outputs)
         inputs = [observations, *outputs[:-1]]
-        q_all = _forward_into(self.layers, observations, outputs)
+        q_all = outputs[-1]
         index = actions.unsqueeze(1)
         q = q_all.gather(1, index).squeeze(1)
-        next_q_target = _forward_into(self.target_layers, next_observations,
+        next_q_target = _forward_into(self._target_plan, next_observations,
                                       self._target.get(n, next_observations))
         if self.double_q:
-            next_online = _forward_into(self.layers, next_observations,
-                                        self._online_next.get(n, next_observations))
             next_actions = next_online.argmax(dim=1)
             next_q = next_q_target.gather(1, next_actions.unsqueeze(1)).squeeze(1)
         else:
@@ -160,7 +187,7 @@ class TDStep:
         errors = q - target
         # d loss / d q_i = w_i / n * clamp(q_i - y_i, -1, 1): the factors in
         # the order autograd's mean, mul and smooth_l1 backwards apply them.
-        scale = torch.ones((), dtype=q.dtype).div_(n)
+        scale = self._scale(n, q.dtype)
         if weights is None:
             loss = losses.mean()
         else:
