@@ -87,14 +87,40 @@ def evaluate(predict, env_id, seed, n_episodes=EVAL_EPISODES):
     return float(np.mean(returns))
 
 
+class Clock:
+    """Wall and CPU seconds of the block (CPU: this process, all threads)."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
+def warm_up():
+    """Pay the once-per-process costs before any timed run.
+
+    The first ``torch.optim.Adam`` of a process imports ``torch._dynamo``
+    (about 2 s here), and the first environment of a kind imports its
+    module: whichever library ran first would pay them.
+    """
+    import gymnasium
+    import stable_baselines3  # noqa: F401
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    for env_id in {env for env, _ in TASKS}:
+        gymnasium.make(env_id).close()
+
+
 def run_ours(env_id, algorithm, timesteps, seed):
     from sklears_neural.rl import ActorCriticAgent, DQNAgent
 
     agent = {"DQN": DQNAgent, "A2C": ActorCriticAgent}[algorithm](random_state=seed)
-    start = time.perf_counter()
-    agent.fit(env_id, total_timesteps=timesteps)
-    seconds = time.perf_counter() - start
-    return seconds, evaluate(agent.predict, env_id, 10_000 + seed)
+    with Clock() as clock:
+        agent.fit(env_id, total_timesteps=timesteps)
+    return clock.wall, clock.cpu, evaluate(agent.predict, env_id, 10_000 + seed)
 
 
 def run_sb3(env_id, algorithm, timesteps, settings, seed):
@@ -110,11 +136,10 @@ def run_sb3(env_id, algorithm, timesteps, settings, seed):
         model = sb3.A2C("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
                         policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64])),
                         **settings)
-    start = time.perf_counter()
-    model.learn(total_timesteps=timesteps)
-    seconds = time.perf_counter() - start
-    return seconds, evaluate(lambda o: model.predict(o, deterministic=True)[0], env_id,
-                             10_000 + seed)
+    with Clock() as clock:
+        model.learn(total_timesteps=timesteps)
+    return clock.wall, clock.cpu, evaluate(
+        lambda o: model.predict(o, deterministic=True)[0], env_id, 10_000 + seed)
 
 
 def run_task(env_id, algorithm, seeds, quick, log):
@@ -123,19 +148,25 @@ def run_task(env_id, algorithm, seeds, quick, log):
         timesteps = 1_000
         settings = {**settings, **({"learning_starts": 100} if algorithm == "DQN" else {})}
     rows = {"ours": [], "SB3": []}
-    for seed in seeds:
-        # Alternate the two, so a change in the machine's load hits both.
-        rows["ours"].append(run_ours(env_id, algorithm, timesteps, seed))
-        rows["SB3"].append(run_sb3(env_id, algorithm, timesteps, settings, seed))
-        log(f"{env_id} {algorithm} seed {seed}: ours {rows['ours'][-1][0]:.1f} s "
-            f"return {rows['ours'][-1][1]:.1f}; SB3 {rows['SB3'][-1][0]:.1f} s "
-            f"return {rows['SB3'][-1][1]:.1f}")
+    runners = {
+        "ours": lambda seed: run_ours(env_id, algorithm, timesteps, seed),
+        "SB3": lambda seed: run_sb3(env_id, algorithm, timesteps, settings, seed),
+    }
+    for number, seed in enumerate(seeds):
+        # Interleaved, and each first on every other seed: a change in the
+        # machine's load hits both, and neither always runs on a warm cache.
+        for who in (("ours", "SB3") if number % 2 == 0 else ("SB3", "ours")):
+            rows[who].append(runners[who](seed))
+        log(f"{env_id} {algorithm} seed {seed}: " + "; ".join(
+            f"{who} {rows[who][-1][0]:.1f} s (CPU {rows[who][-1][1]:.1f} s) "
+            f"return {rows[who][-1][2]:.1f}" for who in rows))
     result = {"env": env_id, "algorithm": algorithm, "timesteps": timesteps,
               "seeds": list(seeds)}
     for who, runs in rows.items():
         result[who] = {
-            "seconds": [s for s, _ in runs],
-            "returns": [r for _, r in runs],
+            "seconds": [w for w, _, _ in runs],
+            "cpu_seconds": [c for _, c, _ in runs],
+            "returns": [r for _, _, r in runs],
         }
     return result
 
@@ -153,39 +184,56 @@ def _summary(values):
     return f"{statistics.mean(values):.1f} (min {min(values):.1f})"
 
 
-def render_markdown(results, seconds):
+def _ratio(result, key):
+    return (statistics.mean(result["ours"][key])
+            / statistics.mean(result["SB3"][key]))
+
+
+def render_markdown(results, seconds, load=None):
     n_seeds = sorted({len(r["seeds"]) for r in results})
+    shared = ""
+    if load:
+        shared = (f" The machine was shared with other work (load average "
+                  f"{min(load):.1f} to {max(load):.1f} on its "
+                  f"{os.cpu_count()} cores during the run), so absolute times "
+                  "are inflated and noisy; compare the ratios, which come from "
+                  "runs interleaved in one process, and the CPU-time ratio, "
+                  "which waiting for a core does not inflate.")
     lines = [
         BEGIN,
         "## Reinforcement learning: DQN and A2C beside Stable-Baselines3",
         "",
         f"This run: `python benchmarks/bench_rl.py --output doc/benchmarks.md` on "
         f"{datetime.date.today().isoformat()}, {seconds / 60:.0f} min, "
-        f"{' or '.join(map(str, n_seeds))} seeds per row. Machine: {environment()}.",
+        f"{' or '.join(map(str, n_seeds))} seeds per row. Machine: {environment()}."
+        + shared,
         "",
         "Same environment, timestep budget and network sizes; ours with its "
         "defaults, Stable-Baselines3 with its zoo's tuned CartPole settings (its "
         "defaults on Acrobot); `benchmarks/bench_rl.py` lists them. Return: mean of "
         f"{EVAL_EPISODES} deterministic evaluation episodes after training (CartPole-v1: "
         "500 at most, solved at 475; Acrobot-v1: -500 at worst, higher is better), "
-        "averaged over seeds, worst seed in brackets. Time: training alone, one "
-        "torch thread for both. Ours and SB3 alternate seed by seed, so a change "
-        "in the machine's load hits both; a run with `--merge` ran its environments "
-        "in parallel processes on a machine shared with other work, and fewer "
-        "seeds than the 5 asked for where the table says so (time).",
+        "averaged over seeds, worst seed in brackets. Time: training alone (mean "
+        "wall seconds over seeds), one torch thread for both, after a warm-up "
+        "that pays each process's one-time imports. Ours and SB3 alternate seed "
+        "by seed, each going first on every other seed, so a change in the "
+        "machine's load hits both; a run with `--merge` ran its environments "
+        "in parallel processes.",
         "",
         "| env | algorithm | timesteps | seeds | ours: return | SB3: return "
-        "| ours: time (s) | SB3: time (s) | time ours / SB3 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| ours: time (s) | SB3: time (s) | time ours / SB3 | CPU time ours / SB3 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ours, sb3 = r["ours"], r["SB3"]
-        ratio = statistics.mean(ours["seconds"]) / statistics.mean(sb3["seconds"])
+        cpu = (f"{_ratio(r, 'cpu_seconds'):.2f}x" if "cpu_seconds" in ours
+               else "-")
         lines.append(
             f"| {r['env']} | {r['algorithm']} | {r['timesteps']:,} | {len(r['seeds'])} "
             f"| {_summary(ours['returns'])} | {_summary(sb3['returns'])} "
             f"| {statistics.mean(ours['seconds']):.1f} "
-            f"| {statistics.mean(sb3['seconds']):.1f} | {ratio:.2f}x |")
+            f"| {statistics.mean(sb3['seconds']):.1f} | {_ratio(r, 'seconds'):.2f}x "
+            f"| {cpu} |")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -207,29 +255,34 @@ def main(argv=None, log=print):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.merge:
-        results, seconds = [], 0.0
+        results, seconds, load = [], 0.0, []
         for path in args.merge:
             with open(path) as f:
                 saved = json.load(f)
             results += saved["results"]
             seconds = max(seconds, saved["seconds"])
+            load += saved.get("load", [])
         if args.output:
-            write_section(args.output, render_markdown(results, seconds), BEGIN, END)
+            write_section(args.output, render_markdown(results, seconds, load),
+                          BEGIN, END)
         return results
     seeds = range(args.seeds or (1 if args.quick else 5))
     start = time.perf_counter()
     results = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warm_up()
+        load = [os.getloadavg()[0]]
         for env_id in args.envs:
             for algorithm in args.algorithms:
                 results.append(run_task(env_id, algorithm, seeds, args.quick, log))
+                load.append(os.getloadavg()[0])
     seconds = time.perf_counter() - start
     if args.save_json:
         with open(args.save_json, "w") as f:
-            json.dump({"results": results, "seconds": seconds}, f)
+            json.dump({"results": results, "seconds": seconds, "load": load}, f)
     if args.output:
-        write_section(args.output, render_markdown(results, seconds), BEGIN, END)
+        write_section(args.output, render_markdown(results, seconds, load), BEGIN, END)
     return results
 
 
