@@ -317,6 +317,29 @@ def test_the_plan_hook_is_asked_once_per_module_state():
     assert len(_CountingRegressor.calls) == 2
 
 
+def test_the_plan_is_compiled_only_for_a_batch_that_takes_it():
+    # A plan holds float64 copies of the weights: a 100M-parameter model
+    # predicting 256 rows once made one (+770 MiB) that it never ran.
+    reg = _quiet_fit(_CountingRegressor(hidden_layer_sizes=(64, 64), max_iter=3,
+                                        random_state=0), X_reg, y_reg)
+    _CountingRegressor.calls.clear()
+    macs = 8 * 64 + 64 * 64 + 64
+    large = PLAN_MAX_MACS // macs + 1
+    X = np.random.RandomState(0).randn(large, 8)
+    assert not use_plan(large, macs)
+    with torch.no_grad():
+        expected = reg.module_(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+    np.testing.assert_array_equal(reg._raw_outputs(X), expected)
+    assert _CountingRegressor.calls == []
+    np.testing.assert_allclose(reg._raw_outputs(X[:PLAN_MIN_ROWS]),
+                               _float64_forward(reg.module_, X[:PLAN_MIN_ROWS]),
+                               rtol=1e-12, atol=1e-12)
+    assert _CountingRegressor.calls == [reg.module_]
+    # Compiled once, the plan still leaves large batches to the module.
+    np.testing.assert_array_equal(reg._raw_outputs(X), expected)
+    assert len(_CountingRegressor.calls) == 1
+
+
 def test_scikit_learn_check_sizes_take_the_plan():
     # check_methods_subset_invariance and check_methods_sample_order_invariance
     # compare 20-row batches with single rows at 1e-7 / 1e-9: both must be float64.

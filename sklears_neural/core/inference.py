@@ -312,6 +312,15 @@ class _Entry:
         self.on_cpu = self.device.type == "cpu"
         self._plan = None
         self._compiled = False
+        # use_plan's cost model, counted without compiling the plan: a plan
+        # holds float64 copies of the weights (twice a float32 module's
+        # size: +770 MiB for 100M parameters), made only for a batch that
+        # takes it.
+        self.macs = sum(
+            m.in_features * m.out_features
+            for m in modules
+            if isinstance(m, torch.nn.Linear)
+        )
         self.state64 = None
         self._module64 = None
         self.session = None
@@ -350,16 +359,24 @@ class _Entry:
             self._module64 = copy.deepcopy(module).eval().double()
         return self._module64
 
-    def plan(self, estimator, module):
-        """``estimator._prediction_plan(module)``, asked once per module state.
+    def plan(self, estimator, module, n_rows):
+        """The plan for a batch of ``n_rows`` rows, or ``None`` if it takes none.
 
-        ``None`` for a family without a plan, or a module its plan cannot
-        translate.
+        ``estimator._prediction_plan(module)``, asked once per module state,
+        and only for a batch that would take it (``use_plan`` on the
+        multiply-adds of the ``nn.Linear`` layers, the plan's own count once
+        compiled). ``None`` for a family without a plan, a module its plan
+        cannot translate, or a batch too large for the plan.
         """
-        if not self._compiled:
-            self._plan = estimator._prediction_plan(module)
-            self._compiled = True
-        return self._plan
+        if self._compiled:
+            if self._plan is None or use_plan(n_rows, self._plan.macs):
+                return self._plan
+            return None
+        if not use_plan(n_rows, self.macs):
+            return None
+        self._plan = estimator._prediction_plan(module)
+        self._compiled = True
+        return self.plan(estimator, module, n_rows)
 
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -550,18 +567,17 @@ def raw_outputs(estimator, X, forward=None, module=None):
         if situation == modes.OTHER_FIT:
             return _outputs_beside_fit(estimator, module, X)
         if entry.on_cpu:
-            plan = entry.plan(estimator, module)
-            if plan is None:
+            plan = entry.plan(estimator, module, X.shape[0])
+            if plan is not None:
+                if type(X) is np.ndarray or not sp.issparse(X):
+                    return plan(X)
+                return plan.sparse(X)
+            if X.shape[0] <= PLAN_MIN_ROWS:
                 # No plan, no cost model (the multiply-adds count only
                 # nn.Linear: a conv stack would count as free): float64
                 # torch for the few rows of scikit-learn's invariance
                 # checks, the chunked module path for everything else.
-                if X.shape[0] <= PLAN_MIN_ROWS:
-                    return _float64_outputs(module, entry, X)
-            elif use_plan(X.shape[0], plan.macs):
-                if type(X) is np.ndarray or not sp.issparse(X):
-                    return plan(X)
-                return plan.sparse(X)
+                return _float64_outputs(module, entry, X)
         outputs = _torch_outputs(module, entry, X)
         if entry.dtype != torch.float64 and not np.isfinite(outputs).all():
             # Overflow in the module's dtype (float32 tops out at 3.4e38) on
