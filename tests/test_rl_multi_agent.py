@@ -230,6 +230,31 @@ def test_non_finite_reward_stops_with_the_weights_of_the_last_update():
     assert isinstance(trainer.predict(BrokenGame().reset()[0]), dict)
 
 
+def test_the_agents_training_loop_interrupts_diverges_and_calls_back(capsys):
+    """MultiAgentTrainer trains through BaseAgent's loop, with all it does."""
+    from sklears_neural.callbacks import Callback
+    from sklears_neural.exceptions import TrainingDivergedError
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, trainer, **kwargs):
+            if len(trainer.history) == 3:
+                raise KeyboardInterrupt
+
+    trainer = MultiAgentTrainer(n_steps=20, callbacks=[Interrupt()], verbose=1,
+                                random_state=0)
+    with pytest.warns(UserWarning, match="interrupted"):
+        trainer.fit(RepeatedMatrixGame(), total_timesteps=2000)
+    assert trainer.n_episodes_ == 3 and trainer.n_timesteps_ < 2000
+    assert capsys.readouterr().out.count("episode_return:") == 3
+
+    # Payoffs of 1e30 square to infinity in float32 in the value loss.
+    huge = RepeatedMatrixGame(np.full((2, 2), 1e30), episode_length=5)
+    trainer = MultiAgentTrainer(n_steps=20, clip_grad_norm=None, random_state=0)
+    with pytest.raises(TrainingDivergedError, match="MultiAgentTrainer: the training"):
+        trainer.fit(huge, total_timesteps=2000)
+    assert all(torch.isfinite(v).all() for v in trainer.module_.state_dict().values())
+
+
 # -- what the modes learn -------------------------------------------------------
 #
 # Measured with seeds 0-4 (doc/rl_multi_agent.md has the table): at 10,000
