@@ -16,11 +16,26 @@ from sklearn.datasets import load_digits, make_friedman1
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from sklears_neural import CNNClassifier, MLPClassifier, MLPRegressor
+from sklears_neural import (
+    CNNClassifier,
+    MLPClassifier,
+    MLPRegressor,
+    RNNClassifier,
+)
 from sklears_neural.core._compat import InvalidParameterError
-from sklears_neural.nn.supernet import MixedLayer, SuperCNN, SuperMLP, n_parameters
+from sklears_neural.nn.supernet import (
+    MixedConv,
+    MixedLayer,
+    SuperCNN,
+    SuperMLP,
+    n_parameters,
+)
 from sklears_neural.search.darts import DARTSSearch, _most_probable, _second_order_grads
-from sklears_neural.search.enas import ArchitectureController, ENASSearch, reinforce_step
+from sklears_neural.search.enas import (
+    ArchitectureController,
+    ENASSearch,
+    reinforce_step,
+)
 from sklears_neural.search.once_for_all import OnceForAllNetwork
 
 X_DIGITS, Y_DIGITS = load_digits(return_X_y=True)
@@ -32,7 +47,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 
 def _tiny_darts(**params):
     defaults = dict(widths=(16, 32), max_layers=2, activations=("relu", "tanh"), n_epochs=3,
-                    batch_size=32, learning_rate=0.01, cv=2, random_state=0)
+                    batch_size=32, learning_rate=0.01, cv=2, include_estimator=False,
+                    random_state=0)
     return DARTSSearch(MLPClassifier(max_iter=30, learning_rate_init=0.01),
                        **{**defaults, **params})
 
@@ -124,14 +140,12 @@ def test_supernet_refuses_activations_with_parameters():
         SuperMLP(4, 2, 1, 8, ["relu", "prelu"])
 
 
-@pytest.mark.parametrize("searcher", [ENASSearch, OnceForAllNetwork])
+@pytest.mark.parametrize("searcher", [DARTSSearch, ENASSearch, OnceForAllNetwork])
 def test_searchers_name_the_families_they_take(searcher):
-    for est in (LogisticRegression(), CNNClassifier()):
-        with pytest.raises(ValueError, match="families MLPClassifier, MLPRegressor;"):
+    for est in (LogisticRegression(), RNNClassifier()):
+        with pytest.raises(ValueError, match="MLPClassifier, MLPRegressor, CNNClassifier, "
+                                             f"CNNRegressor; got {type(est).__name__}"):
             searcher(est).fit(X_SMALL[:50], Y_SMALL[:50])
-    with pytest.raises(ValueError, match="MLPClassifier, MLPRegressor, CNNClassifier, "
-                                         "CNNRegressor; got LogisticRegression"):
-        DARTSSearch(LogisticRegression()).fit(X_SMALL[:50], Y_SMALL[:50])
 
 
 def test_invalid_parameters_are_refused():
@@ -248,6 +262,20 @@ def test_darts_is_reproducible_and_returns_a_fitted_mlp():
     assert_allclose(restored.predict_proba(X_SMALL[:20]), first.predict_proba(X_SMALL[:20]))
 
 
+def test_darts_cross_validates_the_estimator_own_architecture():
+    search = _tiny_darts(n_epochs=1, n_candidates=1, include_estimator=True).fit(
+        X_SMALL, Y_SMALL)
+    results = search.cv_results_
+    assert list(results["source"]) == ["search", "estimator"]
+    assert results["params"][1] == {"hidden_layer_sizes": (100,), "activation": "relu"}
+    assert np.isnan(results["supernet_score"][1]) and np.isfinite(results["supernet_score"][0])
+    # The refit model is the better of the two in cross-validation.
+    best = int(np.argmax(results["mean_test_score"]))
+    assert search.best_params_ == results["params"][best]
+    assert search.best_estimator_.hidden_layer_sizes == \
+        results["params"][best]["hidden_layer_sizes"]
+
+
 def test_darts_second_order_moves_alpha_differently():
     first = _tiny_darts(n_epochs=2, refit=False).fit(X_SMALL, Y_SMALL)
     second = _tiny_darts(n_epochs=2, refit=False, order="second",
@@ -288,7 +316,7 @@ def test_darts_regression():
 def test_darts_searches_cnn_kernel_sizes_and_channels():
     search = DARTSSearch(CNNClassifier(input_shape=(1, 8, 8), max_iter=5), widths=(8, 16),
                          kernel_sizes=(1, 5), n_epochs=12, learning_rate=0.01, batch_size=32,
-                         cv=2, random_state=0).fit(X_SMALL, Y_SMALL)
+                         cv=2, include_estimator=False, random_state=0).fit(X_SMALL, Y_SMALL)
     layers = search.best_params_["layers"]
     assert layers[-1] == "gap" and 2 <= len(layers) <= 3
     assert all(spec.split("-")[0] in ("conv8", "conv16") for spec in layers[:-1])
@@ -388,6 +416,114 @@ def test_ofa_accuracy_vs_size_records(ofa):
     assert (records["standalone_score"] > 0.4).all()
 
 
+# -- once-for-all on CNNs ---------------------------------------------------------------
+
+
+def test_elastic_kernel_is_the_transformed_centre_of_the_largest():
+    torch.manual_seed(0)
+    layer = MixedConv(2, 3, 6, [3, 5, 7], elastic_kernel=True)
+    assert len(layer.convs) == 1 and layer.convs[0].weight.shape == (6, 3, 7, 7)
+    full = layer.convs[0].weight
+    # Identity transformations: a smaller kernel is the plain centre crop.
+    weight, bias = layer.kernel_weight(0)
+    assert torch.equal(weight, full[:, :, 2:5, 2:5]) and bias is layer.convs[0].bias
+    # Learned ones: 7 -> 5 by the 25x25 matrix, then 5 -> 3 by the 9x9 one.
+    with torch.no_grad():
+        for matrix in layer.transforms:
+            matrix.add_(0.1 * torch.randn_like(matrix))
+    five = (full[:, :, 1:6, 1:6].reshape(6, 3, 25) @ layer.transforms[1]).reshape(6, 3, 5, 5)
+    three = (five[:, :, 1:4, 1:4].reshape(6, 3, 9) @ layer.transforms[0]).reshape(6, 3, 3, 3)
+    assert_allclose(layer.kernel_weight(1)[0].detach(), five.detach(), rtol=1e-6, atol=1e-7)
+    assert_allclose(layer.kernel_weight(0)[0].detach(), three.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.equal(layer.kernel_weight(2)[0], full)
+    # The sliced operation is that convolution, and it trains the matrices.
+    x = torch.randn(4, 2, 8, 8)
+    out = layer.forward_discrete(x, 4, 0, torch.relu)
+    expected = torch.relu(torch.nn.functional.conv2d(x, three[:4, :2], bias[:4], padding=1))
+    assert_allclose(out.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    assert layer.transforms[0].grad.abs().sum() > 0 and layer.transforms[1].grad is not None
+    # Negative control: without elastic kernels every size has its own weights.
+    separate = MixedConv(2, 3, 6, [3, 5, 7])
+    assert [c.weight.shape[-1] for c in separate.convs] == [3, 5, 7]
+    assert len(separate.transforms) == 0
+
+
+X_IMAGES = X_DIGITS.reshape(-1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def ofa_cnn():
+    return OnceForAllNetwork(CNNClassifier(), widths=(8, 16, 32), depths=(1, 2),
+                             kernel_sizes=(3, 5), n_epochs_full=10, n_epochs_stage=4,
+                             learning_rate=0.01, random_state=0).fit(X_IMAGES[:600],
+                                                                     Y_DIGITS[:600])
+
+
+def test_ofa_cnn_trains_progressive_shrinking_stages(ofa_cnn):
+    # Largest (1 stage), elastic kernel (1), depth (1), width (2): 10 + 4 x 4 epochs.
+    assert [h["stage"] for h in ofa_cnn.history_] == [0] * 10 + [1] * 4 + [2] * 4 + \
+        [3] * 4 + [4] * 4
+    assert len(ofa_cnn.supernet_.layers[0].convs) == 1  # one shared 5x5 kernel per layer
+    assert ofa_cnn.subnets_["layers"][0] == ["conv8-k3-nobn", "gap"]
+    # 1 layer: 3 widths x 2 kernels; 2 layers: 6 x 6.
+    assert len(ofa_cnn.subnets_["layers"]) == 6 + 36
+
+
+@pytest.mark.parametrize("budget", [1000, 3000, None])
+def test_ofa_cnn_extracts_a_fitted_cnn_within_the_budget(ofa_cnn, budget, tmp_path):
+    import sklears_neural
+
+    est = ofa_cnn.extract(max_params=budget)
+    assert isinstance(est, CNNClassifier)
+    n_params = _count(est)
+    row = [s == est.layers for s in ofa_cnn.subnets_["layers"]].index(True)
+    assert n_params == ofa_cnn.subnets_["n_params"][row]
+    if budget is not None:
+        assert n_params <= budget
+        within = ofa_cnn.subnets_["n_params"] <= budget
+        assert ofa_cnn.subnets_["valid_score"][row] == \
+            ofa_cnn.subnets_["valid_score"][within].max()
+    assert est.n_iter_ == 0 and est.layers[-1] == "gap"
+    X_test = X_IMAGES[1200:1300]
+    proba = est.predict_proba(X_test)
+    assert est.predict(X_test).shape == (100,)
+    # Exact round trips: pickle, and save/load (no pickle).
+    assert np.array_equal(pickle.loads(pickle.dumps(est)).predict_proba(X_test), proba)
+    est.save(tmp_path / "subnet")
+    assert np.array_equal(sklears_neural.load(tmp_path / "subnet").predict_proba(X_test), proba)
+
+
+@pytest.mark.parametrize("layers", [["conv8-k3", "gap"], ["conv32-k5", "conv16-k3"],
+                                    ["conv16-k3-nobn", "conv8-k5-nobn", "gap"]])
+def test_ofa_cnn_extracted_network_is_the_sliced_supernet(ofa_cnn, layers):
+    est = ofa_cnn.extract(layers=layers)
+    x = torch.as_tensor(X_IMAGES[600:800], dtype=torch.float32)
+    arch = [spec for spec in layers if spec != "gap"]
+    channels = [int(spec.split("-")[0][4:]) for spec in arch]
+    kernels = [[3, 5].index(int(spec.split("-")[1][1:])) for spec in arch]
+    with torch.no_grad():
+        sliced = ofa_cnn.supernet_.forward_discrete(x, channels, kernels)
+        module = est.module_(x)
+    # Mean over the image (supernet) vs adaptive average pooling (ConvNet).
+    assert_allclose(module.numpy(), sliced.numpy(), rtol=1e-5, atol=1e-5)
+    first = ofa_cnn.supernet_.layers[0].kernel_weight(kernels[0])[0]
+    assert torch.equal(est.module_.features[0][0].weight, first[: channels[0]])
+
+
+def test_ofa_cnn_subnets_reach_their_measured_accuracy(ofa_cnn):
+    X_test, y_test = X_IMAGES[1200:], Y_DIGITS[1200:]
+    # Measured: the best subnet (2 x conv32-k5) 0.86 on digits 1200-1796;
+    # within 3,000 parameters (2 x conv16) 0.64. Chance is 0.1.
+    assert ofa_cnn.score(X_test, y_test) > 0.75
+    assert ofa_cnn.extract(max_params=3000).score(X_test, y_test) > 0.45
+    assert ofa_cnn.history_[-1]["valid_score_largest"] > 0.75
+    with pytest.raises(ValueError, match="is not a subnet"):
+        ofa_cnn.extract(layers=["conv12-k3", "gap"])
+    with pytest.raises(ValueError, match="name a subnet with layers="):
+        ofa_cnn.extract(hidden_layer_sizes=(8,))
+
+
 # -- ENAS --------------------------------------------------------------------------
 
 
@@ -429,12 +565,39 @@ def test_enas_is_reproducible_and_returns_a_fitted_mlp():
                                                  first.controller_history_)]
     assert_allclose(first.cv_results_["mean_test_score"], again.cv_results_["mean_test_score"])
     assert isinstance(first.best_estimator_, MLPClassifier)
-    assert len(first.cv_results_["params"]) == 2
-    # Candidates are ranked by their shared-weight score.
+    # Two found candidates, ranked by their shared-weight score, then the
+    # estimator's own architecture.
+    assert list(first.cv_results_["source"]) == ["search", "search", "estimator"]
+    assert first.cv_results_["params"][2] == {"hidden_layer_sizes": (100,),
+                                              "activation": "relu"}
     assert first.cv_results_["supernet_score"][0] >= first.cv_results_["supernet_score"][1]
+    assert np.isnan(first.cv_results_["supernet_score"][2])
     # The shared weights learned: rewards are far above chance (0.1).
     assert first.controller_history_[-1]["mean_reward"] > 0.5
     assert first.score(X_DIGITS[1200:], Y_DIGITS[1200:]) > 0.8
+
+
+def test_enas_searches_cnn_channels_kernels_and_depth():
+    search = ENASSearch(CNNClassifier(input_shape=(1, 8, 8), max_iter=2), widths=(16, 32),
+                        kernel_sizes=(3, 5), n_epochs=30, controller_steps=5,
+                        n_final_samples=5, n_candidates=1, include_estimator=False,
+                        batch_size=32, learning_rate=0.01, cv=2,
+                        random_state=0).fit(X_SMALL, Y_SMALL)
+    layers = search.best_params_["layers"]
+    assert layers[-1] == "gap" and 2 <= len(layers) <= 3
+    for spec in layers[:-1]:
+        head, kernel = spec.split("-")
+        assert head in ("conv16", "conv32") and kernel in ("k3", "k5")
+    assert isinstance(search.best_estimator_, CNNClassifier)
+    assert search.best_estimator_.layers == layers
+    assert set(search.controller_history_[-1]["greedy_architecture"]) == {"layers"}
+    # Channels or skip, then a kernel size, per layer.
+    assert search.controller_.n_choices == [2, 2, 3, 2]
+    # The shared weights learned: measured mean reward 0.10 (chance) in the
+    # first epochs, 0.89 in the last.
+    assert search.controller_history_[0]["mean_reward"] < 0.3
+    assert search.controller_history_[-1]["mean_reward"] > 0.6
+    assert search.cv_results_["supernet_score"][0] > 0.6
 
 
 # -- the measured claims (full digits, Friedman #1): doc/nas.md ----------------------

@@ -1,4 +1,4 @@
-"""Weight-sharing supernets for architecture search over the MLP family.
+"""Weight-sharing supernets for architecture search over the MLP and CNN families.
 
 One :class:`SuperMLP` holds ``max_layers`` fully connected layers at the
 largest candidate width. Every architecture the searchers consider is a
@@ -14,10 +14,13 @@ slice of it:
   choice of every layer by probabilities, as DARTS does:
   :class:`MixedLayer` computes the layer once at full width and masks it.
 
-:func:`extract_mlp` copies a discrete architecture's slices into the
-ordinary :class:`~sklears_neural.core.layers.MLP` of a fitted estimator,
-so the result predicts, saves and pickles like any estimator. The
-searchers live in :mod:`sklears_neural.search`.
+:class:`SuperCNN` does the same with "same" convolutions
+(:class:`MixedConv`): channel counts are slices, kernel sizes have a
+weight each or (``elastic_kernel``) share the largest one.
+:func:`extract_mlp` and :func:`extract_cnn` copy a discrete
+architecture's slices into the ordinary network of a fitted estimator, so
+the result predicts, saves and pickles like any estimator. The searchers
+live in :mod:`sklears_neural.search`.
 """
 
 import math
@@ -34,7 +37,8 @@ from sklears_neural.core.noise import set_generator
 from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.seeding import torch_generator
 
-__all__ = ["MixedLayer", "SuperMLP", "SupernetTask", "extract_mlp", "check_family"]
+__all__ = ["MixedConv", "MixedLayer", "SuperCNN", "SuperMLP", "SupernetTask", "check_family",
+           "extract_cnn", "extract_mlp"]
 
 #: Choice meaning "skip this layer" in a discrete architecture.
 SKIP = None
@@ -69,6 +73,21 @@ def check_family(estimator, searcher, families=("mlp",)):
         f"families {supported}; got {type(estimator).__name__}. Use "
         "EvolutionarySearch, ProgressiveSearch or HyperbandSearch for other estimators."
     )
+
+
+def estimator_architecture(estimator, family):
+    """The architecture parameters of ``estimator`` itself, as a candidate.
+
+    ``{"hidden_layer_sizes", "activation"}`` for MLPs (sizes as a tuple),
+    ``{"layers"}`` for CNNs (None: the family's default network).
+    """
+    params = estimator.get_params()
+    if family == "mlp":
+        sizes = params["hidden_layer_sizes"]
+        sizes = (int(sizes),) if isinstance(sizes, Integral) else tuple(int(w) for w in sizes)
+        return {"hidden_layer_sizes": sizes, "activation": params["activation"]}
+    layers = params["layers"]
+    return {"layers": None if layers is None else list(layers)}
 
 
 def _check_activations(activations, owner):
@@ -339,6 +358,33 @@ def batches(indices, batch_size, generator):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _fitted_shell(template, task, params):
+    """An estimator with ``params`` set and the fitted state of ``task``, and
+    its freshly built network (weights still to be copied in)."""
+    est = clone(template).set_params(**params)
+    shell = task.shell
+    for name in ("classes_", "_label_binarizer", "feature_names_in_", "input_shape_",
+                 "n_features_in_", "n_outputs_", "out_activation_"):
+        if hasattr(shell, name):
+            setattr(est, name, getattr(shell, name))
+    spec = est._build_module(est.n_features_in_, est.n_outputs_)
+    return est, spec
+
+
+def _finish_fitted(est, spec, module):
+    """Set the fitted attributes as ``from_sklearn`` does: a module that
+    arrived from elsewhere, nothing trained yet."""
+    module.eval()
+    est.module_ = module
+    est._module_spec_ = spec
+    est._generator = torch_generator(est.random_state)
+    set_generator(module, est._generator)
+    est._reset_training_state()
+    est._record(History(), 0, 0)
+    est.converged_ = True
+    return est
+
+
 def extract_mlp(template, task, supernet, choices, activation):
     """A fitted MLP estimator whose network is ``supernet``'s slice.
 
@@ -361,16 +407,8 @@ def extract_mlp(template, task, supernet, choices, activation):
     -------
     estimator : MLPClassifier or MLPRegressor
     """
-    sizes = discrete_sizes(choices)
-    est = clone(template).set_params(hidden_layer_sizes=sizes, activation=activation)
-    shell = task.shell
-    for name in ("classes_", "_label_binarizer", "feature_names_in_"):
-        if hasattr(shell, name):
-            setattr(est, name, getattr(shell, name))
-    est.n_features_in_ = task.n_features
-    est.n_outputs_ = shell.n_outputs_
-    est.out_activation_ = shell.out_activation_
-    spec = est._build_module(task.n_features, est.n_outputs_)
+    est, spec = _fitted_shell(template, task, {
+        "hidden_layer_sizes": discrete_sizes(choices), "activation": activation})
     module = spec.build()
     used = [layer for layer, width in zip(supernet.hidden, choices) if width is not SKIP]
     linears = module.linears
@@ -382,15 +420,61 @@ def extract_mlp(template, task, supernet, choices, activation):
         out, into = linears[-1].weight.shape
         linears[-1].weight.copy_(supernet.output.weight[:, :into])
         linears[-1].bias.copy_(supernet.output.bias)
-    module.eval()
-    est.module_ = module
-    est._module_spec_ = spec
-    est._generator = torch_generator(est.random_state)
-    set_generator(module, est._generator)
-    est._reset_training_state()
-    est._record(History(), 0, 0)
-    est.converged_ = True
-    return est
+    return _finish_fitted(est, spec, module)
+
+
+def cnn_layers(choices, kernel_sizes, batch_norm=None):
+    """The ``layers`` spec of a discrete :class:`SuperCNN` architecture.
+
+    ``choices[i]`` channels or None (skip), ``kernel_sizes[i]`` the kernel
+    size (not an index); ``"gap"`` ends it. ``batch_norm=False`` writes
+    ``-nobn`` on every convolution (an extracted subnet has no batch norm,
+    whatever the estimator's ``batch_norm`` says).
+    """
+    suffix = "-nobn" if batch_norm is False else ""
+    layers = [f"conv{c}-k{k}{suffix}" for c, k in zip(choices, kernel_sizes) if c is not SKIP]
+    return [*layers, "gap"]
+
+
+def extract_cnn(template, task, supernet, choices, kernel_indices):
+    """A fitted CNN estimator whose network is ``supernet``'s slice.
+
+    As :func:`extract_mlp`: the chosen channels of each convolution (with
+    elastic kernels, the kernel as :meth:`MixedConv.kernel_weight` makes
+    it) are copied into the plain :class:`~sklears_neural.nn.conv.ConvNet`
+    that the estimator builds for ``layers=["conv<c>-k<k>-nobn", ...,
+    "gap"]``; nothing is retrained.
+
+    Parameters
+    ----------
+    template : CNNClassifier or CNNRegressor
+    task : SupernetTask
+    supernet : SuperCNN
+    choices : list of int or None
+        Channels per layer, None to skip it (layers past the list are unused).
+    kernel_indices : list of int
+        Index into ``supernet``'s kernel sizes, per layer.
+
+    Returns
+    -------
+    estimator : CNNClassifier or CNNRegressor
+    """
+    sizes = [supernet.layers[0].kernel_sizes[k] for k in kernel_indices]
+    est, spec = _fitted_shell(template, task,
+                              {"layers": cnn_layers(choices, sizes, batch_norm=False)})
+    module = spec.build()
+    used = [(layer, c, k) for layer, c, k in zip(supernet.layers, choices, kernel_indices)
+            if c is not SKIP]
+    with torch.no_grad():
+        for block, (layer, channels, k) in zip(module.features, used):
+            conv = block[0]
+            weight, bias = layer.kernel_weight(k)
+            conv.weight.copy_(weight[:channels, : conv.weight.shape[1]])
+            conv.bias.copy_(bias[:channels])
+        head = module.output_layer
+        head.weight.copy_(supernet.output.weight[:, : head.weight.shape[1]])
+        head.bias.copy_(supernet.output.bias)
+    return _finish_fitted(est, spec, module)
 
 
 def check_plain_mlp(estimator, owner):
@@ -410,13 +494,19 @@ _CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 class MixedConv(nn.Module):
-    """One convolution layer of :class:`SuperCNN`: a max-channel conv per kernel size.
+    """One convolution layer of :class:`SuperCNN`.
 
     The candidate operations are ``act(conv_k(x))`` keeping the first
     ``c`` channels, for every kernel size ``k`` and channel count ``c``,
     and (after the first layer) the identity. Channel counts share one
-    weight tensor per kernel size, sliced; "same" padding keeps the
-    spatial size, so every operation has one output shape.
+    weight tensor, sliced; "same" padding keeps the spatial size, so every
+    operation has one output shape. Kernel sizes either have a weight
+    tensor each (DARTS and ENAS: different operations), or, with
+    ``elastic_kernel``, share the largest one (once-for-all): a ``k``-wide
+    kernel is the centre of the next larger one, times a learned
+    ``k^ndim x k^ndim`` *kernel transformation matrix* (one per layer and
+    size, shared by all channels, identity at the start; Cai et al.,
+    2020, section 3.2).
 
     Parameters
     ----------
@@ -425,38 +515,73 @@ class MixedConv(nn.Module):
     in_channels : int
     max_channels : int
     kernel_sizes : list of int
-        Odd sizes.
+        Odd sizes, increasing.
+    elastic_kernel : bool, default=False
+        Share the largest kernel among the sizes, as above.
     """
 
-    def __init__(self, ndim, in_channels, max_channels, kernel_sizes):
+    def __init__(self, ndim, in_channels, max_channels, kernel_sizes, elastic_kernel=False):
         super().__init__()
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[ndim]
         self.ndim = ndim
         self.kernel_sizes = [int(k) for k in kernel_sizes]
+        self.elastic_kernel = bool(elastic_kernel)
+        sizes = self.kernel_sizes[-1:] if elastic_kernel else self.kernel_sizes
         self.convs = nn.ModuleList(
-            conv(int(in_channels), int(max_channels), k, padding=k // 2)
-            for k in self.kernel_sizes
+            conv(int(in_channels), int(max_channels), k, padding=k // 2) for k in sizes
         )
+        # transforms[i]: from the centre of size kernel_sizes[i + 1] to
+        # kernel_sizes[i] (only with elastic kernels).
+        self.transforms = nn.ParameterList(
+            nn.Parameter(torch.eye(k ** ndim)) for k in self.kernel_sizes[:-1]
+        ) if elastic_kernel else nn.ParameterList()
+
+    def kernel_weight(self, kernel_index):
+        """``(weight, bias)`` of the ``kernel_index``-th size at full channels.
+
+        ``weight`` is ``(max_channels, in_channels, k, ..., k)``.
+        """
+        if not self.elastic_kernel:
+            conv = self.convs[kernel_index]
+            return conv.weight, conv.bias
+        conv = self.convs[0]
+        weight = conv.weight
+        for i in range(len(self.kernel_sizes) - 2, kernel_index - 1, -1):
+            k = self.kernel_sizes[i]
+            start = (weight.shape[-1] - k) // 2
+            centre = weight[(..., *[slice(start, start + k)] * self.ndim)]
+            flat = centre.reshape(*centre.shape[:2], k ** self.ndim)
+            weight = (flat @ self.transforms[i]).reshape(centre.shape)
+        return weight, conv.bias
+
+    def _conv(self, x, weight, bias, kernel_index):
+        k = self.kernel_sizes[kernel_index]
+        return _CONVS[self.ndim](x, weight, bias, padding=k // 2)
+
+    def full(self, x, kernel_index):
+        """``conv_k(x)`` at every channel, ``(batch, max_channels, *spatial)``."""
+        if not self.elastic_kernel:
+            return self.convs[kernel_index](x)
+        return self._conv(x, *self.kernel_weight(kernel_index), kernel_index)
 
     def operation(self, x, channels, kernel_index, activation):
         """A candidate as the mixture sees it: ``act(conv_k(x))``, channels
         past ``channels`` zeroed, ``(batch, max_channels, *spatial)``."""
-        out = activation(self.convs[kernel_index](x))
+        out = activation(self.full(x, kernel_index))
         mask = torch.zeros(out.shape[1], dtype=out.dtype, device=out.device)
         mask[:channels] = 1
         return out * mask.view(1, -1, *[1] * self.ndim)
 
     def forward_discrete(self, x, channels, kernel_index, activation):
         """The sliced convolution, ``(batch, channels, *spatial)``."""
-        conv = self.convs[kernel_index]
-        weight = conv.weight[:channels, : x.shape[1]]
-        return activation(_CONVS[self.ndim](x, weight, conv.bias[:channels],
-                                            padding=conv.padding))
+        weight, bias = self.kernel_weight(kernel_index)
+        return activation(self._conv(x, weight[:channels, : x.shape[1]], bias[:channels],
+                                     kernel_index))
 
     def forward_mixed(self, x, channel_weights, masks, kernel_weights, activation,
                       skip_weight=None):
         """``sum_{k, c} p_k p_c act(conv_k(x)) * mask_c + p_skip x``."""
-        mixed = sum(p * activation(conv(x)) for p, conv in zip(kernel_weights, self.convs))
+        mixed = sum(p * activation(self.full(x, k)) for k, p in enumerate(kernel_weights))
         out = mixed * (channel_weights @ masks).view(1, -1, *[1] * self.ndim)
         if skip_weight is not None:
             out = out + skip_weight * x
@@ -478,6 +603,10 @@ class SuperCNN(nn.Module):
         Odd candidate kernel sizes.
     activation : str
         The estimator's activation (one, as in its ``ConvNet``).
+    elastic_kernel : bool, default=False
+        Kernel sizes share the largest kernel, centre-cropped and
+        transformed (see :class:`MixedConv`), as once-for-all trains them;
+        False gives each size its own weights (DARTS, ENAS).
 
     Shapes
     ------
@@ -486,32 +615,38 @@ class SuperCNN(nn.Module):
     """
 
     def __init__(self, input_shape, n_outputs, max_layers, max_channels, kernel_sizes,
-                 activation="relu"):
+                 activation="relu", elastic_kernel=False):
         super().__init__()
         if any(k % 2 == 0 or k < 1 for k in kernel_sizes):
             raise ValueError(
                 f"SuperCNN kernel_sizes must be odd (\"same\" padding keeps every "
                 f"candidate's output shape), got {list(kernel_sizes)}."
             )
+        kernel_sizes = sorted(int(k) for k in kernel_sizes)
         ndim = len(input_shape) - 1
         self.ndim = ndim
         self.max_channels = int(max_channels)
         self.layers = nn.ModuleList(
             MixedConv(ndim, input_shape[0] if i == 0 else max_channels, max_channels,
-                      kernel_sizes) for i in range(max_layers)
+                      kernel_sizes, elastic_kernel) for i in range(max_layers)
         )
         self.output = nn.Linear(int(max_channels), int(n_outputs))
         self.activation_name = _check_activations([activation], "SuperCNN")[0]
         self.act = ACTIVATIONS.build(self.activation_name)
 
     def reset_parameters(self, generator=None):
-        """He-uniform weights (the CNNs' default), zero biases."""
+        """He-uniform weights (the CNNs' default), zero biases, identity
+        kernel transformations."""
         for module in [conv for layer in self.layers for conv in layer.convs] + [self.output]:
             fan_in = module.weight[0].numel()
             bound = math.sqrt(6.0 / fan_in)
             with torch.no_grad():
                 module.weight.uniform_(-bound, bound, generator=generator)
                 module.bias.zero_()
+        with torch.no_grad():
+            for layer in self.layers:
+                for matrix in layer.transforms:
+                    matrix.copy_(torch.eye(len(matrix)))
 
     def _head(self, x):
         pooled = x.mean(dim=tuple(range(2, 2 + self.ndim)))
@@ -524,6 +659,12 @@ class SuperCNN(nn.Module):
             if channels is not SKIP:
                 x = layer.forward_discrete(x, channels, k, self.act)
         return self._head(x)
+
+    def forward(self, x):
+        """The largest architecture: every layer, all channels, largest kernel."""
+        n = len(self.layers)
+        return self.forward_discrete(x, [self.max_channels] * n,
+                                     [len(self.layers[0].kernel_sizes) - 1] * n)
 
     def forward_mixed(self, x, channel_weights, kernel_weights, channels):
         """DARTS: per layer a mixture over ``channels`` (plus skip, last,

@@ -15,7 +15,9 @@ from sklears_neural.nn.supernet import (
     batches,
     check_family,
     check_widths,
+    cnn_layers,
     discrete_sizes,
+    estimator_architecture,
 )
 from sklears_neural.search._base import BaseSearch
 
@@ -44,7 +46,8 @@ class DARTSSearch(BaseSearch):
     mixture is discretized to its largest weight (skip removes the
     layer), giving ``hidden_layer_sizes`` and ``activation`` (MLP) or
     ``layers`` such as ``["conv64-k5", "conv32-k3", "gap"]`` (CNN); that
-    architecture is set on a clone of ``estimator``, cross-validated and
+    architecture is set on a clone of ``estimator``, cross-validated (with,
+    by default, ``estimator``'s own architecture beside it) and the best
     refit, so ``best_estimator_`` is an ordinary fitted estimator of the
     family.
 
@@ -85,6 +88,12 @@ class DARTSSearch(BaseSearch):
         Discretized architectures cross-validated: the most probable one
         (the largest weight of every mixture), then the next most probable
         by the product of the weights; the best cross-validated is refit.
+    include_estimator : bool, default=True
+        Also cross-validate ``estimator``'s own architecture
+        (``hidden_layer_sizes`` and ``activation``, or ``layers``), so the
+        refit model is the best in cross-validation of the discretized ones
+        and the one the search started from; ``cv_results_["source"]`` says
+        which is which.
     scoring, cv, n_jobs, pre_dispatch, refit, random_state, verbose, error_score
         See :class:`~sklears_neural.search.BaseSearch`; they apply to the
         cross-validation and refit of the discretized architecture.
@@ -111,7 +120,9 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         holds ``hidden_layer_sizes`` and ``activation`` (MLP) or
         ``layers`` (CNN); ``cv_results_``
         has a ``supernet_score`` column (each discretized architecture's
-        validation score with the supernet's weights, before retraining).
+        validation score with the supernet's weights, before retraining;
+        NaN for the estimator's own architecture) and a ``source`` column
+        (``"search"`` or ``"estimator"``).
 
     Notes
     -----
@@ -154,6 +165,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         "unrolled_learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "include_estimator": ["boolean"],
     }
 
     def __init__(self, estimator, *, widths=(32, 64, 128), max_layers=2,
@@ -161,7 +173,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                  n_epochs=30,
                  batch_size=64, learning_rate=3e-3, arch_learning_rate=3e-3,
                  arch_weight_decay=1e-3, unrolled_learning_rate=None,
-                 validation_fraction=0.5, n_candidates=2, scoring=None, cv=3, n_jobs=None,
+                 validation_fraction=0.5, n_candidates=2, include_estimator=True,
+                 scoring=None, cv=3, n_jobs=None,
                  pre_dispatch="2*n_jobs", refit=True, random_state=None, verbose=0,
                  error_score=np.nan):
         super().__init__(
@@ -181,6 +194,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         self.unrolled_learning_rate = unrolled_learning_rate
         self.validation_fraction = validation_fraction
         self.n_candidates = n_candidates
+        self.include_estimator = include_estimator
 
     def fit(self, X, y=None, **fit_params):
         """Search the supernet, discretize, cross-validate and refit.
@@ -302,13 +316,17 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                               "activation": activation}
                 else:
                     output = net.forward_discrete(task.X[valid], choices, picks)
-                    layers = [f"conv{c}-k{options[k]}" for c, k in zip(choices, picks)
-                              if c is not SKIP]
-                    params = {"layers": [*layers, "gap"]}
+                    params = {"layers": cnn_layers(choices, [options[k] for k in picks])}
             if params not in candidates:  # skips can make two picks one network
                 candidates.append(params)
                 scores.append(task.score(output, task.targets[valid]))
-        evaluate(candidates, extra={"supernet_score": scores})
+        sources = ["search"] * len(candidates)
+        own = estimator_architecture(self._template, family)
+        if self.include_estimator and own not in candidates:
+            candidates.append(own)
+            scores.append(float("nan"))
+            sources.append("estimator")
+        evaluate(candidates, extra={"supernet_score": scores, "source": sources})
 
 
 def _most_probable(log_probs, k):

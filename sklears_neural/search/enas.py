@@ -1,4 +1,4 @@
-"""ENASSearch: an LSTM controller trained with REINFORCE samples MLP
+"""ENASSearch: an LSTM controller trained with REINFORCE samples MLP or CNN
 architectures whose weights are shared in one supernet (Pham et al., 2018)."""
 
 import time
@@ -11,11 +11,14 @@ from torch import nn
 from sklears_neural.core._compat import Interval
 from sklears_neural.nn.supernet import (
     SKIP,
+    SuperCNN,
     SupernetTask,
     batches,
     check_family,
     check_widths,
+    cnn_layers,
     discrete_sizes,
+    estimator_architecture,
 )
 from sklears_neural.search._base import BaseSearch
 
@@ -108,12 +111,18 @@ def reinforce_step(controller, optimizer, reward, baseline, generator, *, entrop
 
 
 class ENASSearch(BaseSearch):
-    """Efficient neural architecture search for MLPs: controller plus shared weights.
+    """Efficient neural architecture search for MLPs and CNNs: controller plus
+    shared weights.
 
-    Child models are slices of one supernet of ``max_layers`` hidden
-    layers (:class:`~sklears_neural.nn.supernet.SuperMLP`): per layer a
-    width from ``widths`` or, after the first, skip; one hidden activation
-    for all layers (an MLP has one). Each epoch alternates ENAS's two
+    Child models are slices of one supernet. MLPs
+    (:class:`~sklears_neural.nn.supernet.SuperMLP`, ``max_layers`` hidden
+    layers): per layer a width from ``widths`` or, after the first, skip;
+    one hidden activation for all layers (an MLP has one). CNNs
+    (:class:`~sklears_neural.nn.supernet.SuperCNN`, ``max_layers`` "same"
+    convolutions, then global average pooling): per layer a channel count
+    from ``widths`` or, after the first, skip, and a kernel size from
+    ``kernel_sizes`` (each size its own weights); the activation is the
+    estimator's. Each epoch alternates ENAS's two
     phases: the shared weights train on the training part, one child
     sampled from the controller per mini-batch; then the controller (an
     :class:`ArchitectureController`) takes ``controller_steps`` REINFORCE
@@ -122,19 +131,27 @@ class ENASSearch(BaseSearch):
     baseline, plus an entropy bonus. At the end ``n_final_samples``
     children (and the controller's most likely one) are scored with the
     shared weights, and the ``n_candidates`` best are set on clones of
-    ``estimator``, cross-validated and the best refit: ``best_estimator_``
-    is an ordinary fitted MLP.
+    ``estimator``, cross-validated (with, by default, ``estimator``'s own
+    architecture beside them) and the best refit: ``best_estimator_`` is
+    an ordinary fitted estimator of the family.
+
+    Other estimators are refused with a ``ValueError``; the searchers that
+    train every candidate (``EvolutionarySearch``, ``ProgressiveSearch``,
+    ``HyperbandSearch``) take any family.
 
     Parameters
     ----------
-    estimator : MLPClassifier or MLPRegressor
+    estimator : MLPClassifier, MLPRegressor, CNNClassifier or CNNRegressor
         Its other parameters train the final candidates.
     widths : list of int, default=(32, 64, 128)
-        Candidate widths of each hidden layer.
+        Candidate widths of each hidden layer (channels of each
+        convolution for CNNs).
     max_layers : int, default=2
-        Hidden layers of the supernet.
+        Hidden (convolution) layers of the supernet.
     activations : list of str, default=("relu", "tanh", "gelu")
-        Candidate hidden activations (ones without parameters).
+        Candidate hidden activations of MLPs (ones without parameters).
+    kernel_sizes : list of int, default=(3, 5)
+        Candidate odd kernel sizes of CNNs.
     n_epochs : int, default=20
         Epochs of the alternating search.
     controller_steps : int, default=20
@@ -155,6 +172,12 @@ class ENASSearch(BaseSearch):
         Children sampled from the trained controller to pick from.
     n_candidates : int, default=2
         Distinct best of them cross-validated with their own training.
+    include_estimator : bool, default=True
+        Also cross-validate ``estimator``'s own architecture
+        (``hidden_layer_sizes`` and ``activation``, or ``layers``), so the
+        refit model is the best in cross-validation of the found ones and
+        the one the search started from; ``cv_results_["source"]`` says
+        which is which.
     scoring, cv, n_jobs, pre_dispatch, refit, random_state, verbose, error_score
         See :class:`~sklears_neural.search.BaseSearch`; they apply to the
         cross-validation and refit of the final candidates.
@@ -162,20 +185,22 @@ class ENASSearch(BaseSearch):
     Attributes
     ----------
     controller_ : ArchitectureController
-    supernet_ : SuperMLP
+    supernet_ : SuperMLP or SuperCNN
         The shared weights.
     controller_history_ : list of dict
         Per epoch: ``epoch``, ``train_loss`` (shared weights),
         ``mean_reward``, ``baseline``, ``entropy`` (of the last sample),
         ``greedy_architecture`` (the controller's most likely
-        ``hidden_layer_sizes`` and ``activation``) and ``time``.
+        ``hidden_layer_sizes`` and ``activation``, or ``layers``) and
+        ``time``.
     search_time_ : float
         Seconds of the search before cross-validation.
     cv_results_, best_estimator_, best_params_, best_architecture_, best_score_, \
 best_index_, n_splits_, refit_time_, multimetric_, scorer_
         See :class:`~sklears_neural.search.BaseSearch`; ``cv_results_`` has
         a ``supernet_score`` column (the child's validation score with the
-        shared weights).
+        shared weights; NaN for the estimator's own architecture) and a
+        ``source`` column (``"search"`` or ``"estimator"``).
 
     Notes
     -----
@@ -194,8 +219,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
     >>> search = ENASSearch(MLPClassifier(max_iter=5), widths=(16, 32), n_epochs=2,
     ...                     controller_steps=3, n_candidates=1, cv=2,
     ...                     random_state=0).fit(X[:200] / 16, y[:200])
-    >>> len(search.controller_history_), len(search.cv_results_["params"])
-    (2, 1)
+    >>> len(search.controller_history_), list(search.cv_results_["source"])
+    (2, ['search', 'estimator'])
     """
 
     _parameter_constraints = {
@@ -203,6 +228,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         "widths": [list, tuple],
         "max_layers": [Interval(Integral, 1, None, closed="left")],
         "activations": [list, tuple],
+        "kernel_sizes": [list, tuple],
         "n_epochs": [Interval(Integral, 1, None, closed="left")],
         "controller_steps": [Interval(Integral, 0, None, closed="left")],
         "controller_hidden_size": [Interval(Integral, 1, None, closed="left")],
@@ -214,13 +240,15 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_final_samples": [Interval(Integral, 1, None, closed="left")],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "include_estimator": ["boolean"],
     }
 
     def __init__(self, estimator, *, widths=(32, 64, 128), max_layers=2,
-                 activations=("relu", "tanh", "gelu"), n_epochs=20, controller_steps=20,
-                 controller_hidden_size=32, controller_learning_rate=5e-3,
-                 entropy_weight=1e-3, baseline_decay=0.9, batch_size=64, learning_rate=3e-3,
-                 validation_fraction=0.3, n_final_samples=20, n_candidates=2, scoring=None,
+                 activations=("relu", "tanh", "gelu"), kernel_sizes=(3, 5), n_epochs=20,
+                 controller_steps=20, controller_hidden_size=32,
+                 controller_learning_rate=5e-3, entropy_weight=1e-3, baseline_decay=0.9,
+                 batch_size=64, learning_rate=3e-3, validation_fraction=0.3,
+                 n_final_samples=20, n_candidates=2, include_estimator=True, scoring=None,
                  cv=3, n_jobs=None, pre_dispatch="2*n_jobs", refit=True, random_state=None,
                  verbose=0, error_score=np.nan):
         super().__init__(
@@ -230,6 +258,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         self.widths = widths
         self.max_layers = max_layers
         self.activations = activations
+        self.kernel_sizes = kernel_sizes
         self.n_epochs = n_epochs
         self.controller_steps = controller_steps
         self.controller_hidden_size = controller_hidden_size
@@ -241,6 +270,7 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         self.validation_fraction = validation_fraction
         self.n_final_samples = n_final_samples
         self.n_candidates = n_candidates
+        self.include_estimator = include_estimator
 
     def fit(self, X, y=None, **fit_params):
         """Search with the controller, then cross-validate and refit the best.
@@ -256,35 +286,54 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         -------
         self : object
         """
-        check_family(self.estimator, type(self).__name__)
+        check_family(self.estimator, type(self).__name__, ("mlp", "cnn"))
         return super().fit(X, y, **fit_params)
 
     def _run_search(self, evaluate, rng, context):
         X, y, _ = self._data
-        widths = check_widths(self.widths, type(self).__name__)
+        name = type(self).__name__
+        family = check_family(self.estimator, name, ("mlp", "cnn"))
+        widths = check_widths(self.widths, name)
         task = SupernetTask(self._template, X, y)
         train, valid = task.split(self.validation_fraction, rng)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
-        net = task.new_supernet(self.max_layers, widths[-1], self.activations, seed)
-        activations = net.activation_names
         layer_choices = [widths] + [widths + [SKIP]] * (self.max_layers - 1)
-        controller = ArchitectureController(
-            [len(activations)] + [len(c) for c in layer_choices], self.controller_hidden_size)
+        if family == "mlp":
+            net = task.new_supernet(self.max_layers, widths[-1], self.activations, seed)
+            options = net.activation_names
+            # One activation for the network, then a width (or skip) per layer.
+            n_choices = [len(options)] + [len(c) for c in layer_choices]
+        else:
+            options = check_widths(self.kernel_sizes, name, "kernel_sizes")
+            net = SuperCNN(list(task.shell.input_shape_), task.n_outputs, self.max_layers,
+                           widths[-1], options, self._template.activation)
+            net.reset_parameters(generator=torch.Generator().manual_seed(seed))
+            # Per layer: channels (or skip), then its kernel size.
+            n_choices = [n for c in layer_choices for n in (len(c), len(options))]
+        controller = ArchitectureController(n_choices, self.controller_hidden_size)
         controller.reset_parameters(generator)
         w_opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
         c_opt = torch.optim.Adam(controller.parameters(), lr=self.controller_learning_rate)
 
         def decode(decisions):
-            activation = activations[decisions[0]]
-            return [c[d] for c, d in zip(layer_choices, decisions[1:])], activation
+            """``(forward arguments, estimator parameters)`` of a child."""
+            if family == "mlp":
+                activation = options[decisions[0]]
+                choices = [c[d] for c, d in zip(layer_choices, decisions[1:])]
+                return (choices, activation), {"hidden_layer_sizes": discrete_sizes(choices),
+                                               "activation": activation}
+            choices = [c[d] for c, d in zip(layer_choices, decisions[0::2])]
+            kernels = list(decisions[1::2])
+            return (choices, kernels), {
+                "layers": cnn_layers(choices, [options[k] for k in kernels])}
 
         X_valid, y_valid = task.X[valid], task.targets[valid]
 
         def reward(decisions):
-            choices, activation = decode(decisions)
+            arguments, _ = decode(decisions)
             with torch.no_grad():
-                return task.score(net.forward_discrete(X_valid, choices, activation), y_valid)
+                return task.score(net.forward_discrete(X_valid, *arguments), y_valid)
 
         baseline = None
         self.controller_history_ = []
@@ -295,8 +344,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             for batch in batches(train, self.batch_size, generator):
                 with torch.no_grad():
                     decisions, _, _ = controller.sample(generator)
-                choices, activation = decode(decisions)
-                loss = task.loss(net.forward_discrete(task.X[batch], choices, activation),
+                arguments, _ = decode(decisions)
+                loss = task.loss(net.forward_discrete(task.X[batch], *arguments),
                                  task.targets[batch])
                 w_opt.zero_grad()
                 loss.backward()
@@ -310,18 +359,17 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                     entropy_weight=self.entropy_weight, baseline_decay=self.baseline_decay)
                 rewards.append(value)
             with torch.no_grad():
-                greedy = decode(controller.sample(greedy=True)[0])
+                greedy = decode(controller.sample(greedy=True)[0])[1]
             self.controller_history_.append({
                 "epoch": epoch, "train_loss": float(np.mean(losses)),
                 "mean_reward": float(np.mean(rewards)) if rewards else float("nan"),
                 "baseline": float("nan") if baseline is None else float(baseline),
                 "entropy": entropy,
-                "greedy_architecture": {"hidden_layer_sizes": discrete_sizes(greedy[0]),
-                                        "activation": greedy[1]},
+                "greedy_architecture": greedy,
                 "time": time.perf_counter() - start,
             })
             if self.verbose:
-                print(f"[ENASSearch] epoch {epoch}: {self.controller_history_[-1]}")
+                print(f"[{name}] epoch {epoch}: {self.controller_history_[-1]}")
         self.search_time_ = time.perf_counter() - start
         self.supernet_, self.controller_ = net, controller
 
@@ -332,11 +380,17 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             samples += [controller.sample(generator)[0] for _ in range(self.n_final_samples)]
         scored = {}
         for decisions in samples:
-            choices, activation = decode(decisions)
-            params = {"hidden_layer_sizes": discrete_sizes(choices), "activation": activation}
-            key = (params["hidden_layer_sizes"], activation)
+            params = decode(decisions)[1]
+            key = repr(sorted(params.items()))
             if key not in scored:
                 scored[key] = (reward(decisions), params)
         ranked = sorted(scored.values(), key=lambda item: -item[0])[: self.n_candidates]
-        evaluate([params for _, params in ranked],
-                 extra={"supernet_score": [score for score, _ in ranked]})
+        candidates = [params for _, params in ranked]
+        scores = [score for score, _ in ranked]
+        sources = ["search"] * len(candidates)
+        own = estimator_architecture(self._template, family)
+        if self.include_estimator and own not in candidates:
+            candidates.append(own)
+            scores.append(float("nan"))
+            sources.append("estimator")
+        evaluate(candidates, extra={"supernet_score": scores, "source": sources})

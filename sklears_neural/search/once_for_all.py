@@ -1,8 +1,9 @@
-"""OnceForAllNetwork: train one elastic MLP, then extract subnets that meet
-a budget without retraining (Cai et al., 2020, "Once-for-All")."""
+"""OnceForAllNetwork: train one elastic MLP or CNN, then extract subnets that
+meet a budget without retraining (Cai et al., 2020, "Once-for-All")."""
 
 import copy
 import itertools
+import re
 import time
 from numbers import Integral, Real
 
@@ -15,11 +16,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklears_neural.core._compat import HasMethods, Interval, _fit_context
 from sklears_neural.nn.supernet import (
+    SuperCNN,
     SupernetTask,
     batches,
     check_family,
     check_plain_mlp,
     check_widths,
+    cnn_layers,
+    extract_cnn,
     extract_mlp,
     n_parameters,
 )
@@ -28,32 +32,52 @@ __all__ = ["OnceForAllNetwork"]
 
 
 class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
-    """One elastic MLP trained once; fitted subnets extracted to a budget.
+    """One elastic MLP or CNN trained once; fitted subnets extracted to a budget.
 
-    The supernet has ``max(depths)`` hidden layers of ``max(widths)``
-    units. A subnet keeps the first ``d`` layers (``d`` in ``depths``) and
-    the first ``w_i`` units of layer ``i`` (``w_i`` in ``widths``), so it
-    is a slice of the supernet's weights. Training follows progressive
-    shrinking: the largest network first (``n_epochs_full`` epochs), then
-    stages of ``n_epochs_stage`` epochs that each let one more depth, then
-    one more width, be sampled (each batch trains one subnet drawn from
-    the stage's choices), with knowledge distillation from a frozen copy
-    of the largest network. :meth:`extract` copies the slice of the best
+    MLPs: the supernet (:class:`~sklears_neural.nn.supernet.SuperMLP`)
+    has ``max(depths)`` hidden layers of ``max(widths)`` units. A subnet
+    keeps the first ``d`` layers (``d`` in ``depths``) and the first
+    ``w_i`` units of layer ``i`` (``w_i`` in ``widths``), so it is a slice
+    of the supernet's weights. CNNs: the supernet
+    (:class:`~sklears_neural.nn.supernet.SuperCNN` with elastic kernels)
+    has ``max(depths)`` "same" convolutions of ``max(widths)`` channels and
+    ``max(kernel_sizes)`` wide kernels, then global average pooling and a
+    linear layer; a subnet keeps the first ``d`` convolutions, the first
+    ``c_i`` channels of each and a kernel size ``k_i`` per convolution: the
+    centre of the largest kernel times a learned kernel transformation
+    matrix (the paper's elastic kernel).
+
+    Training follows progressive shrinking: the largest network first
+    (``n_epochs_full`` epochs), then stages of ``n_epochs_stage`` epochs
+    that each let one more kernel size (CNNs), then one more depth, then
+    one more width be sampled (each batch trains one subnet drawn from the
+    stage's choices), with knowledge distillation from a frozen copy of
+    the largest network. :meth:`extract` copies the slice of the best
     subnet under a parameter or latency budget into an ordinary fitted
     ``estimator``, without retraining.
 
+    Other estimators are refused with a ``ValueError``; the searchers that
+    train every candidate (``EvolutionarySearch``, ``ProgressiveSearch``,
+    ``HyperbandSearch``) take any family.
+
     Parameters
     ----------
-    estimator : MLPClassifier or MLPRegressor
+    estimator : MLPClassifier, MLPRegressor, CNNClassifier or CNNRegressor
         The estimator extracted subnets become (its activation is the
         supernet's; its other parameters are kept, so extracted ones can
-        continue training with ``warm_start``). Plain layers only:
-        ``batch_norm``, ``layer_norm``, ``residual``, ``noise`` and
-        ``spectral_norm`` must be off.
-    widths : list of int, default=(16, 32, 64, 128, 256)
-        Elastic widths of each hidden layer.
+        continue training with ``warm_start``). MLPs: plain layers only
+        (``batch_norm``, ``layer_norm``, ``residual``, ``noise`` and
+        ``spectral_norm`` must be off). CNNs: ``layers`` and ``batch_norm``
+        are replaced by the subnet's, convolutions without batch norm
+        (``"conv16-k5-nobn"``) then ``"gap"``.
+    widths : list of int or None, default=None
+        Elastic widths of each hidden layer (channels of each convolution
+        for CNNs). None: (16, 32, 64, 128, 256) for MLPs, (8, 16, 32) for
+        CNNs.
     depths : list of int, default=(1, 2)
-        Elastic numbers of hidden layers.
+        Elastic numbers of hidden (convolution) layers.
+    kernel_sizes : list of int, default=(3, 5)
+        Elastic odd kernel sizes of CNNs.
     n_epochs_full : int, default=20
         Epochs of the largest network.
     n_epochs_stage : int, default=8
@@ -81,11 +105,11 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
 
     Attributes
     ----------
-    supernet_ : SuperMLP
+    supernet_ : SuperMLP or SuperCNN
         The trained supernet.
     subnets_ : dict of ndarray
-        One entry per scored subnet: ``hidden_layer_sizes`` (tuples),
-        ``n_params`` and ``valid_score`` (accuracy or R^2 on the held-out
+        One entry per scored subnet: ``hidden_layer_sizes`` (tuples; MLPs)
+        or ``layers`` (lists of strings; CNNs), ``n_params`` and ``valid_score`` (accuracy or R^2 on the held-out
         part, with the supernet's weights); ``pandas.DataFrame`` reads it.
     history_ : list of dict
         Per epoch: ``stage``, ``epoch``, ``train_loss``, ``valid_score``
@@ -115,8 +139,9 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
 
     _parameter_constraints = {
         "estimator": [HasMethods(["fit"])],
-        "widths": [list, tuple],
+        "widths": [list, tuple, None],
         "depths": [list, tuple],
+        "kernel_sizes": [list, tuple],
         "n_epochs_full": [Interval(Integral, 1, None, closed="left")],
         "n_epochs_stage": [Interval(Integral, 0, None, closed="left")],
         "distillation": [Interval(Real, 0, None, closed="left")],
@@ -129,7 +154,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator, *, widths=(16, 32, 64, 128, 256), depths=(1, 2),
+    def __init__(self, estimator, *, widths=None, depths=(1, 2), kernel_sizes=(3, 5),
                  n_epochs_full=20, n_epochs_stage=8, distillation=1.0, sandwich=True,
                  batch_size=32,
                  learning_rate=3e-3, validation_fraction=0.2, max_subnets=400,
@@ -137,6 +162,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         self.estimator = estimator
         self.widths = widths
         self.depths = depths
+        self.kernel_sizes = kernel_sizes
         self.n_epochs_full = n_epochs_full
         self.n_epochs_stage = n_epochs_stage
         self.distillation = distillation
@@ -156,7 +182,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
 
         Returns
@@ -164,10 +190,14 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         self : object
         """
         name = type(self).__name__
-        check_family(self.estimator, name)
-        check_plain_mlp(self.estimator, name)
-        widths = check_widths(self.widths, name)
+        family = check_family(self.estimator, name, ("mlp", "cnn"))
+        if family == "mlp":
+            check_plain_mlp(self.estimator, name)
+        default_widths = _DEFAULT_WIDTHS[family]
+        widths = check_widths(default_widths if self.widths is None else self.widths, name)
         depths = check_widths(self.depths, name, "depths")
+        kernels = (check_widths(self.kernel_sizes, name, "kernel_sizes")
+                   if family == "cnn" else [None])
         rng = check_random_state(self.random_state)
         template = clone(self.estimator)
         if template.random_state is None:
@@ -177,23 +207,23 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         train, valid = task.split(self.validation_fraction, rng)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
-        activation = template.activation
-        net = task.new_supernet(depths[-1], widths[-1], [activation], seed)
-        self._task, self._template, self._valid = task, template, valid
+        space = (_MLPSpace if family == "mlp" else _CNNSpace)(template, task, depths, widths,
+                                                             kernels)
+        net = space.new_supernet(seed)
+        largest = space.largest()
+        self._task, self._template, self._space = task, template, space
         self.history_ = []
         teacher = None
-        for stage, (stage_depths, stage_widths) in enumerate(_stages(depths, widths)):
+        for stage, choices in enumerate(_stages(depths, widths, kernels)):
             n_epochs = self.n_epochs_full if stage == 0 else self.n_epochs_stage
             optimizer = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
             net.train()
             for epoch in range(n_epochs):
                 losses = []
                 for batch in batches(train, self.batch_size, generator):
-                    depth = stage_depths[_draw(len(stage_depths), generator)]
-                    choices = [stage_widths[_draw(len(stage_widths), generator)]
-                               for _ in range(depth)]
+                    arch = _sample(choices, generator)
                     inputs, targets = task.X[batch], task.targets[batch]
-                    output = net.forward_discrete(inputs, choices, activation)
+                    output = space.forward(net, inputs, arch)
                     loss = task.loss(output, targets)
                     if teacher is not None and self.distillation:
                         with torch.no_grad():
@@ -202,9 +232,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                     if stage and self.sandwich:
                         # The largest subnet trains at every step too, so the
                         # shrinking stages do not wear it down.
-                        largest = net.forward_discrete(
-                            inputs, [widths[-1]] * depths[-1], activation)
-                        loss = loss + task.loss(largest, targets)
+                        loss = loss + task.loss(space.forward(net, inputs, largest), targets)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
@@ -212,9 +240,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                 record = {"stage": stage, "epoch": len(self.history_) + 1,
                           "train_loss": float(np.mean(losses))}
                 with torch.no_grad():
-                    for label, d, w in [("largest", depths[-1], widths[-1]),
-                                        ("smallest", depths[0], widths[0])]:
-                        out = net.forward_discrete(task.X[valid], [w] * d, activation)
+                    for label, arch in [("largest", largest), ("smallest", space.smallest())]:
+                        out = space.forward(net, task.X[valid], arch)
                         record[f"valid_score_{label}"] = task.score(out, task.targets[valid])
                 self.history_.append(record)
                 if self.verbose:
@@ -225,39 +252,27 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                     p.requires_grad_(False)
         net.eval()
         self.supernet_ = net
-        self.subnets_ = self._score_subnets(net, task, valid, depths, widths, activation, rng)
-        best = int(np.lexsort((self.subnets_["n_params"], -self.subnets_["valid_score"]))[0])
-        self.best_estimator_ = extract_mlp(
-            template, task, net, list(self.subnets_["hidden_layer_sizes"][best]), activation)
-        self.n_features_in_ = task.n_features
-        self.fit_time_ = time.perf_counter() - start
-        del self._valid
-        return self
-
-    def _score_subnets(self, net, task, valid, depths, widths, activation, rng):
-        space = [sizes for d in depths for sizes in itertools.product(widths, repeat=d)]
-        if len(space) > self.max_subnets:
-            keep = rng.choice(np.arange(1, len(space) - 1), self.max_subnets - 2,
-                              replace=False)
-            space = [space[0], *[space[i] for i in sorted(keep)], space[-1]]
+        self._archs = space.subnets(self.max_subnets, rng)
         scores = []
         with torch.no_grad():
-            X_valid, y_valid = task.X[valid], task.targets[valid]
-            for sizes in space:
-                scores.append(task.score(net.forward_discrete(X_valid, list(sizes), activation),
-                                         y_valid))
-        column = np.empty(len(space), dtype=object)
-        column[:] = space
-        return {
-            "hidden_layer_sizes": column,
-            "n_params": np.array([n_parameters(task.n_features, s, task.n_outputs)
-                                  for s in space]),
+            for arch in self._archs:
+                out = space.forward(net, task.X[valid], arch)
+                scores.append(task.score(out, task.targets[valid]))
+        self.subnets_ = {
+            space.key: _column([space.describe(a) for a in self._archs]),
+            "n_params": np.array([space.n_params(a) for a in self._archs]),
             "valid_score": np.array(scores),
         }
+        best = int(np.lexsort((self.subnets_["n_params"], -self.subnets_["valid_score"]))[0])
+        self.best_estimator_ = space.extract(net, self._archs[best])
+        self.n_features_in_ = task.shell.n_features_in_
+        self.fit_time_ = time.perf_counter() - start
+        return self
 
     # -- extraction ---------------------------------------------------------
 
-    def extract(self, max_params=None, max_latency=None, *, hidden_layer_sizes=None):
+    def extract(self, max_params=None, max_latency=None, *, hidden_layer_sizes=None,
+                layers=None):
         """A fitted estimator: the best subnet within the budget, not retrained.
 
         Subnets are tried in order of validation score (fewer parameters
@@ -272,25 +287,30 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
             Most milliseconds allowed for one ``predict`` of 64 rows on this
             machine (best of 5 runs).
         hidden_layer_sizes : tuple of int or None, default=None
-            Extract this subnet instead of searching (widths from
+            MLPs: extract this subnet instead of searching (widths from
             ``widths``, at most ``max(depths)`` layers).
+        layers : list of str or None, default=None
+            CNNs: extract this subnet instead of searching, written as in
+            :attr:`subnets_` (``["conv16-k3-nobn", "conv8-k5-nobn",
+            "gap"]``; ``-nobn`` and ``"gap"`` may be left out).
 
         Returns
         -------
-        estimator : MLPClassifier or MLPRegressor
+        estimator : MLPClassifier, MLPRegressor, CNNClassifier or CNNRegressor
             Fitted; its ``module_`` holds the supernet's sliced weights.
         """
         check_is_fitted(self, "supernet_")
-        if hidden_layer_sizes is not None:
-            sizes = tuple(int(w) for w in hidden_layer_sizes)
-            allowed = check_widths(self.widths, type(self).__name__)
-            if (not sizes or len(sizes) > len(self.supernet_.hidden)
-                    or any(w not in allowed for w in sizes)):
-                raise ValueError(
-                    f"hidden_layer_sizes={hidden_layer_sizes!r} is not a subnet: use 1 to "
-                    f"{len(self.supernet_.hidden)} widths from {allowed}."
-                )
-            return self._extract(sizes)
+        space = self._space
+        given = hidden_layer_sizes if space.key == "hidden_layer_sizes" else layers
+        other = layers if space.key == "hidden_layer_sizes" else hidden_layer_sizes
+        if other is not None:
+            raise ValueError(
+                f"This {type(self).__name__} holds a {space.family.upper()} supernet: name "
+                f"a subnet with {space.key}=..., not "
+                f"{'layers' if space.key == 'hidden_layer_sizes' else 'hidden_layer_sizes'}."
+            )
+        if given is not None:
+            return space.extract(self.supernet_, space.parse(given, type(self).__name__))
         subnets = self.subnets_
         order = np.lexsort((subnets["n_params"], -subnets["valid_score"]))
         if max_params is not None:
@@ -303,7 +323,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                 )
         fastest = np.inf
         for i in order:
-            est = self._extract(subnets["hidden_layer_sizes"][i])
+            est = space.extract(self.supernet_, self._archs[i])
             if max_latency is None:
                 return est
             latency = _latency_ms(est, self._task.X[:64].numpy())
@@ -315,11 +335,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
             f"on this machine; the fastest took {fastest:.3f} ms. Raise max_latency."
         )
 
-    def _extract(self, sizes):
-        return extract_mlp(self._template, self._task, self.supernet_, list(sizes),
-                           self._template.activation)
-
-    def accuracy_vs_size(self, X, y, X_test, y_test, *, hidden_layer_sizes=None):
+    def accuracy_vs_size(self, X, y, X_test, y_test, *, hidden_layer_sizes=None,
+                         layers=None):
         """Extracted subnets beside the same architectures trained alone.
 
         Parameters
@@ -330,38 +347,42 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         X_test, y_test : array-like
             Where both are scored.
         hidden_layer_sizes : list of tuple or None, default=None
-            Architectures to compare; None takes the validation Pareto
-            front of :attr:`subnets_` (no smaller subnet scores as well),
-            at most 6 of it, spread over sizes.
+            MLP architectures to compare.
+        layers : list of list of str or None, default=None
+            CNN architectures to compare (as :meth:`extract` takes them).
+            With neither, the validation Pareto front of :attr:`subnets_`
+            (no smaller subnet scores as well), at most 6 of it, spread
+            over sizes.
 
         Returns
         -------
         records : dict of ndarray
-            ``hidden_layer_sizes``, ``n_params``, ``extracted_score``,
-            ``standalone_score`` (``estimator.score`` on ``X_test``) and
-            ``standalone_fit_time`` (seconds).
+            ``hidden_layer_sizes`` (MLPs) or ``layers`` (CNNs),
+            ``n_params``, ``extracted_score``, ``standalone_score``
+            (``estimator.score`` on ``X_test``) and ``standalone_fit_time``
+            (seconds).
         """
         check_is_fitted(self, "supernet_")
-        if hidden_layer_sizes is None:
-            hidden_layer_sizes = self._pareto_front(6)
-        records = {k: [] for k in ("hidden_layer_sizes", "n_params", "extracted_score",
+        space = self._space
+        given = hidden_layer_sizes if space.key == "hidden_layer_sizes" else layers
+        if given is None:
+            archs = self._pareto_front(6)
+        else:
+            archs = [space.parse(a, type(self).__name__) for a in given]
+        records = {k: [] for k in (space.key, "n_params", "extracted_score",
                                    "standalone_score", "standalone_fit_time")}
-        for sizes in hidden_layer_sizes:
-            extracted = self.extract(hidden_layer_sizes=sizes)
-            alone = clone(self._template).set_params(hidden_layer_sizes=tuple(sizes))
+        for arch in archs:
+            extracted = space.extract(self.supernet_, arch)
+            alone = clone(self._template).set_params(**space.params(arch))
             start = time.perf_counter()
             alone.fit(X, y)
             records["standalone_fit_time"].append(time.perf_counter() - start)
-            records["hidden_layer_sizes"].append(tuple(sizes))
-            records["n_params"].append(
-                n_parameters(self._task.n_features, sizes, self._task.n_outputs))
+            records[space.key].append(space.describe(arch))
+            records["n_params"].append(space.n_params(arch))
             records["extracted_score"].append(float(extracted.score(X_test, y_test)))
             records["standalone_score"].append(float(alone.score(X_test, y_test)))
-        out = {k: np.array(v, dtype=float) for k, v in records.items()
-               if k != "hidden_layer_sizes"}
-        column = np.empty(len(records["hidden_layer_sizes"]), dtype=object)
-        column[:] = records["hidden_layer_sizes"]
-        return {"hidden_layer_sizes": column, **out}
+        out = {k: np.array(v, dtype=float) for k, v in records.items() if k != space.key}
+        return {space.key: _column(records[space.key]), **out}
 
     def _pareto_front(self, n_points):
         subnets = self.subnets_
@@ -374,7 +395,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         if len(front) > n_points:
             front = [front[j] for j in np.linspace(0, len(front) - 1, n_points).round()
                      .astype(int)]
-        return [subnets["hidden_layer_sizes"][i] for i in front]
+        return [self._archs[i] for i in front]
 
     # -- delegation ---------------------------------------------------------
 
@@ -389,14 +410,146 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         return self.best_estimator_.score(X, y)
 
 
-def _stages(depths, widths):
-    """Progressive shrinking: ``(depth choices, width choices)`` per stage."""
-    stages = [([depths[-1]], [widths[-1]])]
+def _stages(depths, widths, kernels):
+    """Progressive shrinking: the choices ``(depths, widths, kernels)`` open
+    in each stage. The largest network, then one more kernel size at a
+    time (CNNs), then depth, then width (Cai et al., 2020, section 3.2)."""
+    stages = [([depths[-1]], [widths[-1]], [kernels[-1]])]
+    for k in range(2, len(kernels) + 1):
+        stages.append(([depths[-1]], [widths[-1]], kernels[-k:]))
     for k in range(2, len(depths) + 1):
-        stages.append((depths[-k:], [widths[-1]]))
+        stages.append((depths[-k:], [widths[-1]], kernels))
     for k in range(2, len(widths) + 1):
-        stages.append((depths, widths[-k:]))
+        stages.append((depths, widths[-k:], kernels))
     return stages
+
+
+def _sample(choices, generator):
+    """One architecture of a stage: ``((width, kernel), ...)`` per layer."""
+    depths, widths, kernels = choices
+    depth = depths[_draw(len(depths), generator)]
+    return tuple((widths[_draw(len(widths), generator)],
+                  kernels[_draw(len(kernels), generator)]) for _ in range(depth))
+
+
+def _column(values):
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+#: Default elastic widths per family (None in ``widths``): CNN channels
+#: cost far more per unit on images than MLP units on rows.
+_DEFAULT_WIDTHS = {"mlp": (16, 32, 64, 128, 256), "cnn": (8, 16, 32)}
+
+
+class _MLPSpace:
+    """Subnets of a :class:`SuperMLP`: ``((width, None), ...)`` per layer."""
+
+    family, key = "mlp", "hidden_layer_sizes"
+
+    def __init__(self, template, task, depths, widths, kernels):
+        self.template, self.task = template, task
+        self.depths, self.widths, self.kernels = depths, widths, kernels
+        self.activation = template.activation
+
+    def new_supernet(self, seed):
+        return self.task.new_supernet(self.depths[-1], self.widths[-1], [self.activation],
+                                      seed)
+
+    def largest(self):
+        return ((self.widths[-1], self.kernels[-1]),) * self.depths[-1]
+
+    def smallest(self):
+        return ((self.widths[0], self.kernels[0]),) * self.depths[0]
+
+    def subnets(self, max_subnets, rng):
+        """Every subnet, or ``max_subnets`` of them keeping the first and last."""
+        per_layer = list(itertools.product(self.widths, self.kernels))
+        space = [arch for d in self.depths for arch in itertools.product(per_layer, repeat=d)]
+        if len(space) > max_subnets:
+            keep = rng.choice(np.arange(1, len(space) - 1), max_subnets - 2, replace=False)
+            space = [space[0], *[space[i] for i in sorted(keep)], space[-1]]
+        return space
+
+    def forward(self, net, x, arch):
+        return net.forward_discrete(x, [w for w, _ in arch], self.activation)
+
+    def describe(self, arch):
+        return tuple(w for w, _ in arch)
+
+    def params(self, arch):
+        return {"hidden_layer_sizes": self.describe(arch)}
+
+    def n_params(self, arch):
+        return n_parameters(self.task.n_features, self.describe(arch), self.task.n_outputs)
+
+    def extract(self, net, arch):
+        return extract_mlp(self.template, self.task, net, [w for w, _ in arch],
+                           self.activation)
+
+    def parse(self, sizes, owner):
+        sizes = tuple(int(w) for w in sizes)
+        if (not sizes or len(sizes) > self.depths[-1]
+                or any(w not in self.widths for w in sizes)):
+            raise ValueError(
+                f"hidden_layer_sizes={sizes!r} is not a subnet: use 1 to "
+                f"{self.depths[-1]} widths from {self.widths}."
+            )
+        return tuple((w, None) for w in sizes)
+
+
+class _CNNSpace(_MLPSpace):
+    """Subnets of an elastic-kernel :class:`SuperCNN`: ``((channels,
+    kernel size), ...)`` per convolution."""
+
+    family, key = "cnn", "layers"
+
+    def new_supernet(self, seed):
+        net = SuperCNN(list(self.task.shell.input_shape_), self.task.n_outputs,
+                       self.depths[-1], self.widths[-1], self.kernels, self.activation,
+                       elastic_kernel=True)
+        net.reset_parameters(generator=torch.Generator().manual_seed(int(seed)))
+        return net
+
+    def forward(self, net, x, arch):
+        return net.forward_discrete(x, [c for c, _ in arch],
+                                    [self.kernels.index(k) for _, k in arch])
+
+    def describe(self, arch):
+        return cnn_layers([c for c, _ in arch], [k for _, k in arch], batch_norm=False)
+
+    def params(self, arch):
+        return {"layers": self.describe(arch)}
+
+    def n_params(self, arch):
+        channels = [self.task.shell.input_shape_[0]] + [c for c, _ in arch]
+        convs = sum((a * k ** (len(self.task.shell.input_shape_) - 1) + 1) * b
+                    for a, b, k in zip(channels[:-1], channels[1:], [k for _, k in arch]))
+        return int(convs + (channels[-1] + 1) * self.task.n_outputs)
+
+    def extract(self, net, arch):
+        return extract_cnn(self.template, self.task, net, [c for c, _ in arch],
+                           [self.kernels.index(k) for _, k in arch])
+
+    def parse(self, layers, owner):
+        arch = []
+        for item in layers:
+            if str(item).lower() == "gap":
+                continue
+            match = re.fullmatch(r"conv(\d+)-k(\d+)(-nobn)?", str(item).lower())
+            if (match is None or int(match[1]) not in self.widths
+                    or int(match[2]) not in self.kernels):
+                arch = None
+                break
+            arch.append((int(match[1]), int(match[2])))
+        if not arch or len(arch) > self.depths[-1]:
+            raise ValueError(
+                f"layers={layers!r} is not a subnet: use 1 to {self.depths[-1]} items "
+                f"'conv<c>-k<k>' with c from {self.widths} and k from {self.kernels}, "
+                "then 'gap'."
+            )
+        return tuple(arch)
 
 
 def _draw(n, generator):
