@@ -143,8 +143,8 @@ def test_supernet_refuses_activations_with_parameters():
 @pytest.mark.parametrize("searcher", [DARTSSearch, ENASSearch, OnceForAllNetwork])
 def test_searchers_name_the_families_they_take(searcher):
     for est in (LogisticRegression(), RNNClassifier()):
-        with pytest.raises(ValueError, match="MLPClassifier, MLPRegressor, CNNClassifier, "
-                                             f"CNNRegressor; got {type(est).__name__}"):
+        families = "MLPClassifier, MLPRegressor, CNNClassifier, CNNRegressor"
+        with pytest.raises(ValueError, match=f"{families}; got {type(est).__name__}"):
             searcher(est).fit(X_SMALL[:50], Y_SMALL[:50])
 
 
@@ -268,7 +268,8 @@ def test_darts_cross_validates_the_estimator_own_architecture():
     results = search.cv_results_
     assert list(results["source"]) == ["search", "estimator"]
     assert results["params"][1] == {"hidden_layer_sizes": (100,), "activation": "relu"}
-    assert np.isnan(results["supernet_score"][1]) and np.isfinite(results["supernet_score"][0])
+    assert np.isnan(results["supernet_score"][1])
+    assert np.isfinite(results["supernet_score"][0])
     # The refit model is the better of the two in cross-validation.
     best = int(np.argmax(results["mean_test_score"]))
     assert search.best_params_ == results["params"][best]
@@ -316,7 +317,8 @@ def test_darts_regression():
 def test_darts_searches_cnn_kernel_sizes_and_channels():
     search = DARTSSearch(CNNClassifier(input_shape=(1, 8, 8), max_iter=5), widths=(8, 16),
                          kernel_sizes=(1, 5), n_epochs=12, learning_rate=0.01, batch_size=32,
-                         cv=2, include_estimator=False, random_state=0).fit(X_SMALL, Y_SMALL)
+                         cv=2, include_estimator=False,
+                         random_state=0).fit(X_SMALL, Y_SMALL)
     layers = search.best_params_["layers"]
     assert layers[-1] == "gap" and 2 <= len(layers) <= 3
     assert all(spec.split("-")[0] in ("conv8", "conv16") for spec in layers[:-1])
@@ -416,7 +418,7 @@ def test_ofa_accuracy_vs_size_records(ofa):
     assert (records["standalone_score"] > 0.4).all()
 
 
-# -- once-for-all on CNNs ---------------------------------------------------------------
+# -- once-for-all on CNNs ----------------------------------------------------------
 
 
 def test_elastic_kernel_is_the_transformed_centre_of_the_largest():
@@ -431,18 +433,23 @@ def test_elastic_kernel_is_the_transformed_centre_of_the_largest():
     with torch.no_grad():
         for matrix in layer.transforms:
             matrix.add_(0.1 * torch.randn_like(matrix))
-    five = (full[:, :, 1:6, 1:6].reshape(6, 3, 25) @ layer.transforms[1]).reshape(6, 3, 5, 5)
-    three = (five[:, :, 1:4, 1:4].reshape(6, 3, 9) @ layer.transforms[0]).reshape(6, 3, 3, 3)
-    assert_allclose(layer.kernel_weight(1)[0].detach(), five.detach(), rtol=1e-6, atol=1e-7)
-    assert_allclose(layer.kernel_weight(0)[0].detach(), three.detach(), rtol=1e-6, atol=1e-7)
+    five = full[:, :, 1:6, 1:6].reshape(6, 3, 25) @ layer.transforms[1]
+    five = five.reshape(6, 3, 5, 5)
+    three = five[:, :, 1:4, 1:4].reshape(6, 3, 9) @ layer.transforms[0]
+    three = three.reshape(6, 3, 3, 3)
+    for index, expected in [(1, five), (0, three)]:
+        assert_allclose(layer.kernel_weight(index)[0].detach(), expected.detach(),
+                        rtol=1e-6, atol=1e-7)
     assert torch.equal(layer.kernel_weight(2)[0], full)
     # The sliced operation is that convolution, and it trains the matrices.
     x = torch.randn(4, 2, 8, 8)
     out = layer.forward_discrete(x, 4, 0, torch.relu)
-    expected = torch.relu(torch.nn.functional.conv2d(x, three[:4, :2], bias[:4], padding=1))
+    conv = torch.nn.functional.conv2d(x, three[:4, :2], bias[:4], padding=1)
+    expected = torch.relu(conv)
     assert_allclose(out.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
     out.sum().backward()
-    assert layer.transforms[0].grad.abs().sum() > 0 and layer.transforms[1].grad is not None
+    assert layer.transforms[0].grad.abs().sum() > 0
+    assert layer.transforms[1].grad.abs().sum() > 0
     # Negative control: without elastic kernels every size has its own weights.
     separate = MixedConv(2, 3, 6, [3, 5, 7])
     assert [c.weight.shape[-1] for c in separate.convs] == [3, 5, 7]
@@ -464,7 +471,8 @@ def test_ofa_cnn_trains_progressive_shrinking_stages(ofa_cnn):
     # Largest (1 stage), elastic kernel (1), depth (1), width (2): 10 + 4 x 4 epochs.
     assert [h["stage"] for h in ofa_cnn.history_] == [0] * 10 + [1] * 4 + [2] * 4 + \
         [3] * 4 + [4] * 4
-    assert len(ofa_cnn.supernet_.layers[0].convs) == 1  # one shared 5x5 kernel per layer
+    # One shared 5x5 kernel per layer.
+    assert len(ofa_cnn.supernet_.layers[0].convs) == 1
     assert ofa_cnn.subnets_["layers"][0] == ["conv8-k3-nobn", "gap"]
     # 1 layer: 3 widths x 2 kernels; 2 layers: 6 x 6.
     assert len(ofa_cnn.subnets_["layers"]) == 6 + 36
@@ -491,7 +499,8 @@ def test_ofa_cnn_extracts_a_fitted_cnn_within_the_budget(ofa_cnn, budget, tmp_pa
     # Exact round trips: pickle, and save/load (no pickle).
     assert np.array_equal(pickle.loads(pickle.dumps(est)).predict_proba(X_test), proba)
     est.save(tmp_path / "subnet")
-    assert np.array_equal(sklears_neural.load(tmp_path / "subnet").predict_proba(X_test), proba)
+    loaded = sklears_neural.load(tmp_path / "subnet")
+    assert np.array_equal(loaded.predict_proba(X_test), proba)
 
 
 @pytest.mark.parametrize("layers", [["conv8-k3", "gap"], ["conv32-k5", "conv16-k3"],
@@ -578,8 +587,9 @@ def test_enas_is_reproducible_and_returns_a_fitted_mlp():
 
 
 def test_enas_searches_cnn_channels_kernels_and_depth():
-    search = ENASSearch(CNNClassifier(input_shape=(1, 8, 8), max_iter=2), widths=(16, 32),
-                        kernel_sizes=(3, 5), n_epochs=30, controller_steps=5,
+    search = ENASSearch(CNNClassifier(input_shape=(1, 8, 8), max_iter=2),
+                        widths=(16, 32), kernel_sizes=(3, 5), n_epochs=30,
+                        controller_steps=5,
                         n_final_samples=5, n_candidates=1, include_estimator=False,
                         batch_size=32, learning_rate=0.01, cv=2,
                         random_state=0).fit(X_SMALL, Y_SMALL)

@@ -37,8 +37,8 @@ from sklears_neural.core.noise import set_generator
 from sklears_neural.core.resolve import ACTIVATIONS
 from sklears_neural.core.seeding import torch_generator
 
-__all__ = ["MixedConv", "MixedLayer", "SuperCNN", "SuperMLP", "SupernetTask", "check_family",
-           "extract_cnn", "extract_mlp"]
+__all__ = ["MixedConv", "MixedLayer", "SuperCNN", "SuperMLP", "SupernetTask",
+           "check_family", "extract_cnn", "extract_mlp"]
 
 #: Choice meaning "skip this layer" in a discrete architecture.
 SKIP = None
@@ -84,7 +84,9 @@ def estimator_architecture(estimator, family):
     params = estimator.get_params()
     if family == "mlp":
         sizes = params["hidden_layer_sizes"]
-        sizes = (int(sizes),) if isinstance(sizes, Integral) else tuple(int(w) for w in sizes)
+        if isinstance(sizes, Integral):
+            sizes = (sizes,)
+        sizes = tuple(int(w) for w in sizes)
         return {"hidden_layer_sizes": sizes, "activation": params["activation"]}
     layers = params["layers"]
     return {"layers": None if layers is None else list(layers)}
@@ -432,7 +434,8 @@ def cnn_layers(choices, kernel_sizes, batch_norm=None):
     whatever the estimator's ``batch_norm`` says).
     """
     suffix = "-nobn" if batch_norm is False else ""
-    layers = [f"conv{c}-k{k}{suffix}" for c, k in zip(choices, kernel_sizes) if c is not SKIP]
+    layers = [f"conv{c}-k{k}{suffix}" for c, k in zip(choices, kernel_sizes)
+              if c is not SKIP]
     return [*layers, "gap"]
 
 
@@ -463,7 +466,8 @@ def extract_cnn(template, task, supernet, choices, kernel_indices):
     est, spec = _fitted_shell(template, task,
                               {"layers": cnn_layers(choices, sizes, batch_norm=False)})
     module = spec.build()
-    used = [(layer, c, k) for layer, c, k in zip(supernet.layers, choices, kernel_indices)
+    used = [(layer, c, k)
+            for layer, c, k in zip(supernet.layers, choices, kernel_indices)
             if c is not SKIP]
     with torch.no_grad():
         for block, (layer, channels, k) in zip(module.features, used):
@@ -520,7 +524,8 @@ class MixedConv(nn.Module):
         Share the largest kernel among the sizes, as above.
     """
 
-    def __init__(self, ndim, in_channels, max_channels, kernel_sizes, elastic_kernel=False):
+    def __init__(self, ndim, in_channels, max_channels, kernel_sizes,
+                 elastic_kernel=False):
         super().__init__()
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[ndim]
         self.ndim = ndim
@@ -575,13 +580,14 @@ class MixedConv(nn.Module):
     def forward_discrete(self, x, channels, kernel_index, activation):
         """The sliced convolution, ``(batch, channels, *spatial)``."""
         weight, bias = self.kernel_weight(kernel_index)
-        return activation(self._conv(x, weight[:channels, : x.shape[1]], bias[:channels],
-                                     kernel_index))
+        weight = weight[:channels, : x.shape[1]]
+        return activation(self._conv(x, weight, bias[:channels], kernel_index))
 
     def forward_mixed(self, x, channel_weights, masks, kernel_weights, activation,
                       skip_weight=None):
         """``sum_{k, c} p_k p_c act(conv_k(x)) * mask_c + p_skip x``."""
-        mixed = sum(p * activation(self.full(x, k)) for k, p in enumerate(kernel_weights))
+        mixed = sum(p * activation(self.full(x, k))
+                    for k, p in enumerate(kernel_weights))
         out = mixed * (channel_weights @ masks).view(1, -1, *[1] * self.ndim)
         if skip_weight is not None:
             out = out + skip_weight * x

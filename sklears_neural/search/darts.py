@@ -316,7 +316,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                               "activation": activation}
                 else:
                     output = net.forward_discrete(task.X[valid], choices, picks)
-                    params = {"layers": cnn_layers(choices, [options[k] for k in picks])}
+                    sizes = [options[k] for k in picks]
+                    params = {"layers": cnn_layers(choices, sizes)}
             if params not in candidates:  # skips can make two picks one network
                 candidates.append(params)
                 scores.append(task.score(output, task.targets[valid]))

@@ -248,9 +248,9 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
                  controller_steps=20, controller_hidden_size=32,
                  controller_learning_rate=5e-3, entropy_weight=1e-3, baseline_decay=0.9,
                  batch_size=64, learning_rate=3e-3, validation_fraction=0.3,
-                 n_final_samples=20, n_candidates=2, include_estimator=True, scoring=None,
-                 cv=3, n_jobs=None, pre_dispatch="2*n_jobs", refit=True, random_state=None,
-                 verbose=0, error_score=np.nan):
+                 n_final_samples=20, n_candidates=2, include_estimator=True,
+                 scoring=None, cv=3, n_jobs=None, pre_dispatch="2*n_jobs", refit=True,
+                 random_state=None, verbose=0, error_score=np.nan):
         super().__init__(
             estimator, scoring=scoring, cv=cv, n_jobs=n_jobs, pre_dispatch=pre_dispatch,
             refit=refit, random_state=random_state, verbose=verbose, error_score=error_score,
@@ -306,8 +306,9 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             n_choices = [len(options)] + [len(c) for c in layer_choices]
         else:
             options = check_widths(self.kernel_sizes, name, "kernel_sizes")
-            net = SuperCNN(list(task.shell.input_shape_), task.n_outputs, self.max_layers,
-                           widths[-1], options, self._template.activation)
+            net = SuperCNN(list(task.shell.input_shape_), task.n_outputs,
+                           self.max_layers, widths[-1], options,
+                           self._template.activation)
             net.reset_parameters(generator=torch.Generator().manual_seed(seed))
             # Per layer: channels (or skip), then its kernel size.
             n_choices = [n for c in layer_choices for n in (len(c), len(options))]
@@ -321,8 +322,9 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             if family == "mlp":
                 activation = options[decisions[0]]
                 choices = [c[d] for c, d in zip(layer_choices, decisions[1:])]
-                return (choices, activation), {"hidden_layer_sizes": discrete_sizes(choices),
-                                               "activation": activation}
+                params = {"hidden_layer_sizes": discrete_sizes(choices),
+                          "activation": activation}
+                return (choices, activation), params
             choices = [c[d] for c, d in zip(layer_choices, decisions[0::2])]
             kernels = list(decisions[1::2])
             return (choices, kernels), {

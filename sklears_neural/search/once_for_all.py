@@ -109,7 +109,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         The trained supernet.
     subnets_ : dict of ndarray
         One entry per scored subnet: ``hidden_layer_sizes`` (tuples; MLPs)
-        or ``layers`` (lists of strings; CNNs), ``n_params`` and ``valid_score`` (accuracy or R^2 on the held-out
+        or ``layers`` (lists of strings; CNNs), ``n_params`` and
+        ``valid_score`` (accuracy or R^2 on the held-out
         part, with the supernet's weights); ``pandas.DataFrame`` reads it.
     history_ : list of dict
         Per epoch: ``stage``, ``epoch``, ``train_loss``, ``valid_score``
@@ -194,7 +195,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         if family == "mlp":
             check_plain_mlp(self.estimator, name)
         default_widths = _DEFAULT_WIDTHS[family]
-        widths = check_widths(default_widths if self.widths is None else self.widths, name)
+        widths = check_widths(
+            default_widths if self.widths is None else self.widths, name)
         depths = check_widths(self.depths, name, "depths")
         kernels = (check_widths(self.kernel_sizes, name, "kernel_sizes")
                    if family == "cnn" else [None])
@@ -207,8 +209,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         train, valid = task.split(self.validation_fraction, rng)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
-        space = (_MLPSpace if family == "mlp" else _CNNSpace)(template, task, depths, widths,
-                                                             kernels)
+        space_class = _MLPSpace if family == "mlp" else _CNNSpace
+        space = space_class(template, task, depths, widths, kernels)
         net = space.new_supernet(seed)
         largest = space.largest()
         self._task, self._template, self._space = task, template, space
@@ -232,7 +234,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                     if stage and self.sandwich:
                         # The largest subnet trains at every step too, so the
                         # shrinking stages do not wear it down.
-                        loss = loss + task.loss(space.forward(net, inputs, largest), targets)
+                        top = space.forward(net, inputs, largest)
+                        loss = loss + task.loss(top, targets)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
@@ -240,9 +243,11 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                 record = {"stage": stage, "epoch": len(self.history_) + 1,
                           "train_loss": float(np.mean(losses))}
                 with torch.no_grad():
-                    for label, arch in [("largest", largest), ("smallest", space.smallest())]:
+                    for label, arch in [("largest", largest),
+                                        ("smallest", space.smallest())]:
                         out = space.forward(net, task.X[valid], arch)
-                        record[f"valid_score_{label}"] = task.score(out, task.targets[valid])
+                        record[f"valid_score_{label}"] = task.score(
+                            out, task.targets[valid])
                 self.history_.append(record)
                 if self.verbose:
                     print(f"[{name}] stage {stage} epoch {record['epoch']}: {record}")
@@ -263,7 +268,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
             "n_params": np.array([space.n_params(a) for a in self._archs]),
             "valid_score": np.array(scores),
         }
-        best = int(np.lexsort((self.subnets_["n_params"], -self.subnets_["valid_score"]))[0])
+        best = int(np.lexsort((self.subnets_["n_params"],
+                               -self.subnets_["valid_score"]))[0])
         self.best_estimator_ = space.extract(net, self._archs[best])
         self.n_features_in_ = task.shell.n_features_in_
         self.fit_time_ = time.perf_counter() - start
@@ -304,13 +310,15 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         given = hidden_layer_sizes if space.key == "hidden_layer_sizes" else layers
         other = layers if space.key == "hidden_layer_sizes" else hidden_layer_sizes
         if other is not None:
+            wrong = ("layers" if space.key == "hidden_layer_sizes"
+                     else "hidden_layer_sizes")
             raise ValueError(
-                f"This {type(self).__name__} holds a {space.family.upper()} supernet: name "
-                f"a subnet with {space.key}=..., not "
-                f"{'layers' if space.key == 'hidden_layer_sizes' else 'hidden_layer_sizes'}."
+                f"This {type(self).__name__} holds a {space.family.upper()} supernet: "
+                f"name a subnet with {space.key}=..., not {wrong}."
             )
         if given is not None:
-            return space.extract(self.supernet_, space.parse(given, type(self).__name__))
+            arch = space.parse(given, type(self).__name__)
+            return space.extract(self.supernet_, arch)
         subnets = self.subnets_
         order = np.lexsort((subnets["n_params"], -subnets["valid_score"]))
         if max_params is not None:
@@ -381,7 +389,8 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
             records["n_params"].append(space.n_params(arch))
             records["extracted_score"].append(float(extracted.score(X_test, y_test)))
             records["standalone_score"].append(float(alone.score(X_test, y_test)))
-        out = {k: np.array(v, dtype=float) for k, v in records.items() if k != space.key}
+        out = {k: np.array(v, dtype=float) for k, v in records.items()
+               if k != space.key}
         return {space.key: _column(records[space.key]), **out}
 
     def _pareto_front(self, n_points):
@@ -428,8 +437,15 @@ def _sample(choices, generator):
     """One architecture of a stage: ``((width, kernel), ...)`` per layer."""
     depths, widths, kernels = choices
     depth = depths[_draw(len(depths), generator)]
-    return tuple((widths[_draw(len(widths), generator)],
-                  kernels[_draw(len(kernels), generator)]) for _ in range(depth))
+    arch = []
+    for _ in range(depth):
+        width = widths[_draw(len(widths), generator)]
+        # No draw for MLPs (one "kernel"): their subnets are drawn as before
+        # CNNs were supported, so seeded MLP results did not change.
+        kernel = (kernels[_draw(len(kernels), generator)] if len(kernels) > 1
+                  else kernels[0])
+        arch.append((width, kernel))
+    return tuple(arch)
 
 
 def _column(values):
@@ -454,8 +470,8 @@ class _MLPSpace:
         self.activation = template.activation
 
     def new_supernet(self, seed):
-        return self.task.new_supernet(self.depths[-1], self.widths[-1], [self.activation],
-                                      seed)
+        return self.task.new_supernet(self.depths[-1], self.widths[-1],
+                                      [self.activation], seed)
 
     def largest(self):
         return ((self.widths[-1], self.kernels[-1]),) * self.depths[-1]
@@ -466,9 +482,11 @@ class _MLPSpace:
     def subnets(self, max_subnets, rng):
         """Every subnet, or ``max_subnets`` of them keeping the first and last."""
         per_layer = list(itertools.product(self.widths, self.kernels))
-        space = [arch for d in self.depths for arch in itertools.product(per_layer, repeat=d)]
+        space = [arch for d in self.depths
+                 for arch in itertools.product(per_layer, repeat=d)]
         if len(space) > max_subnets:
-            keep = rng.choice(np.arange(1, len(space) - 1), max_subnets - 2, replace=False)
+            keep = rng.choice(np.arange(1, len(space) - 1), max_subnets - 2,
+                              replace=False)
             space = [space[0], *[space[i] for i in sorted(keep)], space[-1]]
         return space
 
@@ -482,7 +500,8 @@ class _MLPSpace:
         return {"hidden_layer_sizes": self.describe(arch)}
 
     def n_params(self, arch):
-        return n_parameters(self.task.n_features, self.describe(arch), self.task.n_outputs)
+        return n_parameters(self.task.n_features, self.describe(arch),
+                            self.task.n_outputs)
 
     def extract(self, net, arch):
         return extract_mlp(self.template, self.task, net, [w for w, _ in arch],
@@ -523,9 +542,12 @@ class _CNNSpace(_MLPSpace):
         return {"layers": self.describe(arch)}
 
     def n_params(self, arch):
-        channels = [self.task.shell.input_shape_[0]] + [c for c, _ in arch]
-        convs = sum((a * k ** (len(self.task.shell.input_shape_) - 1) + 1) * b
-                    for a, b, k in zip(channels[:-1], channels[1:], [k for _, k in arch]))
+        shape = self.task.shell.input_shape_
+        channels = [shape[0]] + [c for c, _ in arch]
+        kernels = [k for _, k in arch]
+        # (in * k^ndim + 1) * out weights and biases per convolution.
+        convs = sum((a * k ** (len(shape) - 1) + 1) * b
+                    for a, b, k in zip(channels[:-1], channels[1:], kernels))
         return int(convs + (channels[-1] + 1) * self.task.n_outputs)
 
     def extract(self, net, arch):
