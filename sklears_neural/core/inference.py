@@ -312,6 +312,9 @@ class _Entry:
         self.on_cpu = self.device.type == "cpu"
         self._plan = None
         self._compiled = False
+        # The plan once compiled (None before, or without one): read by the
+        # dense fast path of raw_outputs.
+        self.ready_plan = None
         # use_plan's cost model, counted without compiling the plan: a plan
         # holds float64 copies of the weights (twice a float32 module's
         # size: +770 MiB for 100M parameters), made only for a batch that
@@ -376,6 +379,7 @@ class _Entry:
             return None
         self._plan = estimator._prediction_plan(module)
         self._compiled = True
+        self.ready_plan = self._plan
         return self.plan(estimator, module, n_rows)
 
 
@@ -386,8 +390,9 @@ _CACHE_LOCK = threading.Lock()
 
 
 def _entry(module):
-    with _CACHE_LOCK:
-        entry = _CACHE.get(module)
+    # A lookup is one dict read, atomic under the GIL; the lock guards the
+    # writes (an insert beside a freed key's removal).
+    entry = _CACHE.get(module)
     if entry is not None and entry.is_current(module):
         return entry
     with _CACHE_LOCK:
@@ -563,6 +568,20 @@ def raw_outputs(estimator, X, forward=None, module=None):
         )
     entry = _entry(module)
     X = check_input(estimator, X, entry.dtype)
+    plan = entry.ready_plan
+    if (
+        plan is not None
+        and not module.training
+        and use_plan(X.shape[0], plan.macs)
+        and (type(X) is np.ndarray or not sp.issparse(X))
+    ):
+        # The plan's own float64 copies, not the module: nothing to
+        # register with modes.predicting (~3 us a call), which guards the
+        # flags a forward pass reads. Beside another thread's fit this
+        # plan is current (entry.is_current), so it computes what
+        # _outputs_beside_fit's fresh plan would. A module in training
+        # mode takes the full path below, which rests it in evaluation.
+        return plan(X)
     with modes.predicting(module, entry.training_layers) as situation:
         if situation == modes.OTHER_FIT:
             return _outputs_beside_fit(estimator, module, X)
