@@ -1,6 +1,7 @@
 """Fit time and pseudo-likelihood of our BernoulliRBM beside scikit-learn's.
 
-Both estimators get the same float32 data and the same ``n_components``,
+Both estimators get the same data (float32; ``--dtype float64`` for float64)
+and the same ``n_components``,
 ``learning_rate``, ``batch_size``, ``n_iter`` and ``random_state=0``:
 
 ``digits``
@@ -13,7 +14,11 @@ Both estimators get the same float32 data and the same ``n_components``,
     sample flipped with probability 0.1; 256 components, learning rate 0.05,
     batches of 100, 5 sweeps: fewer, larger matrix products.
 
-Only ``fit`` is timed (best of ``--repeats``); the score is the mean of
+Only ``fit`` is timed, ``--repeats`` times per runner, the runners
+interleaved (one fit of each per round, so a burst of load on a shared
+machine hits both) with a pause between fits, in which the BLAS threads of
+the previous fit stop spinning; tables give the min and the median. The
+score is the mean of
 ``score_samples`` on the training data (the pseudo-likelihood: each library
 flips one random bit per sample with its own random stream, so the two means
 differ by sampling noise as well as by the fitted weights). The two libraries
@@ -31,6 +36,7 @@ Usage::
 
     python benchmarks/bench_rbm.py              # both data sets, 3 repeats
     python benchmarks/bench_rbm.py --quick      # smoke test, a few seconds
+    python benchmarks/bench_rbm.py --dtype float64   # the data as float64
 """
 
 import argparse
@@ -82,62 +88,78 @@ def workloads(quick=False):
     ]
 
 
-def make_data(name, rows=None):
-    """float32 data in [0, 1] of workload ``name``, ``rows`` rows."""
+def make_data(name, rows=None, dtype=np.float32):
+    """Data in [0, 1] of workload ``name``, ``rows`` rows, of ``dtype``.
+
+    Both libraries compute in the dtype of ``X`` (float32 or float64).
+    """
     if name == "digits":
         X = load_digits().data / 16.0
-        return np.ascontiguousarray(X[:rows], dtype=np.float32)
+        return np.ascontiguousarray(X[:rows], dtype=dtype)
     rng = np.random.default_rng(SEED)
     n, n_features, n_prototypes = rows or 20_000, 256, 20
     prototypes = rng.random((n_prototypes, n_features)) < 0.5
     flips = rng.random((n, n_features)) < 0.1
     X = prototypes[rng.integers(0, n_prototypes, n)] ^ flips
-    return X.astype(np.float32)
+    return X.astype(dtype)
 
 
 def fit(runner, X, params):
     return ESTIMATORS[runner](random_state=SEED, **params).fit(X)
 
 
-def time_runner(runner, X, params, repeats):
-    """Best-of-``repeats`` fit time and mean pseudo-likelihood."""
-    times, model = [], None
+#: Seconds between two timed fits: OpenBLAS's threads spin for a while
+#: after a call returns, and slowed the next runner by 40% in one table.
+PAUSE = 0.2
+
+
+def time_runners(X, params, repeats):
+    """Fit times of every runner, interleaved; min, median, pseudo-likelihood."""
+    times = {runner: [] for runner in RUNNERS}
+    models = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        model = fit(runner, X, params)
-        times.append(time.perf_counter() - t0)
-    return {
-        "runner": runner,
-        "time": min(times),
-        "times": times,
-        "score": float(np.mean(model.score_samples(X))),
-    }
+        for runner in RUNNERS:
+            time.sleep(PAUSE)
+            t0 = time.perf_counter()
+            models[runner] = fit(runner, X, params)
+            times[runner].append(time.perf_counter() - t0)
+    return [
+        {
+            "runner": runner,
+            "time": min(times[runner]),
+            "median": float(np.median(times[runner])),
+            "times": times[runner],
+            "score": float(np.mean(models[runner].score_samples(X))),
+        }
+        for runner in RUNNERS
+    ]
 
 
-def run_timings(quick, repeats, log=print):
+def run_timings(quick, repeats, log=print, dtype=np.float32):
     """Time both runners on every workload, in this process."""
     for runner in RUNNERS:  # one-time costs (torch's first calls) untimed
-        fit(runner, make_data("binary", 100), dict(n_components=8, n_iter=1))
+        fit(runner, make_data("binary", 100, dtype), dict(n_components=8, n_iter=1))
     results = []
     for name, rows, params in workloads(quick):
-        X = make_data(name, rows)
+        X = make_data(name, rows, dtype)
         result = {"workload": name, "data_rows": rows, "n_samples": X.shape[0],
-                  "n_features": X.shape[1], "params": params, "rows": []}
-        for runner in RUNNERS:
-            row = time_runner(runner, X, params, repeats)
+                  "n_features": X.shape[1], "params": params,
+                  "dtype": np.dtype(dtype).name, "rows": []}
+        for row in time_runners(X, params, repeats):
             result["rows"].append(row)
-            log(f"  rbm {name:8s} {runner:8s} {row['time']:8.3f} s  "
+            log(f"  rbm {name:8s} {row['runner']:8s} min {row['time']:8.3f} s  "
+                f"median {row['median']:8.3f} s  "
                 f"pseudo-likelihood {row['score']:.3f}")
         results.append(result)
     return results
 
 
-def measure_memory(runner, name, rows, params, threads):
+def measure_memory(runner, name, rows, params, threads, dtype="float32"):
     """Peak RSS above the start of one ``fit``, in this (fresh) process."""
     torch.set_num_threads(threads)
     with threadpool_limits(threads):
-        X = make_data(name, rows)
-        fit(runner, make_data("binary", 100), dict(params, n_iter=1))  # warm-up
+        X = make_data(name, rows, dtype)
+        fit(runner, make_data("binary", 100, dtype), dict(params, n_iter=1))  # warm-up
         with PeakRSS() as peak:
             fit(runner, X, params)
     return peak.as_dict()
@@ -149,7 +171,8 @@ def measure_memory_all(results, threads, server, log=print):
         for row in result["rows"]:
             peak = server.call(__file__, "measure_memory", runner=row["runner"],
                                name=result["workload"], rows=result["data_rows"],
-                               params=result["params"], threads=threads)
+                               params=result["params"], threads=threads,
+                               dtype=result.get("dtype", "float32"))
             row["rss"] = peak["delta"]
             log(f"  rbm {result['workload']:8s} {row['runner']:8s} "
                 f"peak +{peak['delta'] / 2**20:8.1f} MiB")
@@ -161,16 +184,18 @@ def caption(result):
         f"BernoulliRBM, {result['workload']}: {result['n_samples']} x "
         f"{result['n_features']}, {p['n_components']} components, learning "
         f"rate {p['learning_rate']}, batch {p['batch_size']}, {p['n_iter']} "
-        "sweep(s)"
+        f"sweep(s), {result.get('dtype', 'float32')}"
     )
 
 
 def table_rows(result):
-    """Rows of strings: runner, time, x scikit-learn, score, RSS, RSS ratio."""
+    """Rows of strings: runner, times (min, median), their ratios to
+    scikit-learn's, score, RSS, RSS ratio."""
     rows = {r["runner"]: r for r in result["rows"]}
     ref = rows["sklearn"]
-    header = ["runner", "fit time (s)", "x scikit-learn", "pseudo-likelihood",
-              "peak +MiB", "memory x scikit-learn"]
+    header = ["runner", "fit time, min (s)", "median (s)", "x scikit-learn (min)",
+              "x scikit-learn (median)", "pseudo-likelihood", "peak +MiB",
+              "memory x scikit-learn"]
     out = [header]
     for name in RUNNERS:
         r = rows[name]
@@ -178,7 +203,9 @@ def table_rows(result):
         out.append([
             LABELS[name],
             f"{r['time']:.3f}",
+            f"{r.get('median', r['time']):.3f}",
             f"{r['time'] / ref['time']:.2f}",
+            f"{r.get('median', r['time']) / ref.get('median', ref['time']):.2f}",
             f"{r['score']:.3f}",
             "n/a" if rss is None else f"{rss / 2**20:.1f}",
             memory_ratio(rss, ref.get("rss")),
@@ -215,10 +242,13 @@ def markdown_section(results):
         "",
         "`sklears_neural.BernoulliRBM` and `sklearn.neural_network.BernoulliRBM` "
         "with the same `n_components`, `learning_rate`, `batch_size`, `n_iter` "
-        "and `random_state=0`, on the same float32 data: `digits` is "
+        "and `random_state=0`, on the same data, of the dtype in each table's "
+        "caption (both libraries compute in it): `digits` is "
         "`load_digits` divided by 16 (the settings of scikit-learn's RBM "
         "example), `binary` 20 random binary prototypes with each bit flipped "
-        "with probability 0.1. Fit time best of the same repeats as above; "
+        "with probability 0.1. Fit times are the min and the median of "
+        "`--repeats` fits per runner, the runners interleaved with a pause "
+        "between fits (`benchmarks/bench_rbm.py`); "
         "`pseudo-likelihood` is the mean of `score_samples` on the training "
         "data. The libraries draw Gibbs samples from different generators "
         "(torch's, numpy's), so their chains and weights differ at the same "
@@ -245,6 +275,12 @@ def parse_args(argv):
                         help="small data, one sweep, 1 repeat: a smoke test")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the peak-memory measurements")
+    parser.add_argument("--dtype", choices=("float32", "float64"),
+                        default="float32",
+                        help="dtype of the data, which both libraries compute "
+                        "in (default float32)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print the doc/benchmarks.md section")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -257,13 +293,16 @@ def main(argv=None, log=print):
     torch.set_num_threads(args.threads)
     try:
         with threadpool_limits(args.threads):
-            results = run_timings(args.quick, args.repeats, log)
+            results = run_timings(args.quick, args.repeats, log,
+                                  getattr(args, "dtype", "float32"))
         if args.memory:
             with ForkServer() as server:
                 measure_memory_all(results, args.threads, server, log)
     finally:  # main() is also called from the tests: leave torch as found
         torch.set_num_threads(previous_threads)
     log(render_text(results))
+    if getattr(args, "markdown", False):
+        log("\n".join(markdown_section(results)))
     return results
 
 

@@ -100,8 +100,9 @@ class _CPUChains:
     so the chains are those of the per-step draws of ``_pcd_step``.
     """
 
-    #: Uniforms per ``torch.rand`` call at most (8 MiB of float64).
-    DRAW = 2**20
+    #: Uniforms per ``torch.rand`` call at most (1 MiB of float64): bounds
+    #: the memory; at batch 10 a call then serves ~80 steps.
+    DRAW = 2**17
 
     def __init__(self, W, b_h, b_v, h):
         n_components, n_features = W.shape
