@@ -257,6 +257,23 @@ def test_written_out_dqn_step_equals_autograd(options, monkeypatch):
         {k: v.clone() for k, v in reference.target_.state_dict().items()})
 
 
+@pytest.mark.parametrize("Agent", [ActorCriticAgent, REINFORCEAgent],
+                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("env", ["CartPole-v1", Reach], ids=["discrete", "continuous"])
+def test_written_out_rollout_forward_equals_the_modules(Agent, env, monkeypatch):
+    from sklears_neural.rl import _fused
+
+    def fit():
+        return Agent(random_state=0, **TINY[Agent]).fit(env, total_timesteps=600)
+
+    fused = fit()
+    assert _fused.PlainForward.for_module(fused.module_.policy) is not None
+    monkeypatch.setattr(_fused.PlainForward, "for_module", classmethod(lambda *a: None))
+    reference = fit()
+    assert fused.history_ == reference.history_
+    _assert_same_weights(_weights(fused), _weights(reference))
+
+
 def test_sampling_a_round_at_once_draws_what_batch_by_batch_draws():
     features = np.arange(40, dtype=np.float32).reshape(20, 2)
     buffers = [ReplayBuffer(32, 2, rng=np.random.default_rng(5)) for _ in range(2)]

@@ -10,6 +10,8 @@ MLP -- ``Linear`` layers and an elementwise activation, what
 the same kernels directly into buffers kept from call to call:
 
 - :class:`GreedyActor`: ``argmax_a Q(s, a)`` of a batch of observations;
+- :class:`PlainForward`: ``module(x)``, for the policy-gradient agents'
+  rollouts;
 - :class:`TDStep`: the Huber TD loss of a replayed batch and its gradients
   in the parameters' ``.grad``, the backward pass written out as in
   :class:`~sklears_neural.core.fused.FusedMLPStep`.
@@ -26,7 +28,7 @@ from torch.nn import functional as F
 
 from sklears_neural.core.fused import _activate_, _plain_layers, _times_derivative
 
-__all__ = ["GreedyActor", "TDStep"]
+__all__ = ["GreedyActor", "PlainForward", "TDStep"]
 
 
 def _cpu_layers(module):
@@ -97,6 +99,33 @@ class GreedyActor:
         x = torch.from_numpy(features)
         q = _forward_into(self._plan, x, self._buffers.get(len(features), x))
         return q.argmax(dim=1).numpy()
+
+
+class PlainForward:
+    """``module(x)`` of a plain MLP as direct kernel calls, without autograd.
+
+    Each call returns new tensors (a rollout keeps them).
+
+    Parameters
+    ----------
+    layers : list of (nn.Linear, activation module or None)
+    """
+
+    def __init__(self, layers):
+        self._plan = _transposed(layers)
+
+    @classmethod
+    def for_module(cls, module):
+        """A forward for ``module``, or None where it must be called as a module."""
+        layers = _cpu_layers(module)
+        return None if layers is None else cls(layers)
+
+    @torch.no_grad()
+    def __call__(self, x):
+        for weight_t, bias, activation in self._plan:
+            x = torch.addmm(bias, x, weight_t)
+            _activate_(x, activation)
+        return x
 
 
 class TDStep:

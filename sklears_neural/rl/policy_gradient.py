@@ -27,6 +27,7 @@ from sklears_neural.core._compat import Interval
 from sklears_neural.core.layers import MLP, ModuleSpec
 from sklears_neural.core.registry import register_estimator, register_module
 from sklears_neural.rl._base import BaseAgent
+from sklears_neural.rl._fused import PlainForward
 
 __all__ = ["ActorCriticAgent", "ActorCriticNetwork", "REINFORCEAgent", "gae_advantages"]
 
@@ -210,10 +211,15 @@ class _PolicyGradientAgent(BaseAgent):
         device = self.device_
         features, actions, rewards, values = [], [], [], []
         terminated_steps, done_steps, final = [], [], []
-        x = self._features(observations)
+        forward = self._acting_forward()
+
+        def to_features(observations):
+            return torch.from_numpy(self._feature_array(observations)).to(device)
+
+        x = to_features(observations)
         for t in range(n_steps):
             with torch.no_grad():
-                policy_out, value = self.module_(x)
+                policy_out, value = forward(x)
                 action = self._sample(policy_out)
             observations, reward, terminated, truncated, info = env.step(
                 self._env_actions(action))
@@ -228,7 +234,7 @@ class _PolicyGradientAgent(BaseAgent):
             done_steps.append(torch.as_tensor(done))
             for i in np.flatnonzero(done):
                 final.append((t, i, info["final_obs"][i]))
-            x = self._features(observations)
+            x = to_features(observations)
             log.step(reward, done)
             if log.should_stop or (until_done and done.any()):
                 break
@@ -253,6 +259,16 @@ class _PolicyGradientAgent(BaseAgent):
             "dones": torch.stack(done_steps).to(device),
         }
         return batch, observations
+
+    def _acting_forward(self):
+        """``module_``'s forward for acting: written out for plain MLPs on the
+        CPU (:mod:`~sklears_neural.rl._fused`; the same kernels, so the same
+        numbers, without a module call per step), else the module."""
+        policy = PlainForward.for_module(self.module_.policy)
+        value = PlainForward.for_module(self.module_.value)
+        if policy is None or value is None:
+            return self.module_
+        return lambda x: (policy(x), value(x).squeeze(-1))
 
     def _update(self, batch, gae_lambda, trainer, log):
         advantages = gae_advantages(
