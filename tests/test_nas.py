@@ -610,58 +610,109 @@ def test_enas_searches_cnn_channels_kernels_and_depth():
     assert search.cv_results_["supernet_score"][0] > 0.6
 
 
-# -- the measured claims (full digits, Friedman #1): doc/nas.md ----------------------
+# -- the measured claims (full digits, Friedman #1): doc/nas.md --------------------
+#
+# The protocol of doc/nas.md: 70/30 splits (stratified for digits) with split
+# seeds 0-4 there, 0-2 here; every searcher with its defaults around the
+# default estimator (random_state=0), random_state=0; test accuracy or R^2.
+
+SPLITS = (0, 1, 2)
 
 
-def _digits_split():
-    return train_test_split(X_DIGITS, Y_DIGITS, test_size=0.3, random_state=0,
-                            stratify=Y_DIGITS)
+def _split(dataset, seed):
+    if dataset == "digits":
+        return train_test_split(X_DIGITS, Y_DIGITS, test_size=0.3, random_state=seed,
+                                stratify=Y_DIGITS)
+    X, y = make_friedman1(n_samples=1000, noise=0.5, random_state=0)
+    return train_test_split(X, y, test_size=0.3, random_state=seed)
+
+
+def _default(dataset):
+    return (MLPClassifier if dataset == "digits" else MLPRegressor)(random_state=0)
 
 
 @pytest.fixture(scope="module")
-def default_mlp_digits():
-    X_train, X_test, y_train, y_test = _digits_split()
-    return MLPClassifier(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+def default_scores():
+    """The default MLP's test score on each split: ``{(dataset, seed): score}``."""
+    scores = {}
+    for dataset in ("digits", "friedman"):
+        for seed in SPLITS:
+            X_train, X_test, y_train, y_test = _split(dataset, seed)
+            model = _default(dataset).fit(X_train, y_train)
+            scores[dataset, seed] = model.score(X_test, y_test)
+    return scores
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["digits", "friedman"])
 @pytest.mark.parametrize("make", [
-    lambda: DARTSSearch(MLPClassifier(random_state=0), random_state=0),
-    lambda: DARTSSearch(MLPClassifier(random_state=0), order="second", random_state=0),
-    lambda: ENASSearch(MLPClassifier(random_state=0), random_state=0),
+    lambda est: DARTSSearch(est, random_state=0),
+    lambda est: DARTSSearch(est, order="second", random_state=0),
+    lambda est: ENASSearch(est, random_state=0),
 ], ids=["darts-first", "darts-second", "enas"])
-def test_searchers_match_the_default_mlp_on_digits(make, default_mlp_digits):
-    X_train, X_test, y_train, y_test = _digits_split()
-    search = make().fit(X_train, y_train)
-    score = search.score(X_test, y_test)
-    print(type(search).__name__, search.best_params_, score, default_mlp_digits)
-    # Measured (doc/nas.md): default 0.983 on this split (0.980-0.983 over
-    # seeds 0-2); ENAS 0.980, DARTS 0.976 (both orders pick (128, 128)
-    # gelu). 0.01 is 5 of the 540 test digits: the bound says "as accurate
-    # within split noise", which DARTS meets and "at least as accurate", which
-    # it does not on this split.
-    assert score >= default_mlp_digits - 0.01
+def test_searchers_at_least_match_the_default_mlp(make, dataset, default_scores):
+    for seed in SPLITS:
+        X_train, X_test, y_train, y_test = _split(dataset, seed)
+        search = make(_default(dataset)).fit(X_train, y_train)
+        score = search.score(X_test, y_test)
+        print(dataset, seed, search.best_params_, score, default_scores[dataset, seed])
+        # Measured (doc/nas.md), splits 0-4: digits, DARTS >= the default on
+        # every split (+0.0015 on average; the default's own architecture
+        # wins the cross-validation on 3 of 5), ENAS equal on every split;
+        # Friedman, DARTS +0.06 (second order +0.12), ENAS +0.012.
+        assert score >= default_scores[dataset, seed]
+        if dataset == "friedman":
+            # There a found architecture wins the cross-validation every time.
+            assert search.cv_results_["source"][search.best_index_] == "search"
 
 
 @pytest.mark.slow
-def test_darts_matches_the_default_mlp_on_friedman():
-    X, y = make_friedman1(n_samples=1000, noise=0.5, random_state=0)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
-    default = MLPRegressor(random_state=0).fit(X_train, y_train).score(X_test, y_test)
-    search = DARTSSearch(MLPRegressor(random_state=0), random_state=0).fit(X_train, y_train)
-    score = search.score(X_test, y_test)
-    print(search.best_params_, score, default)
-    assert score >= default - 0.005
+def test_ofa_extracts_near_the_default_mlp(default_scores):
+    gaps = []
+    for dataset in ("digits", "friedman"):
+        for seed in SPLITS:
+            X_train, X_test, y_train, y_test = _split(dataset, seed)
+            ofa = OnceForAllNetwork(_default(dataset), random_state=0).fit(X_train, y_train)
+            score = ofa.score(X_test, y_test)
+            print(dataset, seed, ofa.best_estimator_.hidden_layer_sizes, score,
+                  default_scores[dataset, seed])
+            if dataset == "digits":
+                gaps.append(default_scores[dataset, seed] - score)
+            else:
+                # Measured: 0.88-0.93 against the default's 0.76-0.79.
+                assert score >= default_scores[dataset, seed] + 0.05
+    # Not retrained, the best extracted subnet falls short of the default on
+    # digits: measured by 0.0049 on average over splits 0-2 (0.0063 over
+    # 0-4, at most 0.013), 3 of 540 test digits. The bound states that gap.
+    assert np.mean(gaps) <= 0.01
+    assert max(gaps) <= 0.015
 
 
 @pytest.mark.slow
-def test_ofa_extracts_near_the_default_mlp_on_digits(default_mlp_digits):
-    X_train, X_test, y_train, y_test = _digits_split()
+def test_ofa_accuracy_vs_size_on_digits():
+    X_train, X_test, y_train, y_test = _split("digits", 0)
     ofa = OnceForAllNetwork(MLPClassifier(random_state=0), random_state=0).fit(X_train, y_train)
-    score = ofa.score(X_test, y_test)
     records = ofa.accuracy_vs_size(X_train, y_train, X_test, y_test)
-    print(score, default_mlp_digits, records)
-    assert score >= default_mlp_digits - 0.02
+    print(records)
     # Subnets on the validation Pareto front stay within reach of the same
-    # architecture trained alone.
+    # architecture trained alone (doc/nas.md: 1-4 points behind when small).
     assert (records["extracted_score"] >= records["standalone_score"] - 0.1).all()
+    assert records["extracted_score"][-1] >= records["standalone_score"][-1] - 0.01
+
+
+@pytest.mark.slow
+def test_ofa_cnn_on_digits_images():
+    X_train, X_test, y_train, y_test = _split("digits", 0)
+    X_train, X_test = X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8)
+    ofa = OnceForAllNetwork(CNNClassifier(random_state=0), random_state=0).fit(
+        X_train, y_train)
+    best = ofa.best_estimator_
+    print(best.layers, ofa.score(X_test, y_test))
+    # Measured (doc/nas.md): 2 x conv32-k5 (26,794 parameters) 0.956; within
+    # 3,000 parameters 2 x conv16 0.828; CNNClassifier() (batch norm, 4
+    # convolutions, pooling) 0.991.
+    assert isinstance(best, CNNClassifier) and best.n_iter_ == 0
+    assert ofa.score(X_test, y_test) >= 0.93
+    small = ofa.extract(max_params=3000)
+    assert _count(small) <= 3000
+    assert small.score(X_test, y_test) >= 0.75
