@@ -189,7 +189,7 @@ def _ratio(result, key):
             / statistics.mean(result["SB3"][key]))
 
 
-def render_markdown(results, seconds, load=None):
+def render_markdown(results, seconds, load=None, note=None):
     n_seeds = sorted({len(r["seeds"]) for r in results})
     shared = ""
     if load:
@@ -206,7 +206,7 @@ def render_markdown(results, seconds, load=None):
         f"This run: `python benchmarks/bench_rl.py --output doc/benchmarks.md` on "
         f"{datetime.date.today().isoformat()}, {seconds / 60:.0f} min, "
         f"{' or '.join(map(str, n_seeds))} seeds per row. Machine: {environment()}."
-        + shared,
+        + shared + (f" {note}" if note else ""),
         "",
         "Same environment, timestep budget and network sizes; ours with its "
         "defaults, Stable-Baselines3 with its zoo's tuned CartPole settings (its "
@@ -249,6 +249,8 @@ def main(argv=None, log=print):
     parser.add_argument("--output", default=None, help="markdown page to update")
     parser.add_argument("--save-json", default=None,
                         help="also write the results to this JSON file")
+    parser.add_argument("--note", default=None,
+                        help="a sentence added to the page's description of the run")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="render the results of earlier --save-json runs (run "
                              "in parallel, one per environment) instead of running")
@@ -263,8 +265,8 @@ def main(argv=None, log=print):
             seconds = max(seconds, saved["seconds"])
             load += saved.get("load", [])
         if args.output:
-            write_section(args.output, render_markdown(results, seconds, load),
-                          BEGIN, END)
+            write_section(args.output,
+                          render_markdown(results, seconds, load, args.note), BEGIN, END)
         return results
     seeds = range(args.seeds or (1 if args.quick else 5))
     start = time.perf_counter()
@@ -282,7 +284,8 @@ def main(argv=None, log=print):
         with open(args.save_json, "w") as f:
             json.dump({"results": results, "seconds": seconds, "load": load}, f)
     if args.output:
-        write_section(args.output, render_markdown(results, seconds, load), BEGIN, END)
+        write_section(args.output, render_markdown(results, seconds, load, args.note),
+                      BEGIN, END)
     return results
 
 
