@@ -522,8 +522,8 @@ def test_ofa_cnn_extracted_network_is_the_sliced_supernet(ofa_cnn, layers):
 
 def test_ofa_cnn_subnets_reach_their_measured_accuracy(ofa_cnn):
     X_test, y_test = X_IMAGES[1200:], Y_DIGITS[1200:]
-    # Measured: the best subnet (2 x conv32-k5) 0.86 on digits 1200-1796;
-    # within 3,000 parameters (2 x conv16) 0.64. Chance is 0.1.
+    # Measured: the best subnet (2 x conv32-k5) 0.88 on digits 1200-1796;
+    # within 3,000 parameters 0.54. Chance is 0.1.
     assert ofa_cnn.score(X_test, y_test) > 0.75
     assert ofa_cnn.extract(max_params=3000).score(X_test, y_test) > 0.45
     assert ofa_cnn.history_[-1]["valid_score_largest"] > 0.75
