@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from sklears_neural import (
     CNNClassifier,
+    CNNRegressor,
     MLPClassifier,
     MLPRegressor,
     RNNClassifier,
@@ -155,6 +156,11 @@ def test_invalid_parameters_are_refused():
         _tiny_darts(widths=()).fit(X_SMALL, Y_SMALL)
     with pytest.raises(ValueError, match="residual"):
         OnceForAllNetwork(MLPClassifier(residual="add")).fit(X_SMALL, Y_SMALL)
+    with pytest.raises(InvalidParameterError, match="include_estimator"):
+        ENASSearch(MLPClassifier(), include_estimator="yes").fit(X_SMALL, Y_SMALL)
+    with pytest.raises(ValueError, match="kernel_sizes must be a non-empty list"):
+        OnceForAllNetwork(CNNClassifier(input_shape=(1, 8, 8)), kernel_sizes=()).fit(
+            X_SMALL, Y_SMALL)
 
 
 # -- DARTS --------------------------------------------------------------------------
@@ -531,6 +537,24 @@ def test_ofa_cnn_subnets_reach_their_measured_accuracy(ofa_cnn):
         ofa_cnn.extract(layers=["conv12-k3", "gap"])
     with pytest.raises(ValueError, match="name a subnet with layers="):
         ofa_cnn.extract(hidden_layer_sizes=(8,))
+
+
+def test_ofa_cnn_regressor_extracts_the_sliced_supernet():
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 2, 6, 6)).astype(np.float32)
+    y = X[:, 0].mean(axis=(1, 2)) - X[:, 1, 2:4, 2:4].mean(axis=(1, 2))
+    ofa = OnceForAllNetwork(CNNRegressor(), widths=(4, 8), depths=(1, 2),
+                            kernel_sizes=(1, 3), n_epochs_full=3, n_epochs_stage=1,
+                            random_state=0).fit(X, y)
+    est = ofa.extract(layers=["conv8-k3", "conv4-k1"])
+    assert isinstance(est, CNNRegressor) and est.predict(X[:5]).shape == (5,)
+    with torch.no_grad():
+        sliced = ofa.supernet_.forward_discrete(torch.as_tensor(X[:50]), [8, 4], [1, 0])
+    assert_allclose(est.predict(X[:50]), sliced[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    # 2 input channels: (2 * 9 + 1) * 8 + (8 * 1 + 1) * 4 + (4 + 1) * 1.
+    assert _count(est) == 152 + 36 + 5
+    assert ofa.subnets_["n_params"][
+        [s == est.layers for s in ofa.subnets_["layers"]].index(True)] == 193
 
 
 # -- ENAS --------------------------------------------------------------------------
