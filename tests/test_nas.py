@@ -47,9 +47,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 
 
 def _tiny_darts(**params):
-    defaults = dict(widths=(16, 32), max_layers=2, activations=("relu", "tanh"), n_epochs=3,
-                    batch_size=32, learning_rate=0.01, cv=2, include_estimator=False,
-                    random_state=0)
+    defaults = {"widths": (16, 32), "max_layers": 2, "activations": ("relu", "tanh"),
+                "n_epochs": 3, "batch_size": 32, "learning_rate": 0.01, "cv": 2,
+                "include_estimator": False, "random_state": 0}
     return DARTSSearch(MLPClassifier(max_iter=30, learning_rate_init=0.01),
                        **{**defaults, **params})
 
@@ -582,9 +582,10 @@ def test_reinforce_step_learns_the_rewarded_architecture():
 
 
 def _tiny_enas(**params):
-    defaults = dict(widths=(16, 32), max_layers=2, activations=("relu", "tanh"), n_epochs=3,
-                    controller_steps=5, n_final_samples=5, n_candidates=2, cv=2,
-                    batch_size=32, learning_rate=0.01, random_state=0)
+    defaults = {"widths": (16, 32), "max_layers": 2, "activations": ("relu", "tanh"),
+                "n_epochs": 3, "controller_steps": 5, "n_final_samples": 5,
+                "n_candidates": 2, "cv": 2, "batch_size": 32, "learning_rate": 0.01,
+                "random_state": 0}
     return ENASSearch(MLPClassifier(max_iter=30, learning_rate_init=0.01),
                       **{**defaults, **params})
 
