@@ -114,6 +114,10 @@ def test_cpu_sweeps_follow_the_per_step_updates(
                         ("intercept_visible_", b_v)]:
         np.testing.assert_allclose(getattr(fitted, name), value.numpy(), atol=1e-12)
         assert getattr(fitted, name).flags.c_contiguous
+    # Products beyond _NUMPY_MAX_MACS take the torch steps: the reference.
+    monkeypatch.setattr(rbm_module, "_NUMPY_MAX_MACS", 0)
+    in_torch = BernoulliRBM(n_iter=2, **kwargs).fit(X)
+    np.testing.assert_array_equal(in_torch.components_, W.numpy())
     # Negative control: a sweep less is another model.
     once = BernoulliRBM(n_iter=1, **kwargs).fit(X)
     assert not np.allclose(once.components_, W.numpy(), atol=1e-4)
