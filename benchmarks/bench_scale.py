@@ -32,10 +32,16 @@ activations
     then ours plain / ``gradient_checkpointing=True`` / ``layer_norm=True``
     with and without checkpointing / ``precision="mixed"``.
 
+``--tables`` runs some of the tables only (``--output`` then replaces just
+those in the page, each with a line saying when and how it was rerun), and
+``--repeats`` runs the large model that many times per runner, alternating
+the runners; its predict columns then give the min and the median.
+
 Usage::
 
     python benchmarks/bench_scale.py --output doc/scaling.md   # ~5 min here
     python benchmarks/bench_scale.py --quick                   # smoke test, < 1 min
+    python benchmarks/bench_scale.py --tables large --repeats 3 --output doc/scaling.md
 """
 
 import argparse
@@ -263,11 +269,20 @@ def measure_activations(options, n_inputs, hidden, batch_size, steps, threads):
 # Orchestration, in the parent process.
 
 
+TABLES = ("samples", "width", "large", "activations")
+
+
 def run(args, log=print):
     p = plan(args.quick)
-    results = {"plan": p, "sweep": [], "large": {}, "activations": []}
+    selected = getattr(args, "tables", TABLES)
+    # "large": each runner's first run; "large_runs": all of them.
+    results = {"plan": p, "sweep": [], "large": {}, "large_runs": {},
+               "activations": [], "tables": list(selected)}
+    sweep = p["sweep"] if {"samples", "width"} & set(selected) else []
+    repeats = getattr(args, "repeats", 1) if "large" in selected else 0
+    variants = p["variants"] if "activations" in selected else []
     with ForkServer(preload=bench_training.FORK_PRELOAD) as server:
-        for config in p["sweep"]:
+        for config in sweep:
             r = server.call(__file__, "measure_sweep", batch_size=args.batch_size,
                             threads=args.threads, **config)
             results["sweep"].append({**config, **r})
@@ -275,14 +290,18 @@ def run(args, log=print):
                 f"width={config['width']:>5}  {r['time']:8.2f} s  "
                 f"{1e6 * r['time'] / config['n_samples']:7.2f} us/sample  "
                 f"peak +{r['rss'] / MiB:8.1f} MiB")
-        for runner in ("sklears", "hand"):
-            r = server.call(__file__, "measure_large", runner=runner,
-                            threads=args.threads, **p["big"])
-            results["large"][runner] = r
-            log(f"  large model {runner:8s} {r['n_params']:,} parameters, fit "
-                f"{r['fit_time']:.2f} s, steps {[round(t, 2) for t in r['steps']]} s, "
-                f"peak +{r['rss'] / MiB:.0f} MiB")
-        for name, options in p["variants"]:
+        for _ in range(repeats):
+            for runner in ("sklears", "hand"):
+                r = server.call(__file__, "measure_large", runner=runner,
+                                threads=args.threads, **p["big"])
+                results["large"].setdefault(runner, r)
+                results["large_runs"].setdefault(runner, []).append(r)
+                log(f"  large model {runner:8s} {r['n_params']:,} parameters, fit "
+                    f"{r['fit_time']:.2f} s, steps "
+                    f"{[round(t, 2) for t in r['steps']]} s, "
+                    f"peak +{r['rss'] / MiB:.0f} MiB, predict "
+                    f"{r['predict_time']:.3f} s +{r['predict_rss'] / MiB:.0f} MiB")
+        for name, options in variants:
             r = server.call(__file__, "measure_activations", options=options,
                             threads=args.threads, **p["activations"])
             results["activations"].append({"variant": name, **r})
@@ -320,24 +339,37 @@ def sweep_rows(results, axis):
     return out
 
 
+def _large_runs(results, runner):
+    """Every run of the large model by ``runner``."""
+    return results.get("large_runs", {}).get(runner) or [results["large"][runner]]
+
+
 def large_rows(results):
+    """Fit columns from the first run; predict columns over every run: time
+    (min, median, and x the hand loop's), the largest memory."""
     header = ["runner", "parameters", "fit time (s)", "first step (s)",
               "later steps (s, median)", "peak +MiB", "bytes / parameter",
               "memory x hand loop", "kept after fit (bytes / parameter)",
-              "predict 256 rows (s)", "predict +MiB"]
+              "predict 256 rows, min (s)", "median (s)", "x hand loop (min)",
+              "predict +MiB"]
     out = [header]
-    hand = results["large"]["hand"]
+    hand_runs = _large_runs(results, "hand")
+    hand = hand_runs[0]
+    hand_predict = min(h["predict_time"] for h in hand_runs)
     labels = {"sklears": f"sklears_neural {sklears_neural.__version__}",
               "hand": "hand-written PyTorch loop"}
     for runner in ("sklears", "hand"):
-        r = results["large"][runner]
+        runs = _large_runs(results, runner)
+        r = runs[0]
         later = r["steps"][1:] or r["steps"]
+        predict = [x["predict_time"] for x in runs]
         out.append([labels[runner], f"{r['n_params']:,}", f"{r['fit_time']:.2f}",
                     f"{r['steps'][0]:.2f}", f"{statistics.median(later):.2f}",
                     f"{r['rss'] / MiB:.0f}", f"{r['rss'] / r['n_params']:.1f}",
                     f"{r['rss'] / hand['rss']:.2f}", f"{r['kept'] / r['n_params']:.1f}",
-                    f"{r['predict_time']:.2f}",
-                    f"{r['predict_rss'] / MiB:.0f}"])
+                    f"{min(predict):.2f}", f"{statistics.median(predict):.2f}",
+                    f"{min(predict) / hand_predict:.2f}",
+                    f"{max(x['predict_rss'] for x in runs) / MiB:.0f}"])
     return out
 
 
@@ -381,10 +413,12 @@ def _md_table(rows):
 
 
 def tables(results):
-    return {"samples": sweep_rows(results, "samples"),
-            "width": sweep_rows(results, "width"),
-            "large": large_rows(results),
-            "activations": activation_rows(results)}
+    """Rows of each table this run measured."""
+    make = {"samples": lambda: sweep_rows(results, "samples"),
+            "width": lambda: sweep_rows(results, "width"),
+            "large": lambda: large_rows(results),
+            "activations": lambda: activation_rows(results)}
+    return {name: make[name]() for name in results.get("tables", TABLES)}
 
 
 def render_text(results, args):
@@ -414,6 +448,37 @@ def render_generated(results, args, argv, env, total_seconds):
         lines += ["", f"### {captions[name]}", "", *_md_table(rows)]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def render_sections(results, args, argv, env):
+    """``{caption: section}`` of the tables run, for a partial rerun."""
+    cmd = " ".join(["python benchmarks/bench_scale.py", *argv])
+    captions = _captions(results, args)
+    return {
+        captions[name]: "\n".join([
+            f"### {captions[name]}", "",
+            f"Rerun alone: `{cmd}` on {datetime.date.today().isoformat()}. "
+            f"Machine: {env}.", "", *_md_table(rows),
+        ])
+        for name, rows in tables(results).items()
+    }
+
+
+def replace_sections(path, sections):
+    """Replace the named ``###`` sections of the generated part of ``path``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for caption, section in sections.items():
+        pattern = re.compile(
+            re.escape(f"### {caption}")
+            + r"\n.*?(?=\n+(?:### |" + re.escape(END) + "))",
+            re.DOTALL,
+        )
+        text, found = pattern.subn(lambda _, s=section: s, text, count=1)
+        if not found:
+            raise SystemExit(f"{path} has no section '### {caption}' to replace")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def write_output(path, generated):
@@ -463,7 +528,18 @@ def parse_args(argv):
                         help="small sizes: a smoke test of every table, < 1 min")
     parser.add_argument("--output", default=None,
                         help="rewrite the generated part of this markdown file")
-    return parser.parse_args(argv)
+    parser.add_argument("--tables", default=",".join(TABLES),
+                        help="comma-separated tables to run, of "
+                        f"{', '.join(TABLES)} (default all); with --output, "
+                        "only theirs are replaced")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of the large model per runner (default 1)")
+    args = parser.parse_args(argv)
+    args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = sorted(set(args.tables) - set(TABLES))
+    if unknown or not args.tables:
+        parser.error(f"unknown tables {unknown}; choose from {', '.join(TABLES)}")
+    return args
 
 
 def main(argv=None, log=print):
@@ -478,7 +554,11 @@ def main(argv=None, log=print):
     env += f"; 1-minute load average {load_before} before the run, {_loadavg()} after"
     log(render_text(results, args))
     if args.output:
-        write_output(args.output, render_generated(results, args, argv, env, total))
+        if set(args.tables) == set(TABLES):
+            write_output(args.output,
+                         render_generated(results, args, argv, env, total))
+        else:
+            replace_sections(args.output, render_sections(results, args, argv, env))
         log(f"\nwrote {args.output}")
     return results
 
