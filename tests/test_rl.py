@@ -242,13 +242,13 @@ def test_written_out_dqn_step_equals_autograd(options, monkeypatch):
     """The fused acting and TD update give the fit of the modules and autograd."""
     from sklears_neural.rl import _fused
 
-    params = dict(learning_starts=64, batch_size=32, train_freq=50, gradient_steps=20,
+    params = dict(learning_starts=64, batch_size=32, train_freq=40, gradient_steps=10,
                   random_state=0, **options)
-    fused = DQNAgent(**params).fit("CartPole-v1", total_timesteps=800)
+    fused = DQNAgent(**params).fit("CartPole-v1", total_timesteps=500)
     assert _fused.TDStep.for_modules(fused.module_, fused.target_, True) is not None
     monkeypatch.setattr(_fused.GreedyActor, "for_module", classmethod(lambda *a: None))
     monkeypatch.setattr(_fused.TDStep, "for_modules", classmethod(lambda *a: None))
-    reference = DQNAgent(**params).fit("CartPole-v1", total_timesteps=800)
+    reference = DQNAgent(**params).fit("CartPole-v1", total_timesteps=500)
     assert sum("loss" in r for r in reference.history_) >= 3
     assert fused.history_ == reference.history_
     _assert_same_weights(_weights(fused), _weights(reference))
