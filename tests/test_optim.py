@@ -2,13 +2,15 @@
 
 import copy
 import pickle
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 from sklears_neural.core.optim import (
@@ -515,43 +517,134 @@ def test_breast_cancer_thresholds_reject_a_solver_that_does_not_learn(
     assert loss > 3 * max(threshold for _, threshold in SOLVER_CASES.values())
 
 
-@pytest.mark.parametrize("solver", [
+def _per_tensor(monkeypatch, direct=False):
+    """No flat buffers; Optimizer.step every batch unless ``direct``."""
+    from sklears_neural.core import trainer as trainer_module
+
+    if not direct:
+        monkeypatch.setattr(trainer_module, "direct_step",
+                            lambda optimizer, flat=None: None)
+    monkeypatch.setattr(trainer_module.FlatParameters, "flatten",
+                        classmethod(lambda cls, params, **kwargs: None))
+
+
+DIRECT_SOLVERS = [
     "adam", ("adam", {"amsgrad": True}), ("adamw", {"weight_decay": 0.05}),
-])
+    "sgd", ("sgd", {"momentum": 0.0}), "adagrad",
+]
+
+
+def _small_mlp(solver, learning_rate="constant", **params):
+    from sklears_neural import MLPClassifier
+
+    params = {"batch_size": 16, "max_iter": 4, "alpha": 1e-3, "random_state": 0,
+              **params}
+    return MLPClassifier(hidden_layer_sizes=(9, 5), solver=solver,
+                         learning_rate=learning_rate, **params)
+
+
+def _assert_same_state(a, b, atol=0.0):
+    for (_, s), (_, t) in zip(a._optimizer.state.items(), b._optimizer.state.items()):
+        assert s.keys() == t.keys()
+        for k in s:
+            torch.testing.assert_close(s[k], t[k], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("solver", DIRECT_SOLVERS, ids=str)
 @pytest.mark.parametrize("learning_rate", ["constant", "cosine"])
 def test_direct_fused_step_trains_bit_for_bit_as_optimizer_step(
         solver, learning_rate, monkeypatch):
-    """core.optim.direct_step: the same kernel, so the same weights and state."""
-    from sklears_neural import MLPClassifier
+    """core.optim.direct_step per tensor: the same kernels with the same
+    arguments, so the same weights and optimizer state, bit for bit."""
     from sklears_neural.core import trainer as trainer_module
     from sklears_neural.core.optim import direct_step
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(120, 6)), rng.integers(0, 3, 120)
-    make = lambda: MLPClassifier(  # noqa: E731
-        hidden_layer_sizes=(9,), solver=solver, learning_rate=learning_rate,
-        batch_size=16, max_iter=4, alpha=1e-3, random_state=0)
     calls = []
 
-    def counted(optimizer):
-        step = direct_step(optimizer)
-        assert step is not None  # fused Adam/AdamW on the CPU
+    def counted(optimizer, flat=None):
+        step = direct_step(optimizer, flat)
+        assert step is not None  # fused kernels on the CPU
         def wrapped():
             calls.append(1)
             return step()
         return wrapped
 
+    _per_tensor(monkeypatch, direct=True)
     monkeypatch.setattr(trainer_module, "direct_step", counted)
-    direct = make().fit(X, y)
+    direct = _small_mlp(solver, learning_rate).fit(X, y)
     assert len(calls) == 4 * 8
-    monkeypatch.setattr(trainer_module, "direct_step", lambda optimizer: None)
-    reference = make().fit(X, y)
+    _per_tensor(monkeypatch)
+    reference = _small_mlp(solver, learning_rate).fit(X, y)
     for a, b in zip(direct.module_.parameters(), reference.module_.parameters()):
         assert torch.equal(a, b)
-    for (_, a), (_, b) in zip(direct._optimizer.state.items(),
-                              reference._optimizer.state.items()):
-        assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    _assert_same_state(direct, reference)
+
+
+@pytest.mark.parametrize("solver", DIRECT_SOLVERS, ids=str)
+def test_flat_buffers_train_as_per_tensor_within_1e10(solver, monkeypatch):
+    """Parameters, gradients and optimizer state in flat buffers (core.flat),
+    the kernel once on the whole buffer: float64 trainings equal the per-tensor
+    ones within 1e-10. Not bit for bit: the fused kernels compute a tensor's
+    last few elements (past the vector width) apart, one ulp differently."""
+    from sklears_neural.core import inference
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 6)), rng.integers(0, 3, 120)
+    # A prediction installs the caches' global optimizer hook: the direct step
+    # still runs, and counts its steps for the caches as the hook would.
+    _small_mlp(solver, max_iter=1).fit(X, y).predict(X)
+    steps_before = inference._OPTIMIZER_STEPS[0]
+    flat = _small_mlp(solver, precision="float64").fit(X, y)
+    assert inference._OPTIMIZER_STEPS[0] - steps_before == 4 * 8
+    params = list(flat.module_.parameters())
+    # The parameters and the optimizer's state are views of flat buffers.
+    assert len({p.untyped_storage().data_ptr() for p in params}) == 1
+    for key in flat._optimizer.state[params[0]]:
+        if key != "step":
+            assert len({flat._optimizer.state[p][key].untyped_storage().data_ptr()
+                        for p in params}) == 1
+    # The gaps between the views stay zero through training.
+    from sklears_neural.core.flat import FlatParameters
+
+    layout = FlatParameters.flatten(params)  # adopts the layout: no copy
+    assert layout.data.data_ptr() <= params[0].data_ptr()
+    assert float(layout.data.square().sum()) == pytest.approx(
+        sum(float(p.detach().square().sum()) for p in params), rel=1e-12)
+    _per_tensor(monkeypatch)
+    reference = _small_mlp(solver, precision="float64").fit(X, y)
+    assert len({p.untyped_storage().data_ptr()
+                for p in reference.module_.parameters()}) == len(params)
+    for a, b in zip(params, reference.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    _assert_same_state(flat, reference, atol=1e-10)
+    np.testing.assert_allclose(flat.loss_curve_, reference.loss_curve_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("Estimator", ["MLPClassifier", "MLPRegressor"])
+def test_flat_training_equals_per_tensor_training_within_1e10(Estimator, monkeypatch):
+    """Clipping by norm and by value, an elastic-net penalty, sample weights,
+    early stopping and a warm start: float64 trainings on the flat buffers equal
+    the per-tensor ones within 1e-10."""
+    import sklears_neural
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:300] / 16.0
+    y = y[:300] if Estimator == "MLPClassifier" else y[:300] / 9.0
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    make = lambda: getattr(sklears_neural, Estimator)(  # noqa: E731
+        hidden_layer_sizes=(32, 16), alpha=0.01, l1_ratio=0.3, clip_grad_norm=0.5,
+        clip_grad_value=0.2, batch_size=32, max_iter=6, early_stopping=True,
+        warm_start=True, tol=0, precision="float64", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        flat = make().fit(X, y, sample_weight=w).fit(X, y)
+        _per_tensor(monkeypatch)
+        per_tensor = make().fit(X, y, sample_weight=w).fit(X, y)
+    for a, b in zip(flat.module_.parameters(), per_tensor.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(flat.loss_curve_, per_tensor.loss_curve_, rtol=1e-10)
 
 
 def test_direct_step_leaves_other_optimizers_and_hooks_to_step():

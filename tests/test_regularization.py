@@ -104,3 +104,37 @@ def test_mixed_precision_autocasts_on_cpu(global_random_seed):
     # Measured (seed 42): 0.93-0.98 training accuracy over 30 epochs
     # (float32 reaches the same range); chance is 0.63.
     assert clf.score(X, y) > 0.88
+
+
+@pytest.mark.parametrize("l1_ratio", [0.0, 0.4, 1.0])
+def test_penalty_on_flat_weights_equals_the_per_tensor_penalty(l1_ratio):
+    """core.flat: weights laid out in one buffer take the penalty's value as one
+    dot (equal within rounding); the gradient is the same bit for bit."""
+    from sklears_neural.core.flat import FlatParameters, weight_layout
+    from sklears_neural.core.regularization import penalty_value, weight_penalty
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(),
+                                 torch.nn.Linear(5, 3)).double()
+    weights = [p for p in module.parameters() if p.ndim >= 2]
+
+    def penalty_and_grads():
+        for p in module.parameters():
+            p.grad = None
+        value = weight_penalty(weights, 0.3, l1_ratio)
+        value.backward()
+        return float(value), [p.grad.clone() for p in weights]
+
+    assert weight_layout(weights) is None
+    value, grads = penalty_and_grads()
+    flat = FlatParameters.flatten(list(module.parameters()))
+    assert weight_layout(weights) is flat
+    flat_value, flat_grads = penalty_and_grads()
+    assert flat_value == pytest.approx(value, rel=1e-13)
+    assert float(penalty_value(weights, 0.3, l1_ratio)) == pytest.approx(value, rel=1e-13)
+    for a, b in zip(flat_grads, grads):
+        assert torch.equal(a, b)
+    # Another list of the same tensors (or a reordered one) is not the layout.
+    assert weight_layout(weights[::-1]) is None
+    module.float()  # .to() replaces the parameters' tensors
+    assert weight_layout(weights) is None

@@ -19,8 +19,8 @@ from torch import nn
 from sklears_neural.core.layers import MLP
 from sklears_neural.core.regularization import (
     add_penalty_gradient_,
+    add_penalty_value,
     current_penalty_share,
-    penalty_value,
 )
 
 __all__ = ["FusedMLPStep", "LOSS_KINDS"]
@@ -121,6 +121,15 @@ class FusedMLPStep:
             for linear, _ in layers
         ]
 
+    def use_gradients(self, views):
+        """Write the gradients into ``views`` (``{parameter: tensor}``) from now on.
+
+        The trainer passes the views of its flat gradient buffer (see
+        :mod:`~sklears_neural.core.flat`).
+        """
+        self._grads = [(views[linear.weight], views[linear.bias])
+                       for linear, _ in self.layers]
+
     @classmethod
     def for_module(cls, module, loss_kind, *, penalized=(), alpha=0.0, l1_ratio=0.0):
         """A step for ``module``, or None where autograd must run it."""
@@ -179,7 +188,7 @@ class FusedMLPStep:
                 )
 
         if penalized:
-            loss = loss + penalty_value(self.penalized, alpha, self.l1_ratio) / denominator
+            loss = add_penalty_value(loss, self.penalized, alpha, self.l1_ratio, denominator)
             if not fold:
                 add_penalty_gradient_(
                     [p.grad for p in self.penalized], self.penalized,

@@ -259,6 +259,20 @@ def _optimizer_stepped(optimizer, args, kwargs):
     _OPTIMIZER_STEPS[0] += 1
 
 
+def note_optimizer_step():
+    """Tell the caches that weights changed in place, as after ``Optimizer.step``.
+
+    For code that runs an optimizer's kernel without ``Optimizer.step``
+    (``core.optim.direct_step``), whose global hook would otherwise not see it.
+    """
+    _OPTIMIZER_STEPS[0] += 1
+
+
+def is_cache_hook(hook):
+    """Whether ``hook`` is the global optimizer hook these caches installed."""
+    return hook is _optimizer_stepped
+
+
 def _watch():
     if not _WATCHING:
         from torch.nn.modules import module as torch_module

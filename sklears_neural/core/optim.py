@@ -45,7 +45,9 @@ For ``lars`` the trust ratio makes each layer move by about
 """
 
 import torch
+from torch.optim import optimizer as torch_optimizer
 
+from sklears_neural.core import inference
 from sklears_neural.core.optimizers import LAMB, LARS
 from sklears_neural.core.resolve import Resolver, split_option
 from sklears_neural.core.schedules import LEARNING_RATES
@@ -280,30 +282,52 @@ def apply_hyperparameters(optimizer, est):
 # -- the optimizer step without Optimizer.step ----------------------------------
 
 def _hooked(optimizer):
-    """Whether anything watches ``optimizer.step``: then it must be called."""
-    from torch.optim import optimizer as torch_optimizer
+    """Whether anything watches ``optimizer.step``: then it must be called.
 
+    The prediction caches' own global hook does not count: the direct step
+    tells them itself (``inference.note_optimizer_step``).
+    """
     patched = optimizer.__dict__.get("step")
     return bool(
         (patched is not None and not getattr(patched, "_wrapped_by_lr_sched", False))
         or optimizer._optimizer_step_pre_hooks
         or optimizer._optimizer_step_post_hooks
         or torch_optimizer._global_optimizer_pre_hooks
-        or torch_optimizer._global_optimizer_post_hooks
+        or any(not inference.is_cache_hook(hook)
+               for hook in torch_optimizer._global_optimizer_post_hooks.values())
     )
 
 
-def direct_step(optimizer):
+# The optimizers whose fused kernel is called directly: type -> (kernel,
+# the state's per-parameter tensors in the kernel's order, whether it
+# counts steps).
+def _kernels():
+    return {
+        torch.optim.Adam: ("adam", ("exp_avg", "exp_avg_sq"), True),
+        torch.optim.AdamW: ("adam", ("exp_avg", "exp_avg_sq"), True),
+        torch.optim.SGD: ("sgd", ("momentum_buffer",), False),
+        torch.optim.Adagrad: ("adagrad", ("sum",), True),
+    }
+
+
+def direct_step(optimizer, flat=None):
     """``optimizer``'s step as one call of its fused kernel, or None.
 
     ``Optimizer.step`` wraps the kernel in bookkeeping (profiler records,
     hooks, grouping the tensors by device and dtype, per-parameter state
     lookups) that costs a small MLP's training step more than its matrix
-    products do. For a fused Adam or AdamW of one parameter group on one
-    device and dtype, the returned function calls the same kernel with the
-    same arguments, so the weights and the state are bit for bit those of
-    ``optimizer.step()``; the state stays in ``optimizer.state``, where
-    pickling, checkpoints and ``state_dict`` read it.
+    products do. For a fused Adam, AdamW, SGD or Adagrad of one parameter
+    group on one device and dtype, the returned function calls the same
+    kernel with the same arguments, so the weights and the state are bit for
+    bit those of ``optimizer.step()``; the state stays in
+    ``optimizer.state``, where pickling, checkpoints and ``state_dict`` read
+    it.
+
+    With ``flat`` (the parameters laid out in one buffer, see
+    :mod:`~sklears_neural.core.flat`) and the gradients in its gradient
+    buffer, the state's tensors are moved into buffers of the same layout
+    (``optimizer.state`` then holds views of them, the same values) and the
+    kernel runs once on whole buffers: elementwise, so the same numbers.
 
     It calls ``optimizer.step()`` itself where the kernel alone would not do
     the same: before the state exists (the first step creates it), when a
@@ -314,15 +338,15 @@ def direct_step(optimizer):
     Parameters
     ----------
     optimizer : torch.optim.Optimizer
+    flat : FlatParameters or None, default=None
 
     Returns
     -------
     callable or None
         ``step()``; None for other optimizers (call ``optimizer.step()``).
     """
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-        return None
-    if len(optimizer.param_groups) != 1:
+    spec = _kernels().get(type(optimizer))
+    if spec is None or len(optimizer.param_groups) != 1:
         return None
     group = optimizer.param_groups[0]
     if not group.get("fused") or group.get("capturable") or group.get("differentiable"):
@@ -332,32 +356,121 @@ def direct_step(optimizer):
         p.is_complex() for p in params
     ):
         return None
-    kernel = (torch._fused_adamw_ if group.get("decoupled_weight_decay")
-              else torch._fused_adam_)
-    state = optimizer.state
+    if flat is not None and {id(p) for p in flat.params} != {id(p) for p in params}:
+        flat = None
+    return _DirectStep(optimizer, group, params, spec, flat)
 
-    def step():
+
+
+class _DirectStep:
+    """See :func:`direct_step`."""
+
+    def __init__(self, optimizer, group, params, spec, flat):
+        self.optimizer, self.group, self.params = optimizer, group, params
+        self.kind, keys, self.counts_steps = spec
+        if self.kind == "sgd" and group["momentum"] == 0:
+            keys = ()  # plain SGD keeps no state
+        if self.kind == "adam" and group["amsgrad"]:
+            keys = (*keys, "max_exp_avg_sq")
+        self.keys = keys
+        self.flat = flat
+        self._cached_for = None  # (state object, first parameter's state dict)
+        self._state_lists = None
+        self._flat_state = None
+        self._grad_views = None if flat is None or flat.grad is None else flat.gradients()
+
+    def __call__(self):
+        optimizer = self.optimizer
         if _hooked(optimizer):
             return optimizer.step()
-        grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], [], []
-        amsgrad = group["amsgrad"]
-        for p in params:
-            p_state = state.get(p)
-            if p.grad is None or not p_state:
-                return optimizer.step()
-            grads.append(p.grad)
-            exp_avgs.append(p_state["exp_avg"])
-            exp_avg_sqs.append(p_state["exp_avg_sq"])
-            steps.append(p_state["step"])
-            if amsgrad:
-                max_exp_avg_sqs.append(p_state["max_exp_avg_sq"])
+        grads = [p.grad for p in self.params]
+        lists = None if any(g is None for g in grads) else self._cached_state()
+        if lists is None:
+            self._cached_for = None  # the state may change in step()
+            return optimizer.step()
         optimizer._opt_called = True  # what an LR scheduler's wrapper records
-        beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
-        kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-               amsgrad=amsgrad, lr=group["lr"], beta1=beta1, beta2=beta2,
-               weight_decay=group["weight_decay"], eps=group["eps"],
-               maximize=group["maximize"], grad_scale=None, found_inf=None)
+        state_lists, steps = lists
+        if steps:
+            torch._foreach_add_(steps, 1)
+        params = self.params
+        flat = self._flat_lists()
+        if flat is not None:
+            params, grads, state_lists = flat
+            steps = steps[:1]  # equal: every parameter took every step
+        self._kernel(params, grads, state_lists, steps)
+        inference.note_optimizer_step()  # what the caches' hook on step() counts
         return None
 
-    return step
+    def _cached_state(self):
+        """``(state tensors per key, step counters)`` while the state is unchanged, or None."""
+        state = self.optimizer.state
+        first = state.get(self.params[0])
+        if self._cached_for is not None and self._cached_for[0] is state and (
+                self._cached_for[1] is first):
+            return self._state_lists
+        p_states = [state.get(p) for p in self.params]
+        if self.keys and any(not s or any(s.get(k) is None for k in self.keys)
+                             for s in p_states):
+            return None  # the first step makes the state
+        if self.counts_steps and any(not s or "step" not in s for s in p_states):
+            return None
+        state_lists = [[s[k] for s in p_states] for k in self.keys]
+        steps = [s["step"] for s in p_states] if self.counts_steps else []
+        self._state_lists = (state_lists, steps)
+        self._cached_for = (state, first)
+        self._flat_state = None
+        return self._state_lists
+
+    def _flat_lists(self):
+        """``([data], [grad], [[state buffer], ...])`` of the flat layout, or None."""
+        flat, views = self.flat, self._grad_views
+        if flat is None or views is None or not flat.grads_in_place(views):
+            return None
+        state_lists, steps = self._state_lists
+        if self._flat_state is None:
+            if steps and len({float(s) for s in steps}) != 1:
+                return None  # a parameter skipped steps: per-tensor from now on
+            self._flat_state = self._adopt(state_lists)
+        return [flat.data], [flat.grad], [[buffer] for buffer in self._flat_state]
+
+    def _adopt(self, state_lists):
+        """Move the state's tensors into buffers laid out as the parameters."""
+        flat, state = self.flat, self.optimizer.state
+        buffers = []
+        with torch.no_grad():
+            for key, tensors in zip(self.keys, state_lists):
+                buffer = torch.zeros_like(flat.data)  # zeros between the views
+                views = flat.views(buffer)
+                for p, tensor in zip(self.params, tensors):
+                    views[p].copy_(tensor)
+                    state[p][key] = views[p]
+                buffers.append(buffer)
+        # The cached lists now name the views.
+        self._cached_for = None
+        self._cached_state()
+        return buffers
+
+    def _kernel(self, params, grads, state_lists, steps):
+        group = self.group
+        if self.kind == "adam":
+            exp_avgs, exp_avg_sqs, *maxes = state_lists
+            beta1, beta2 = group["betas"]
+            kernel = (torch._fused_adamw_ if group.get("decoupled_weight_decay")
+                      else torch._fused_adam_)
+            kernel(params, grads, exp_avgs, exp_avg_sqs, maxes[0] if maxes else [], steps,
+                   amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                   weight_decay=group["weight_decay"], eps=group["eps"],
+                   maximize=group["maximize"], grad_scale=None, found_inf=None)
+        elif self.kind == "sgd":
+            torch._fused_sgd_(params, grads, state_lists[0] if state_lists else [],
+                              weight_decay=group["weight_decay"],
+                              momentum=group["momentum"], lr=group["lr"],
+                              dampening=group["dampening"], nesterov=group["nesterov"],
+                              maximize=group["maximize"], is_first_step=False,
+                              grad_scale=None, found_inf=None)
+        else:
+            torch._fused_adagrad_(params, grads, state_lists[0], steps, lr=group["lr"],
+                                  lr_decay=group["lr_decay"],
+                                  weight_decay=group["weight_decay"], eps=group["eps"],
+                                  maximize=group["maximize"], grad_scale=None,
+                                  found_inf=None)

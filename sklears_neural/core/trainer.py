@@ -17,6 +17,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from sklears_neural.core.callbacks import Callback
 from sklears_neural.core.data import rows_independent, takes_sparse
 from sklears_neural.core.history import History
+from sklears_neural.core.flat import FlatParameters
 from sklears_neural.core.optim import direct_step
 from sklears_neural.core.regularization import penalty_share
 from sklears_neural.exceptions import TrainingDivergedError
@@ -208,9 +209,18 @@ class Trainer:
             [] if optimizer is None
             else [p for group in optimizer.param_groups for p in group["params"]]
         )
+        # The parameters in one buffer (core.flat); a step that computes its
+        # own gradients writes them into a second one, which clipping and
+        # the optimizer's kernel then take whole.
+        self.flat = FlatParameters.flatten(self._params) if self._params else None
+        self._flat_grads = None
+        if self.flat is not None and hasattr(train_step, "use_gradients"):
+            self._flat_grads = self.flat.gradients()
+            train_step.use_gradients(self._flat_grads)
         # The optimizer's kernel called directly where that is exact.
         self._optimizer_step = (
-            None if optimizer is None else direct_step(optimizer) or optimizer.step
+            None if optimizer is None
+            else direct_step(optimizer, self.flat) or optimizer.step
         )
         # clip_grad_norm_'s foreach arithmetic without its per-call grouping
         # by device and dtype (half of a small MLP's clipped step is that
@@ -543,13 +553,7 @@ class Trainer:
         for cb in self._backward_callbacks:
             cb.on_backward_end(self)
         if self._clipping:
-            if self.clip_grad_value is not None:
-                torch.nn.utils.clip_grad_value_(self._params, self.clip_grad_value)
-            if self.clip_grad_norm is not None:
-                if self._lean_clip:
-                    _clip_grad_norm_(self._params, self.clip_grad_norm)
-                else:
-                    torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
+            self._clip()
         if scaler is None:
             self._optimizer_step()
             return 0
@@ -558,6 +562,26 @@ class Trainer:
         scaler.update()
         # The scale only shrinks after an overflow, whose step was skipped.
         return int(scaler.get_scale() < scale)
+
+    def _clip(self):
+        """Clip the gradients by value, then by their global norm."""
+        views = self._flat_grads
+        if views is not None and self.flat.grads_in_place(views):
+            # The same rules on the one gradient buffer.
+            grad = self.flat.grad
+            if self.clip_grad_value is not None:
+                grad.clamp_(-self.clip_grad_value, self.clip_grad_value)
+            if self.clip_grad_norm is not None:
+                norm = torch.linalg.vector_norm(grad)
+                grad.mul_(torch.clamp(float(self.clip_grad_norm) / (norm + 1e-6), max=1.0))
+            return
+        if self.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(self._params, self.clip_grad_value)
+        if self.clip_grad_norm is not None:
+            if self._lean_clip:
+                _clip_grad_norm_(self._params, self.clip_grad_norm)
+            else:
+                torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
 
     # -- full-batch L-BFGS --------------------------------------------------
 
