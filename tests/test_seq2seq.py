@@ -87,8 +87,6 @@ def test_reverses_held_out_digit_strings(architecture, global_random_seed):
     X_test, y_test = _reversal(300, seed=global_random_seed + 1000)
     # Held out: mostly strings never seen in training.
     assert est.score(X_test, y_test) >= 0.95
-    # Fits take ~10 s here; this bound only catches a many-fold slowdown.
-    assert seconds < 120
 
 
 def _dates(n, seed):
