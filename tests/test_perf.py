@@ -60,16 +60,9 @@ def _best_times(fitters, X, y, batch_size, epochs):
     return {name: min(t) for name, t in times.items()}, times
 
 
-# (n_samples, batch_size, epochs): the page's classification workload, and
-# its small-batch one where per-step overhead weighs most; sized so that one
-# fit takes ~0.5-1 s on one thread.
-@pytest.mark.parametrize(
-    "n_samples, batch_size, epochs",
-    [(20_000, 256, 2), (8_000, 32, 1)],
-    ids=["batch 256", "batch 32"],
-)
-def test_fit_is_within_15_percent_of_the_hand_loop(n_samples, batch_size, epochs):
-    fitters = {"hand": bench.fit_hand, "sklears": bench.fit_sklears}
+def _ratio_to(reference, n_samples, batch_size, epochs):
+    """Ours over ``reference`` (a runner of bench_training), and all the times."""
+    fitters = {reference: bench.FITTERS[reference], "sklears": bench.fit_sklears}
     X, y = bench.make_data("classification", n_samples)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -78,7 +71,22 @@ def test_fit_is_within_15_percent_of_the_hand_loop(n_samples, batch_size, epochs
             with bench._seeded():
                 fit("classification", X[:300], y[:300], 64, 1)
         best, times = _best_times(fitters, X, y, batch_size, epochs)
-    ratio = best["sklears"] / best["hand"]
+    return best["sklears"] / best[reference], times
+
+
+# (n_samples, batch_size, epochs): the page's classification workload, and
+# its small-batch one where per-step overhead weighs most; sized so that one
+# fit takes ~0.5-1 s on one thread.
+WORKLOADS = pytest.mark.parametrize(
+    "n_samples, batch_size, epochs",
+    [(20_000, 256, 2), (8_000, 32, 1)],
+    ids=["batch 256", "batch 32"],
+)
+
+
+@WORKLOADS
+def test_fit_is_within_15_percent_of_the_hand_loop(n_samples, batch_size, epochs):
+    ratio, times = _ratio_to("hand", n_samples, batch_size, epochs)
     assert ratio <= MAX_RATIO, (
         f"MLPClassifier.fit took {ratio:.2f}x the hand-written loop "
         f"(limit {MAX_RATIO}); seconds per run: {times}. Rerun on a quiet "
@@ -86,21 +94,9 @@ def test_fit_is_within_15_percent_of_the_hand_loop(n_samples, batch_size, epochs
     )
 
 
-@pytest.mark.parametrize(
-    "n_samples, batch_size, epochs",
-    [(20_000, 256, 2), (8_000, 32, 1)],
-    ids=["batch 256", "batch 32"],
-)
+@WORKLOADS
 def test_fit_is_within_its_multiple_of_the_gemm_floor(n_samples, batch_size, epochs):
-    fitters = {"gemm": bench.fit_gemm, "sklears": bench.fit_sklears}
-    X, y = bench.make_data("classification", n_samples)
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for fit in fitters.values():
-            with bench._seeded():
-                fit("classification", X[:300], y[:300], 64, 1)
-        best, times = _best_times(fitters, X, y, batch_size, epochs)
-    ratio = best["sklears"] / best["gemm"]
+    ratio, times = _ratio_to("gemm", n_samples, batch_size, epochs)
     limit = MAX_FLOOR_RATIO[batch_size]
     assert ratio <= limit, (
         f"MLPClassifier.fit took {ratio:.2f}x the GEMM floor (limit {limit}); "

@@ -63,7 +63,8 @@ def weight_penalty(params, alpha, l1_ratio=0.0):
     """``alpha * (l1_ratio * sum|w| + (1 - l1_ratio) / 2 * sum w^2)``.
 
     One autograd node for all the weights: the value comes from multi-tensor
-    reductions and the gradient, ``alpha * (l1_ratio * sign(w) + (1 -
+    reductions (one ``dot`` where the weights are laid out in one buffer, see
+    :mod:`~sklears_neural.core.flat`) and the gradient, ``alpha * (l1_ratio * sign(w) + (1 -
     l1_ratio) * w)``, from multi-tensor updates. Written with per-tensor
     ``pow``/``abs``/``sum`` it is a dozen nodes, which cost an MLP's training
     step about 15% on the CPU.
@@ -80,11 +81,10 @@ def weight_penalty(params, alpha, l1_ratio=0.0):
         A scalar; the caller divides it by the batch weight. Inside
         :func:`penalty_share`, that share of it.
     """
-    alpha, l1_ratio = float(alpha) * _SHARE.get(), float(l1_ratio)
     flat = weight_layout(params)
-    if flat is not None:
-        return _FlatWeightPenalty.apply(alpha, l1_ratio, flat.weights.detach(), *params)
-    return _WeightPenalty.apply(alpha, l1_ratio, *params)
+    weights = None if flat is None else flat.weights.detach()
+    return _WeightPenalty.apply(float(alpha) * _SHARE.get(), float(l1_ratio), weights,
+                                *params)
 
 
 def _flat_value(weights, alpha, l1_ratio):
@@ -157,32 +157,25 @@ def add_penalty_gradient_(grads, params, scale, l1_ratio=0.0):
         torch._foreach_add_(grads, penalty_gradient(params, scale, l1_ratio))
 
 
-class _FlatWeightPenalty(torch.autograd.Function):
-    """:class:`_WeightPenalty` on weights laid out in one buffer: the value is
-    one ``dot``; the gradient is the same multi-tensor update (views of one
-    result tensor would each cost a Python call, and autograd copies views it
-    cannot take over as they are)."""
+class _WeightPenalty(torch.autograd.Function):
+    """One autograd node for the penalty of ``params``.
+
+    ``weights`` is their flat buffer where they are laid out in one
+    (:mod:`~sklears_neural.core.flat`), else None: the value is then one
+    ``dot``. The gradient is the multi-tensor update either way: views of
+    one result tensor would each cost a Python call, and autograd copies a
+    view it cannot take over as it is.
+    """
 
     @staticmethod
     def forward(ctx, alpha, l1_ratio, weights, *params):
         ctx.alpha, ctx.l1_ratio = alpha, l1_ratio
         ctx.save_for_backward(*params)
-        return _flat_value(weights, alpha, l1_ratio)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        grads = penalty_gradient(ctx.saved_tensors, grad_output * ctx.alpha, ctx.l1_ratio)
-        return (None, None, None, *grads)
-
-
-class _WeightPenalty(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, alpha, l1_ratio, *params):
-        ctx.alpha, ctx.l1_ratio = alpha, l1_ratio
-        ctx.save_for_backward(*params)
+        if weights is not None:
+            return _flat_value(weights, alpha, l1_ratio)
         return penalty_value(params, alpha, l1_ratio)
 
     @staticmethod
     def backward(ctx, grad_output):
         grads = penalty_gradient(ctx.saved_tensors, grad_output * ctx.alpha, ctx.l1_ratio)
-        return (None, None, *grads)
+        return (None, None, None, *grads)
