@@ -257,9 +257,9 @@ def test_written_out_dqn_step_equals_autograd(options, monkeypatch):
         {k: v.clone() for k, v in reference.target_.state_dict().items()})
 
 
-@pytest.mark.parametrize("Agent", [ActorCriticAgent, REINFORCEAgent],
-                         ids=lambda c: c.__name__)
-@pytest.mark.parametrize("env", ["CartPole-v1", Reach], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("Agent, env", [(ActorCriticAgent, "CartPole-v1"),
+                                        (REINFORCEAgent, Reach)],
+                         ids=["A2C-discrete", "REINFORCE-continuous"])
 def test_written_out_rollout_forward_equals_the_modules(Agent, env, monkeypatch):
     from sklears_neural.rl import _fused
 
