@@ -23,7 +23,7 @@ from sklears_neural.core.regularization import (
     current_penalty_share,
 )
 
-__all__ = ["FusedMLPStep", "LOSS_KINDS"]
+__all__ = ["FusedMLPStep", "LOSS_KINDS", "backpropagate_"]
 
 #: Output losses with a closed-form gradient ``dloss/doutput``.
 LOSS_KINDS = ("softmax_cross_entropy", "logistic_cross_entropy", "squared_error")
@@ -72,6 +72,41 @@ def _times_derivative(grad, a, activation):
     if isinstance(activation, nn.Sigmoid):
         return torch.ops.aten.sigmoid_backward(grad, a)
     return grad
+
+
+def backpropagate_(layers, inputs, grad, grads, *, l2_scale=None):
+    """A plain MLP's backward pass from ``grad`` = dloss/doutput, into ``grads``.
+
+    Fills each layer's ``(weight_grad, bias_grad)`` of ``grads`` and sets
+    them as the parameters' ``.grad``; the kernels autograd's backward runs,
+    in its order. Families with a loss of their own (DQN's TD loss) write
+    only the loss gradient and call this.
+
+    Parameters
+    ----------
+    layers : list of (nn.Linear, activation module or None)
+    inputs : list of torch.Tensor
+        Each layer's input: the batch, then the previous layers' outputs.
+    grad : torch.Tensor
+        dloss/d(last layer's output), shape (rows, outputs).
+    grads : list of (torch.Tensor, torch.Tensor)
+    l2_scale : float or None, default=None
+        Folds an L2 penalty's gradient, ``l2_scale * W``, into each weight
+        gradient's product (one ``addmm`` instead of a ``mm`` and an add).
+    """
+    for i in range(len(layers) - 1, -1, -1):
+        linear, _ = layers[i]
+        weight_grad, bias_grad = grads[i]
+        if l2_scale is None:
+            torch.mm(grad.t(), inputs[i], out=weight_grad)
+        else:
+            torch.addmm(linear.weight, grad.t(), inputs[i], beta=l2_scale, out=weight_grad)
+        torch.sum(grad, 0, out=bias_grad)
+        linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
+        if i > 0:
+            # dloss/d(previous activation), then through its derivative.
+            grad = _times_derivative(torch.mm(grad, linear.weight), inputs[i],
+                                     layers[i - 1][1])
 
 
 class FusedMLPStep:
@@ -171,21 +206,8 @@ class FusedMLPStep:
             # A data-parallel rank's share of the penalty (see regularization).
             alpha = self.alpha * current_penalty_share()
 
-        for i in range(len(self.layers) - 1, -1, -1):
-            linear, _ = self.layers[i]
-            weight_grad, bias_grad = self._grads[i]
-            if fold:
-                torch.addmm(linear.weight, grad.t(), inputs[i],
-                            beta=alpha / denominator, out=weight_grad)
-            else:
-                torch.mm(grad.t(), inputs[i], out=weight_grad)
-            torch.sum(grad, 0, out=bias_grad)
-            linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
-            if i > 0:
-                # dloss/d(previous activation), then through its derivative.
-                grad = _times_derivative(
-                    torch.mm(grad, linear.weight), inputs[i], self.layers[i - 1][1]
-                )
+        backpropagate_(self.layers, inputs, grad, self._grads,
+                       l2_scale=alpha / denominator if fold else None)
 
         if penalized:
             loss = add_penalty_value(loss, self.penalized, alpha, self.l1_ratio, denominator)

@@ -13,8 +13,8 @@ the same kernels directly into buffers kept from call to call:
 - :class:`PlainForward`: ``module(x)``, for the policy-gradient agents'
   rollouts;
 - :class:`TDStep`: the Huber TD loss of a replayed batch and its gradients
-  in the parameters' ``.grad``, the backward pass written out as in
-  :class:`~sklears_neural.core.fused.FusedMLPStep`.
+  in the parameters' ``.grad``, through the core's written-out backward
+  pass (:func:`~sklears_neural.core.fused.backpropagate_`).
 
 Both run the kernels ``nn.Linear`` and autograd run (``addmm``, ``mm``,
 ``threshold_backward``, ...) in the same order, so a fit gives the same
@@ -26,7 +26,7 @@ the ``for_module`` constructors and takes the autograd path.
 import torch
 from torch.nn import functional as F
 
-from sklears_neural.core.fused import _activate_, _plain_layers, _times_derivative
+from sklears_neural.core.fused import _activate_, _plain_layers, backpropagate_
 
 __all__ = ["GreedyActor", "PlainForward", "TDStep"]
 
@@ -224,14 +224,5 @@ class TDStep:
             scale = scale.mul(weights)
         grad_q = errors.clamp(-1.0, 1.0).mul_(scale)
         grad = torch.zeros_like(q_all).scatter_(1, index, grad_q.unsqueeze(1))
-
-        for i in range(len(self.layers) - 1, -1, -1):
-            linear, _ = self.layers[i]
-            weight_grad, bias_grad = self._grads[i]
-            torch.mm(grad.t(), inputs[i], out=weight_grad)
-            torch.sum(grad, 0, out=bias_grad)
-            linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
-            if i > 0:
-                grad = _times_derivative(torch.mm(grad, linear.weight), inputs[i],
-                                         self.layers[i - 1][1])
+        backpropagate_(self.layers, inputs, grad, self._grads)
         return loss, errors
