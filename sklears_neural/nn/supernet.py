@@ -92,6 +92,25 @@ def estimator_architecture(estimator, family):
     return {"layers": None if layers is None else list(layers)}
 
 
+def shortlist_with_estimator(candidates, scores, estimator, family, include):
+    """The searched ``candidates`` and their supernet ``scores``, plus the
+    estimator's own architecture when ``include`` (score NaN), and which is which.
+
+    Returns
+    -------
+    candidates, scores, sources : lists
+        ``sources[i]`` is ``"search"`` or ``"estimator"``.
+    """
+    candidates, scores = list(candidates), list(scores)
+    sources = ["search"] * len(candidates)
+    own = estimator_architecture(estimator, family)
+    if include and own not in candidates:
+        candidates.append(own)
+        scores.append(float("nan"))
+        sources.append("estimator")
+    return candidates, scores, sources
+
+
 def _check_activations(activations, owner):
     """Canonical activation names; ones with parameters are refused."""
     if isinstance(activations, str) or not len(activations):

@@ -17,7 +17,7 @@ from sklears_neural.nn.supernet import (
     check_widths,
     cnn_layers,
     discrete_sizes,
-    estimator_architecture,
+    shortlist_with_estimator,
 )
 from sklears_neural.search._base import BaseSearch
 
@@ -321,12 +321,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
             if params not in candidates:  # skips can make two picks one network
                 candidates.append(params)
                 scores.append(task.score(output, task.targets[valid]))
-        sources = ["search"] * len(candidates)
-        own = estimator_architecture(self._template, family)
-        if self.include_estimator and own not in candidates:
-            candidates.append(own)
-            scores.append(float("nan"))
-            sources.append("estimator")
+        candidates, scores, sources = shortlist_with_estimator(
+            candidates, scores, self._template, family, self.include_estimator)
         evaluate(candidates, extra={"supernet_score": scores, "source": sources})
 
 

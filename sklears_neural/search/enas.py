@@ -18,7 +18,7 @@ from sklears_neural.nn.supernet import (
     check_widths,
     cnn_layers,
     discrete_sizes,
-    estimator_architecture,
+    shortlist_with_estimator,
 )
 from sklears_neural.search._base import BaseSearch
 
@@ -389,10 +389,6 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         ranked = sorted(scored.values(), key=lambda item: -item[0])[: self.n_candidates]
         candidates = [params for _, params in ranked]
         scores = [score for score, _ in ranked]
-        sources = ["search"] * len(candidates)
-        own = estimator_architecture(self._template, family)
-        if self.include_estimator and own not in candidates:
-            candidates.append(own)
-            scores.append(float("nan"))
-            sources.append("estimator")
+        candidates, scores, sources = shortlist_with_estimator(
+            candidates, scores, self._template, family, self.include_estimator)
         evaluate(candidates, extra={"supernet_score": scores, "source": sources})
