@@ -138,3 +138,18 @@ def test_penalty_on_flat_weights_equals_the_per_tensor_penalty(l1_ratio):
     assert weight_layout(weights[::-1]) is None
     module.float()  # .to() replaces the parameters' tensors
     assert weight_layout(weights) is None
+
+
+def test_a_dropped_layout_does_not_forget_a_newer_one_of_the_same_weights():
+    import gc
+
+    from sklears_neural.core.flat import FlatParameters, weight_layout
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    weights = [p for p in module.parameters() if p.ndim >= 2]
+    first = FlatParameters.flatten(list(module.parameters()))
+    second = FlatParameters.flatten(list(module.parameters()))  # adopts, no copy
+    assert second.data.data_ptr() == first.data.data_ptr()
+    del first
+    gc.collect()
+    assert weight_layout(weights) is second

@@ -99,7 +99,7 @@ class FlatParameters:
         self._pointers = [p.data_ptr() for p in params]
         if self.weight_params:
             key = id(self.weight_params[0])
-            _LAYOUTS[key] = weakref.ref(self, lambda _, key=key: _LAYOUTS.pop(key, None))
+            _LAYOUTS[key] = weakref.ref(self, lambda ref, key=key: _forget(key, ref))
 
     @classmethod
     def flatten(cls, params, *, max_bytes=FLAT_MAX_BYTES):
@@ -195,6 +195,13 @@ class FlatParameters:
     def grads_in_place(self, views):
         """Whether every parameter's ``.grad`` is its view of :attr:`grad`."""
         return all(p.grad is views[p] for p in self.params)
+
+
+def _forget(key, ref):
+    # A later layout of the same weights (the next fit) may have taken the
+    # key: only this layout's own entry goes.
+    if _LAYOUTS.get(key) is ref:
+        del _LAYOUTS[key]
 
 
 def weight_layout(params):
