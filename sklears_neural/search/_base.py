@@ -713,3 +713,19 @@ def _rank(budgets, means):
     ties share the smallest rank."""
     keys = list(zip(budgets, [_finite(m) for m in means]))
     return np.array([1 + sum(other > key for other in keys) for key in keys], dtype=np.int32)
+
+
+class SupernetSearchMixin:
+    """What the weight-sharing searchers (DARTS, ENAS) set up alike."""
+
+    def _supernet_data(self, rng):
+        """``(family, widths, task, (train, valid), seed)`` for a supernet search."""
+        from sklears_neural.nn.supernet import SupernetTask, check_family, check_widths
+
+        X, y, _ = self._data
+        name = type(self).__name__
+        family = check_family(self.estimator, name, ("mlp", "cnn"))
+        widths = check_widths(self.widths, name)
+        task = SupernetTask(self._template, X, y)
+        split = task.split(self.validation_fraction, rng)
+        return family, widths, task, split, int(rng.randint(np.iinfo(np.int32).max))

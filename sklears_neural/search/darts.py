@@ -11,7 +11,6 @@ from sklears_neural.core._compat import Interval, StrOptions
 from sklears_neural.nn.supernet import (
     SKIP,
     SuperCNN,
-    SupernetTask,
     batches,
     check_family,
     check_widths,
@@ -19,12 +18,12 @@ from sklears_neural.nn.supernet import (
     discrete_sizes,
     shortlist_with_estimator,
 )
-from sklears_neural.search._base import BaseSearch
+from sklears_neural.search._base import BaseSearch, SupernetSearchMixin
 
 __all__ = ["DARTSSearch"]
 
 
-class DARTSSearch(BaseSearch):
+class DARTSSearch(SupernetSearchMixin, BaseSearch):
     """Differentiable architecture search for MLPs and CNNs: mixed layers, bilevel updates.
 
     MLPs: a supernet of ``max_layers`` hidden layers holds, at each layer,
@@ -215,13 +214,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         return super().fit(X, y, **fit_params)
 
     def _run_search(self, evaluate, rng, context):
-        X, y, _ = self._data
         name = type(self).__name__
-        family = check_family(self.estimator, name, ("mlp", "cnn"))
-        widths = check_widths(self.widths, name)
-        task = SupernetTask(self._template, X, y)
-        train, valid = task.split(self.validation_fraction, rng)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
+        family, widths, task, (train, valid), seed = self._supernet_data(rng)
         generator = torch.Generator().manual_seed(seed)
         layer_alphas = [
             torch.zeros(len(widths) + (1 if i else 0), requires_grad=True)

@@ -12,7 +12,6 @@ from sklears_neural.core._compat import Interval
 from sklears_neural.nn.supernet import (
     SKIP,
     SuperCNN,
-    SupernetTask,
     batches,
     check_family,
     check_widths,
@@ -20,7 +19,7 @@ from sklears_neural.nn.supernet import (
     discrete_sizes,
     shortlist_with_estimator,
 )
-from sklears_neural.search._base import BaseSearch
+from sklears_neural.search._base import BaseSearch, SupernetSearchMixin
 
 __all__ = ["ENASSearch"]
 
@@ -110,7 +109,7 @@ def reinforce_step(controller, optimizer, reward, baseline, generator, *, entrop
     return value, baseline, float(entropy.detach())
 
 
-class ENASSearch(BaseSearch):
+class ENASSearch(SupernetSearchMixin, BaseSearch):
     """Efficient neural architecture search for MLPs and CNNs: controller plus
     shared weights.
 
@@ -290,13 +289,8 @@ best_index_, n_splits_, refit_time_, multimetric_, scorer_
         return super().fit(X, y, **fit_params)
 
     def _run_search(self, evaluate, rng, context):
-        X, y, _ = self._data
         name = type(self).__name__
-        family = check_family(self.estimator, name, ("mlp", "cnn"))
-        widths = check_widths(self.widths, name)
-        task = SupernetTask(self._template, X, y)
-        train, valid = task.split(self.validation_fraction, rng)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
+        family, widths, task, (train, valid), seed = self._supernet_data(rng)
         generator = torch.Generator().manual_seed(seed)
         layer_choices = [widths] + [widths + [SKIP]] * (self.max_layers - 1)
         if family == "mlp":
