@@ -383,21 +383,21 @@ class _DirectStep:
         optimizer = self.optimizer
         if _hooked(optimizer):
             return optimizer.step()
-        grads = [p.grad for p in self.params]
-        lists = None if any(g is None for g in grads) else self._cached_state()
-        if lists is None:
-            self._cached_for = None  # the state may change in step()
-            return optimizer.step()
+        lists = self._cached_state()
+        flat = None if lists is None else self._flat_lists()
+        if flat is None:
+            grads = [p.grad for p in self.params]
+            if lists is None or any(g is None for g in grads):
+                self._cached_for = None  # the state may change in step()
+                return optimizer.step()
         optimizer._opt_called = True  # what an LR scheduler's wrapper records
         state_lists, steps = lists
         if steps:
             torch._foreach_add_(steps, 1)
-        params = self.params
-        flat = self._flat_lists()
-        if flat is not None:
-            params, grads, state_lists = flat
-            steps = steps[:1]  # equal: every parameter took every step
-        self._kernel(params, grads, state_lists, steps)
+        if flat is None:
+            self._kernel(self.params, grads, state_lists, steps)
+        else:
+            self._kernel(*flat, steps[:1])  # equal: every parameter took every step
         inference.note_optimizer_step()  # what the caches' hook on step() counts
         return None
 
@@ -426,12 +426,15 @@ class _DirectStep:
         flat, views = self.flat, self._grad_views
         if flat is None or views is None or not flat.grads_in_place(views):
             return None
-        state_lists, steps = self._state_lists
         if self._flat_state is None:
+            state_lists, steps = self._state_lists
             if steps and len({float(s) for s in steps}) != 1:
-                return None  # a parameter skipped steps: per-tensor from now on
-            self._flat_state = self._adopt(state_lists)
-        return [flat.data], [flat.grad], [[buffer] for buffer in self._flat_state]
+                # A parameter skipped steps: per tensor until the state changes.
+                self._flat_state = False
+            else:
+                buffers = self._adopt(state_lists)
+                self._flat_state = ([flat.data], [flat.grad], [[b] for b in buffers])
+        return self._flat_state or None
 
     def _adopt(self, state_lists):
         """Move the state's tensors into buffers laid out as the parameters."""
