@@ -868,10 +868,15 @@ def test_an_epoch_gathered_once_gives_the_same_batches():
     data = GraphData(graphs, np.arange(30.0), np.linspace(1, 2, 30), dtype=torch.float64,
                      device="cpu")
     order = torch.randperm(30, generator=torch.Generator().manual_seed(0))
-    epoch = data.gathered(order)
-    for start in range(0, 30, 8):
-        (xa, ea, ba, aa, na), ya, wa = epoch.batch(slice(start, start + 8))
-        (xb, eb, bb, ab, nb), yb, wb = data.batch(order[start:start + 8])
-        for a, b in ((xa, xb), (ea, eb), (ba, bb), (aa, ab), (ya, yb), (wa, wb)):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
-        assert na == nb
+    # With the batch size, the epoch's batches come from ids relabelled once
+    # for the epoch; other slices (a rank's share of a batch) are computed.
+    slices = [(start, start + 8) for start in range(0, 30, 8)]
+    slices += [(3, 8), (8, 9), (0, 30)]
+    for epoch in (data.gathered(order), data.gathered(order, batch_size=8)):
+        for start, stop in slices:
+            (xa, ea, ba, aa, na), ya, wa = epoch.batch(slice(start, stop))
+            (xb, eb, bb, ab, nb), yb, wb = data.batch(order[start:stop])
+            for a, b in ((xa, xb), (ea, eb), (ba, bb), (aa, ab), (ya, yb), (wa, wb)):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+            assert na == nb
+    assert data.gathered(order, batch_size=8)._epoch_batch(slice(24, 32)) is not None

@@ -239,13 +239,16 @@ class RowGather:
 
     _row_fields = ()
 
-    def gathered(self, order):
+    def gathered(self, order, batch_size=None):
         """This data with its rows in ``order``, or None where it does not apply.
 
         Parameters
         ----------
         order : torch.Tensor
             A permutation of ``range(n_samples)``, int64.
+        batch_size : int, optional
+            The size of the slices the epoch will take; rows need no
+            per-batch arithmetic, so it is not used here (graphs use it).
 
         Returns
         -------

@@ -184,15 +184,18 @@ def _rows_array(rows, n):
     return rows.astype(np.int64, copy=False).reshape(-1) % max(n, 1)
 
 
-def _take(x, edge_index, edge_attr, node_ptr, edge_ptr, rows):
+def _take(x, edge_index, edge_attr, node_ptr, edge_ptr, rows, batch_size=None):
     """Graphs ``rows`` of a collated set: vectorized gathers, no loop over graphs.
 
     Works on NumPy arrays or torch tensors alike (x, edge_index, edge_attr,
     which may be None); the offsets are NumPy. Returns ``(x, edge_index,
-    edge_attr, node_ptr, edge_ptr)`` sliced, relabelled and re-offset.
+    edge_attr, node_ptr, edge_ptr)`` sliced, relabelled and re-offset. With
+    ``batch_size``, the node ids of ``edge_index`` count from the first node
+    of each run of ``batch_size`` rows (an epoch's batches) instead of the
+    first row's.
     """
     n = len(node_ptr) - 1
-    if isinstance(rows, slice) and rows.step in (None, 1):
+    if isinstance(rows, slice) and rows.step in (None, 1) and batch_size is None:
         start, stop, _ = rows.indices(n)
         stop = max(start, stop)
         a, b = node_ptr[start], node_ptr[stop]
@@ -209,18 +212,34 @@ def _take(x, edge_index, edge_attr, node_ptr, edge_ptr, rows):
     np.cumsum(ecounts, out=new_eptr[1:])
     nodes = np.repeat(node_ptr[rows] - new_ptr[:-1], counts) + np.arange(new_ptr[-1])
     edges = np.repeat(edge_ptr[rows] - new_eptr[:-1], ecounts) + np.arange(new_eptr[-1])
-    shift = np.repeat(new_ptr[:-1] - node_ptr[rows], ecounts)
+    row_shift = new_ptr[:-1] - node_ptr[rows]
+    if batch_size is not None:
+        row_shift -= new_ptr[np.arange(len(rows)) // batch_size * batch_size]
+    shift = np.repeat(row_shift, ecounts)
     if isinstance(x, torch.Tensor):
         nodes_t = torch.as_tensor(nodes, device=x.device)
         edges_t = torch.as_tensor(edges, device=edge_index.device)
         shift_t = torch.as_tensor(shift, device=edge_index.device)
-        # index_select, not advanced indexing: 2-3x faster on the CPU.
         return (torch.index_select(x, 0, nodes_t),
-                torch.index_select(edge_index, 1, edges_t).add_(shift_t),
+                _gather_edges(edge_index, edges_t, shift_t),
                 None if edge_attr is None else torch.index_select(edge_attr, 0, edges_t),
                 new_ptr, new_eptr)
     return (x[nodes], edge_index[:, edges] + shift,
             None if edge_attr is None else edge_attr[edges], new_ptr, new_eptr)
+
+
+def _gather_edges(edge_index, edges, shift):
+    """``edge_index[:, edges] + shift``, a row at a time.
+
+    ``index_select`` along the second axis of a ``(2, n_edges)`` tensor
+    costs 8x two 1-D ``index_select`` (400 us against 50 us for 40,000
+    edges on this machine's CPU).
+    """
+    out = torch.empty((2, len(edges)), dtype=edge_index.dtype, device=edge_index.device)
+    for row in range(2):
+        torch.index_select(edge_index[row], 0, edges, out=out[row])
+        out[row].add_(shift)
+    return out
 
 
 # -- conversion ----------------------------------------------------------------------
@@ -645,7 +664,9 @@ class GraphData:
         self.dtype = dtype
         self.n_samples = len(X)
         self.x = as_tensor(X.x, dtype, device)
+        # Contiguous: the epoch's gathers read each row of it.
         self.edge_index = torch.as_tensor(X.edge_index, dtype=torch.int64).to(device)
+        self.edge_index = self.edge_index.contiguous()
         self.edge_attr = (None if X.edge_attr is None
                           else as_tensor(X.edge_attr, dtype, device))
         self.node_ptr = X.node_ptr
@@ -656,8 +677,12 @@ class GraphData:
 
     def batch(self, index):
         """Graphs ``index`` as ``((x, edge_index, batch, edge_attr, n_graphs), y, w)``."""
+        epoch_batch = self._epoch_batch(index)
+        if epoch_batch is not None:
+            return epoch_batch
         x, edge_index, edge_attr, node_ptr, _ = _take(
-            self.x, self.edge_index, self.edge_attr, self.node_ptr, self.edge_ptr, index)
+            self.x, self._edge_index(), self.edge_attr, self.node_ptr, self.edge_ptr,
+            index)
         counts = torch.as_tensor(np.diff(node_ptr), device=self.device)
         n_graphs = len(counts)
         batch = torch.repeat_interleave(
@@ -666,28 +691,77 @@ class GraphData:
         w = None if self.w is None else self.w[index]
         return (x, edge_index, batch, edge_attr, n_graphs), y, w
 
-    def gathered(self, order):
+    def gathered(self, order, batch_size=None):
         """This data with its graphs in ``order``: one gather per epoch.
 
         The trainer asks for it once per shuffled epoch, so each batch is
         then a slice (consecutive graphs) rather than a gather of its own.
+        With ``batch_size``, the batches' own arithmetic (node ids and graph
+        ids counted from each batch's first node and graph) is done here
+        too, once for the epoch, and a batch of the epoch
+        (``slice(k * batch_size, (k + 1) * batch_size)``) is views only:
+        per batch, Python work between two steps runs on caches the step
+        just evicted and cost GIN's graph benchmark 5% of an epoch.
 
         Parameters
         ----------
         order : torch.Tensor
             A permutation of ``range(n_samples)``, int64.
+        batch_size : int, optional
+            The size of the slices the epoch will take.
 
         Returns
         -------
         GraphData
         """
         view = copy.copy(self)
-        (view.x, view.edge_index, view.edge_attr, view.node_ptr,
+        if batch_size is None or batch_size >= self.n_samples:
+            batch_size = None
+        (view.x, edge_index, view.edge_attr, view.node_ptr,
          view.edge_ptr) = _take(self.x, self.edge_index, self.edge_attr, self.node_ptr,
-                                self.edge_ptr, order)
+                                self.edge_ptr, order, batch_size)
         view.y = None if self.y is None else self.y[order]
         view.w = None if self.w is None else self.w[order]
+        if batch_size is None:
+            view.edge_index = edge_index
+        else:
+            # Node ids count from each batch's first node: the edge index of
+            # the graphs in order is made only if a slice across batches
+            # asks for it (a rank's share of a batch).
+            view.edge_index = None
+            graph_of_node = np.repeat(np.arange(self.n_samples) % batch_size,
+                                      np.diff(view.node_ptr))
+            view._epoch = (batch_size, edge_index,
+                           torch.as_tensor(graph_of_node, device=self.device))
         return view
+
+    def _epoch_batch(self, index):
+        """Batch ``index`` of the epoch from its per-batch ids, else None."""
+        epoch = self.__dict__.get("_epoch")
+        if epoch is None or not isinstance(index, slice) or index.step not in (None, 1):
+            return None
+        batch_size, edge_index, graph_of_node = epoch
+        start, stop, _ = index.indices(self.n_samples)
+        if start % batch_size or stop != min(start + batch_size, self.n_samples):
+            return None
+        a, b = self.node_ptr[start], self.node_ptr[stop]
+        ea, eb = self.edge_ptr[start], self.edge_ptr[stop]
+        edge_attr = None if self.edge_attr is None else self.edge_attr[ea:eb]
+        y = None if self.y is None else self.y[start:stop]
+        w = None if self.w is None else self.w[start:stop]
+        return ((self.x[a:b], edge_index[:, ea:eb], graph_of_node[a:b], edge_attr,
+                 stop - start), y, w)
+
+    def _edge_index(self):
+        """The edge index, node ids counting from the first graph's first node."""
+        if self.edge_index is None:
+            batch_size, edge_index, _ = self._epoch
+            first_graphs = np.arange(0, self.n_samples, batch_size)
+            bounds = np.append(first_graphs, self.n_samples)
+            edges_per_batch = np.diff(self.edge_ptr[bounds])
+            offsets = np.repeat(self.node_ptr[first_graphs], edges_per_batch)
+            self.edge_index = edge_index + torch.as_tensor(offsets, device=self.device)
+        return self.edge_index
 
     def all(self, *, keep_sparse=False):
         """All graphs as one batch."""
@@ -826,7 +900,7 @@ class NodeData:
         w = None if self.w is None else self.w[index]
         return (self.x, self.edge_index, self.nodes[index], self.edge_attr), y, w
 
-    def gathered(self, order):
+    def gathered(self, order, batch_size=None):
         """This data with its nodes in ``order`` (the graph itself is kept)."""
         view = copy.copy(self)
         view.nodes = self.nodes[order]

@@ -415,7 +415,8 @@ class Trainer:
                 distributed.broadcast_order(order)
             # The epoch's rows in its order, gathered once: each batch is
             # then a slice of it, not a gather of its own.
-            gathered = data.gathered(order) if hasattr(data, "gathered") else None
+            gathered = (data.gathered(order, batch_size) if hasattr(data, "gathered")
+                        else None)
             if gathered is None:
                 by_index = True
             else:
