@@ -351,18 +351,46 @@ def _count(est):
     return sum(p.numel() for p in est.module_.parameters())
 
 
+def _expected_pick(subnets, budget, n_valid):
+    """The one-standard-error rule, written out: within the budget, among the
+    subnets at most one standard error below the best validation accuracy,
+    the lowest validation loss (then the fewest parameters)."""
+    rows = [i for i in range(len(subnets["n_params"]))
+            if budget is None or subnets["n_params"][i] <= budget]
+    best = max(subnets["valid_score"][i] for i in rows)
+    margin = (best * (1 - best) / n_valid) ** 0.5
+    near = [i for i in rows if subnets["valid_score"][i] >= best - margin]
+    return min(near, key=lambda i: (subnets["valid_loss"][i], subnets["n_params"][i]))
+
+
 @pytest.mark.parametrize("budget", [700, 1000, 2000, 5000, None])
 def test_ofa_extract_meets_the_parameter_budget(ofa, budget):
     est = ofa.extract(max_params=budget)
     assert isinstance(est, MLPClassifier)
     assert _count(est) == n_parameters(64, est.hidden_layer_sizes, 10)
+    subnets = ofa.subnets_
+    row = [tuple(s) == est.hidden_layer_sizes for s in subnets["hidden_layer_sizes"]]
+    assert np.flatnonzero(row)[0] == _expected_pick(subnets, budget, n_valid=120)
     if budget is not None:
         assert _count(est) <= budget
-        # The best-scoring subnet within the budget.
-        within = ofa.subnets_["n_params"] <= budget
-        best = ofa.subnets_["valid_score"][within].max()
-        row = [tuple(s) == est.hidden_layer_sizes for s in ofa.subnets_["hidden_layer_sizes"]]
-        assert ofa.subnets_["valid_score"][np.flatnonzero(row)[0]] == best
+        within = subnets["n_params"] <= budget
+        # Within one standard error (120 validation rows) of the best there.
+        best = subnets["valid_score"][within].max()
+        margin = (best * (1 - best) / 120) ** 0.5
+        assert subnets["valid_score"][row].max() >= best - margin
+
+
+def test_ofa_ranking_breaks_near_ties_by_validation_loss(ofa):
+    subnets = ofa.subnets_
+    assert np.isfinite(subnets["valid_loss"]).all()
+    assert (subnets["valid_loss"] > 0).all()
+    # The best subnet by accuracy alone (the former ranking) is among the
+    # near ties; whenever another one of them has a lower loss, that wins.
+    by_accuracy = np.lexsort((subnets["n_params"], -subnets["valid_score"]))[0]
+    pick = _expected_pick(subnets, None, n_valid=120)
+    assert subnets["valid_loss"][pick] <= subnets["valid_loss"][by_accuracy]
+    assert tuple(subnets["hidden_layer_sizes"][pick]) == \
+        ofa.best_estimator_.hidden_layer_sizes
 
 
 @pytest.mark.parametrize("sizes", [(8,), (32,), (16, 8), (32, 32)])
@@ -393,6 +421,50 @@ def test_ofa_subnets_learned_and_extraction_is_usable(ofa):
     assert_allclose(restored.predict_proba(X_test[:10]), small.predict_proba(X_test[:10]))
     small.set_params(warm_start=True, max_iter=5).fit(X_DIGITS[:600], Y_DIGITS[:600])
     assert small.n_iter_ == 5
+
+
+def test_ofa_fine_tune_continues_the_extracted_subnet_with_its_own_fit(ofa):
+    X_train, y_train = X_DIGITS[:600], Y_DIGITS[:600]
+    plain = ofa.extract(max_params=1000)
+    tuned = ofa.extract(max_params=1000, fine_tune=3)
+    # Same subnet, now trained 3 more epochs on all 600 rows (the 120
+    # validation rows included) by the estimator's own warm-started fit.
+    assert tuned.hidden_layer_sizes == plain.hidden_layer_sizes
+    assert plain.n_iter_ == 0 and tuned.n_iter_ == 3
+    by_hand = ofa.extract(max_params=1000).set_params(warm_start=True, max_iter=3)
+    by_hand.fit(X_train, y_train)
+    X_test = X_DIGITS[1200:1300]
+    assert np.array_equal(tuned.predict_proba(X_test), by_hand.predict_proba(X_test))
+    assert not np.allclose(tuned.predict_proba(X_test), plain.predict_proba(X_test))
+    # Its parameters are set back to the estimator's; the supernet is untouched.
+    assert tuned.warm_start is False and tuned.max_iter == 200
+    again = ofa.extract(max_params=1000)
+    assert np.array_equal(again.predict_proba(X_test), plain.predict_proba(X_test))
+    with pytest.raises(ValueError, match="fine_tune must be an int >= 0"):
+        ofa.extract(fine_tune=-1)
+    with pytest.raises(ValueError, match="fine_tune must be an int >= 0"):
+        ofa.extract(fine_tune=2.5)
+    records = ofa.accuracy_vs_size(X_train, y_train, X_DIGITS[1200:], Y_DIGITS[1200:],
+                                   hidden_layer_sizes=[(8,)], fine_tune=3)
+    assert records["fine_tuned_score"][0] > 0.4
+
+
+def test_ofa_fine_tune_parameter_refits_best_estimator():
+    params = {"widths": (8, 16), "depths": (1,), "n_epochs_full": 2,
+              "n_epochs_stage": 1, "random_state": 0}
+    X_train, y_train = X_DIGITS[:300], Y_DIGITS[:300]
+    plain = OnceForAllNetwork(MLPClassifier(), **params).fit(X_train, y_train)
+    tuned = OnceForAllNetwork(MLPClassifier(), fine_tune=4, **params).fit(
+        X_train, y_train)
+    assert tuned.best_estimator_.hidden_layer_sizes == \
+        plain.best_estimator_.hidden_layer_sizes
+    assert plain.best_estimator_.n_iter_ == 0 and tuned.best_estimator_.n_iter_ == 4
+    # extract() does not fine-tune unless asked: it is the plain slice.
+    X_test = X_DIGITS[1200:1300]
+    assert np.array_equal(tuned.extract().predict_proba(X_test),
+                          plain.best_estimator_.predict_proba(X_test))
+    with pytest.raises(InvalidParameterError, match="fine_tune"):
+        OnceForAllNetwork(MLPClassifier(), fine_tune=-1).fit(X_train, y_train)
 
 
 def test_ofa_budget_errors_name_the_fix(ofa):
@@ -493,11 +565,10 @@ def test_ofa_cnn_extracts_a_fitted_cnn_within_the_budget(ofa_cnn, budget, tmp_pa
     n_params = _count(est)
     row = [s == est.layers for s in ofa_cnn.subnets_["layers"]].index(True)
     assert n_params == ofa_cnn.subnets_["n_params"][row]
+    # The ranking of the MLPs (one-standard-error rule; 120 validation rows).
+    assert row == _expected_pick(ofa_cnn.subnets_, budget, n_valid=120)
     if budget is not None:
         assert n_params <= budget
-        within = ofa_cnn.subnets_["n_params"] <= budget
-        assert ofa_cnn.subnets_["valid_score"][row] == \
-            ofa_cnn.subnets_["valid_score"][within].max()
     assert est.n_iter_ == 0 and est.layers[-1] == "gap"
     X_test = X_IMAGES[1200:1300]
     proba = est.predict_proba(X_test)
@@ -692,37 +763,59 @@ def test_searchers_at_least_match_the_default_mlp(make, dataset, default_scores)
 
 
 @pytest.mark.slow
-def test_ofa_extracts_near_the_default_mlp(default_scores):
-    gaps = []
-    for dataset in ("digits", "friedman"):
-        for seed in SPLITS:
-            X_train, X_test, y_train, y_test = _split(dataset, seed)
-            ofa = OnceForAllNetwork(_default(dataset), random_state=0).fit(X_train, y_train)
-            score = ofa.score(X_test, y_test)
-            print(dataset, seed, ofa.best_estimator_.hidden_layer_sizes, score,
-                  default_scores[dataset, seed])
-            if dataset == "digits":
-                gaps.append(default_scores[dataset, seed] - score)
-            else:
-                # Measured: 0.88-0.93 against the default's 0.76-0.79.
-                assert score >= default_scores[dataset, seed] + 0.05
-    # Not retrained, the best extracted subnet falls short of the default on
-    # digits: measured by 0.0049 on average over splits 0-2 (0.0063 over
-    # 0-4, at most 0.013), 3 of 540 test digits. The bound states that gap.
-    assert np.mean(gaps) <= 0.01
-    assert max(gaps) <= 0.015
+def test_ofa_extracts_beyond_the_default_mlp_on_friedman(default_scores):
+    for seed in SPLITS:
+        X_train, X_test, y_train, y_test = _split("friedman", seed)
+        ofa = OnceForAllNetwork(_default("friedman"), random_state=0).fit(
+            X_train, y_train)
+        score = ofa.score(X_test, y_test)
+        print(seed, ofa.best_estimator_.hidden_layer_sizes, score,
+              default_scores["friedman", seed])
+        # Measured: 0.88-0.93 against the default's 0.76-0.79.
+        assert score >= default_scores["friedman", seed] + 0.05
+
+
+@pytest.mark.slow
+def test_ofa_fine_tuned_matches_the_default_mlp_on_digits(default_scores):
+    # All five splits of doc/nas.md: on splits 0-2 alone the fine-tuned
+    # subnet is 0.0017 below the default on average, on 3-4 above it.
+    default, extracted, tuned = [], [], []
+    for seed in range(5):
+        X_train, X_test, y_train, y_test = _split("digits", seed)
+        default.append(default_scores["digits", seed] if seed in SPLITS else
+                       _default("digits").fit(X_train, y_train).score(X_test, y_test))
+        ofa = OnceForAllNetwork(_default("digits"), random_state=0).fit(
+            X_train, y_train)
+        extracted.append(ofa.score(X_test, y_test))
+        # The same subnet, then the estimator's own fit, warm-started, on
+        # all of the training part (it stops after 32-82 epochs).
+        tuned.append(ofa.extract(fine_tune=200).score(X_test, y_test))
+        print(seed, ofa.best_estimator_.hidden_layer_sizes, default[-1], extracted[-1],
+              tuned[-1])
+    default, extracted, tuned = map(np.array, (default, extracted, tuned))
+    # Measured (doc/nas.md): not retrained 0.9726 against 0.9767 (at worst
+    # 0.011 below); fine-tuned 0.9770 (at worst 0.006 below, split 2). The
+    # mean is ahead by 1 of 2,700 test digits: the bound is the issue's
+    # "at least the default", without slack.
+    assert np.mean(default - extracted) <= 0.01
+    assert np.max(default - extracted) <= 0.015
+    assert tuned.mean() >= default.mean()
+    assert np.max(default - tuned) <= 0.01
 
 
 @pytest.mark.slow
 def test_ofa_accuracy_vs_size_on_digits():
     X_train, X_test, y_train, y_test = _split("digits", 0)
     ofa = OnceForAllNetwork(MLPClassifier(random_state=0), random_state=0).fit(X_train, y_train)
-    records = ofa.accuracy_vs_size(X_train, y_train, X_test, y_test)
+    records = ofa.accuracy_vs_size(X_train, y_train, X_test, y_test, fine_tune=200)
     print(records)
     # Subnets on the validation Pareto front stay within reach of the same
     # architecture trained alone (doc/nas.md: 1-4 points behind when small).
     assert (records["extracted_score"] >= records["standalone_score"] - 0.1).all()
     assert records["extracted_score"][-1] >= records["standalone_score"][-1] - 0.01
+    # Fine-tuned, they catch up (measured: within 0.4 points, (16,) 0.970
+    # against 0.969 alone).
+    assert (records["fine_tuned_score"] >= records["standalone_score"] - 0.01).all()
 
 
 @pytest.mark.slow
