@@ -602,9 +602,12 @@ def test_flat_buffers_train_as_per_tensor_within_1e10(solver, monkeypatch):
     # The parameters and the optimizer's state are views of flat buffers.
     assert len({p.untyped_storage().data_ptr() for p in params}) == 1
     for key in flat._optimizer.state[params[0]]:
-        if key != "step":
-            assert len({flat._optimizer.state[p][key].untyped_storage().data_ptr()
-                        for p in params}) == 1
+        assert len({flat._optimizer.state[p][key].untyped_storage().data_ptr()
+                    for p in params}) == 1
+    if "step" in flat._optimizer.state[params[0]]:
+        # The step counters too, each parameter's counting every step.
+        steps = [float(flat._optimizer.state[p]["step"]) for p in params]
+        assert steps == [32.0] * len(params)
     # The gaps between the views stay zero through training.
     from sklears_neural.core.flat import FlatParameters
 

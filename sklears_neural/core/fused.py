@@ -23,7 +23,7 @@ from sklears_neural.core.regularization import (
     current_penalty_share,
 )
 
-__all__ = ["FusedMLPStep", "LOSS_KINDS", "backpropagate_"]
+__all__ = ["FusedMLPStep", "LOSS_KINDS", "PlainLayers", "backpropagate_"]
 
 #: Output losses with a closed-form gradient ``dloss/doutput``.
 LOSS_KINDS = ("softmax_cross_entropy", "logistic_cross_entropy", "squared_error")
@@ -59,32 +59,63 @@ def _activate_(z, activation):
         z.sigmoid_()
 
 
-def _times_derivative(grad, a, activation):
-    """``grad * activation'(z)``, written with the activation's output ``a``.
+def _relu_backward(grad, a):
+    return torch.ops.aten.threshold_backward(grad, a, 0)
 
-    The same fused kernels autograd's backward runs (one pass each, where
-    ``masked_fill_(a <= 0, 0)`` takes two and was 7x slower on a 32-row batch).
+
+def _activation_kernels(activation):
+    """``(activate_, derivative)`` of a layer's activation module, or ``(None, None)``.
+
+    ``activate_(z)`` applies it in place; ``derivative(grad, a)`` is
+    ``grad * activation'(z)`` written with the output ``a``: the fused kernels
+    autograd's backward runs (one pass each, where ``masked_fill_(a <= 0, 0)``
+    takes two and was 7x slower on a 32-row batch).
     """
     if isinstance(activation, nn.ReLU):
-        return torch.ops.aten.threshold_backward(grad, a, 0)
+        return torch.Tensor.relu_, _relu_backward
     if isinstance(activation, nn.Tanh):
-        return torch.ops.aten.tanh_backward(grad, a)
+        return torch.Tensor.tanh_, torch.ops.aten.tanh_backward
     if isinstance(activation, nn.Sigmoid):
-        return torch.ops.aten.sigmoid_backward(grad, a)
-    return grad
+        return torch.Tensor.sigmoid_, torch.ops.aten.sigmoid_backward
+    return None, None
 
 
-def backpropagate_(layers, inputs, grad, grads, *, l2_scale=None):
+class PlainLayers:
+    """A plain MLP's parameters and activation kernels, looked up once.
+
+    What a written-out pass needs per layer, resolved at construction: a
+    32-row step spent a fifth of its time beyond the kernels in type checks
+    and module attribute lookups. The parameters are the module's own
+    ``Parameter`` objects, which stay the same through training (optimizers
+    and :mod:`~sklears_neural.core.flat` change their data, not the objects).
+
+    Parameters
+    ----------
+    layers : list of (nn.Linear, activation module or None)
+        As :func:`_plain_layers` returns them.
+    """
+
+    def __init__(self, layers):
+        self.layers = layers
+        self.weights = [linear.weight for linear, _ in layers]
+        self.biases = [linear.bias for linear, _ in layers]
+        kernels = [_activation_kernels(activation) for _, activation in layers]
+        self.activations = [activate for activate, _ in kernels]
+        self.derivatives = [derivative for _, derivative in kernels]
+        self.widths = [linear.out_features for linear, _ in layers]
+
+
+def backpropagate_(net, inputs, grad, grads, *, l2_scale=None):
     """A plain MLP's backward pass from ``grad`` = dloss/doutput, into ``grads``.
 
-    Fills each layer's ``(weight_grad, bias_grad)`` of ``grads`` and sets
-    them as the parameters' ``.grad``; the kernels autograd's backward runs,
+    Fills each layer's ``(weight_grad, bias_grad)`` of ``grads`` and makes
+    them the parameters' ``.grad``; the kernels autograd's backward runs,
     in its order. Families with a loss of their own (DQN's TD loss) write
     only the loss gradient and call this.
 
     Parameters
     ----------
-    layers : list of (nn.Linear, activation module or None)
+    net : PlainLayers
     inputs : list of torch.Tensor
         Each layer's input: the batch, then the previous layers' outputs.
     grad : torch.Tensor
@@ -94,19 +125,26 @@ def backpropagate_(layers, inputs, grad, grads, *, l2_scale=None):
         Folds an L2 penalty's gradient, ``l2_scale * W``, into each weight
         gradient's product (one ``addmm`` instead of a ``mm`` and an add).
     """
-    for i in range(len(layers) - 1, -1, -1):
-        linear, _ = layers[i]
+    weights, biases, derivatives = net.weights, net.biases, net.derivatives
+    for i in range(len(weights) - 1, -1, -1):
+        weight, bias = weights[i], biases[i]
         weight_grad, bias_grad = grads[i]
         if l2_scale is None:
             torch.mm(grad.t(), inputs[i], out=weight_grad)
         else:
-            torch.addmm(linear.weight, grad.t(), inputs[i], beta=l2_scale, out=weight_grad)
+            torch.addmm(weight, grad.t(), inputs[i], beta=l2_scale, out=weight_grad)
         torch.sum(grad, 0, out=bias_grad)
-        linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
+        # The same tensors every step: set only when they are not there yet.
+        if weight.grad is not weight_grad:
+            weight.grad = weight_grad
+        if bias.grad is not bias_grad:
+            bias.grad = bias_grad
         if i > 0:
             # dloss/d(previous activation), then through its derivative.
-            grad = _times_derivative(torch.mm(grad, linear.weight), inputs[i],
-                                     layers[i - 1][1])
+            grad = torch.mm(grad, weight)
+            derivative = derivatives[i - 1]
+            if derivative is not None:
+                grad = derivative(grad, inputs[i])
 
 
 class FusedMLPStep:
@@ -136,6 +174,7 @@ class FusedMLPStep:
         if loss_kind not in LOSS_KINDS:
             raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {loss_kind!r}.")
         self.layers = layers
+        self._net = PlainLayers(layers)
         self.loss_kind = loss_kind
         self.penalized = penalized
         self.alpha = float(alpha)
@@ -176,23 +215,27 @@ class FusedMLPStep:
     def _activation_buffers(self, rows, like):
         # Sized for the largest batch seen; shorter batches use leading rows.
         if rows > self._rows:
-            self._buffers = [
-                like.new_empty((rows, linear.out_features)) for linear, _ in self.layers
-            ]
+            widths = self._net.widths
+            self._buffers = [like.new_empty((rows, width)) for width in widths]
             self._rows = rows
+        if rows == self._rows:
+            return self._buffers
         return [buffer[:rows] for buffer in self._buffers]
 
     @torch.no_grad()
     def __call__(self, X, y, w=None):
         """Fill the gradients for batch ``(X, y, w)``; return its loss (0-d)."""
+        net = self._net
         outputs = self._activation_buffers(X.shape[0], X)
-        inputs = [X, *outputs[:-1]]
-        for (linear, activation), a, z in zip(self.layers, inputs, outputs):
-            torch.addmm(linear.bias, a, linear.weight.t(), out=z)
-            _activate_(z, activation)
+        a = X
+        for weight, bias, activate_, z in zip(net.weights, net.biases, net.activations,
+                                              outputs):
+            torch.addmm(bias, a, weight.t(), out=z)
+            if activate_ is not None:
+                activate_(z)
+            a = z
 
-        logits = outputs[-1]
-        loss, grad = self._loss_and_gradient(logits, y, w)
+        loss, grad = self._loss_and_gradient(a, y, w)
         penalized = self.alpha and self.penalized
         # The folded scale must be a number: a weighted batch's w.sum() is
         # read back only on the CPU, where that costs nothing. Weighted and
@@ -206,7 +249,7 @@ class FusedMLPStep:
             # A data-parallel rank's share of the penalty (see regularization).
             alpha = self.alpha * current_penalty_share()
 
-        backpropagate_(self.layers, inputs, grad, self._grads,
+        backpropagate_(net, [X, *outputs[:-1]], grad, self._grads,
                        l2_scale=alpha / denominator if fold else None)
 
         if penalized:
@@ -229,7 +272,11 @@ class FusedMLPStep:
         n = logits.shape[0]
         if self.loss_kind == "softmax_cross_entropy":
             log_p = torch.log_softmax(logits, dim=1)
-            per_sample = F.nll_loss(log_p, y, reduction="none")
+            if w is None:
+                # The mean in the same kernel, as autograd's cross_entropy.
+                loss = F.nll_loss(log_p, y)
+            else:
+                per_sample = F.nll_loss(log_p, y, reduction="none")
             # softmax - one_hot(y), written over log_p.
             grad = log_p.exp_().scatter_add_(1, y[:, None], self._minus_ones(n, logits))
         elif self.loss_kind == "logistic_cross_entropy":
@@ -241,6 +288,8 @@ class FusedMLPStep:
             grad = logits - y
             per_sample = 0.5 * grad.square().sum(dim=1)
         if w is None:
-            return per_sample.mean(), grad.div_(n)
+            if self.loss_kind != "softmax_cross_entropy":
+                loss = per_sample.mean()
+            return loss, grad.div_(n)
         total = w.sum()
         return (per_sample * w).sum() / total, grad.mul_((w / total)[:, None])

@@ -122,8 +122,8 @@ class Trainer:
         Loss scaling for float16 autocast: steps whose gradients overflow
         are skipped and counted in ``history[-1]["skipped_steps"]``.
     train_step : callable or None, default=None
-        ``train_step(X, y, sample_weight) -> loss`` that fills the
-        parameters' ``.grad`` itself (see :mod:`~sklears_neural.core.fused`),
+        ``train_step(X, y, sample_weight) -> loss`` that writes every
+        parameter's ``.grad`` itself (see :mod:`~sklears_neural.core.fused`),
         used instead of ``objective`` + ``backward`` where given. Not with
         autocast or a grad scaler.
     augment : callable or None, default=None
@@ -479,13 +479,15 @@ class Trainer:
         """Augment, gradients, step on one batch: ``(loss, skipped)``."""
         if self.augment is not None:
             X = self.augment(X, self.generator)
+        if self.train_step is not None:
+            # It writes every parameter's gradient, into the same tensors
+            # each step: nothing to reset.
+            loss = self.train_step(X, y, w)
+            return loss, self._clip_and_step()
         # optimizer.zero_grad(set_to_none=True) without its profiler record
         # and hooks, which cost a small batch's step 3%.
         for p in self._params:
             p.grad = None
-        if self.train_step is not None:
-            loss = self.train_step(X, y, w)
-            return loss, self._clip_and_step()
         loss = self._forward_loss(X, y, w)
         return loss, self._backward_and_step(loss)
 

@@ -26,7 +26,12 @@ the ``for_module`` constructors and takes the autograd path.
 import torch
 from torch.nn import functional as F
 
-from sklears_neural.core.fused import _activate_, _plain_layers, backpropagate_
+from sklears_neural.core.fused import (
+    PlainLayers,
+    _activate_,
+    _plain_layers,
+    backpropagate_,
+)
 
 __all__ = ["GreedyActor", "PlainForward", "TDStep"]
 
@@ -149,6 +154,7 @@ class TDStep:
         self.layers = layers
         self.target_layers = target_layers
         self.double_q = bool(double_q)
+        self._net = PlainLayers(layers)
         self._plan = _transposed(layers)
         self._target_plan = _transposed(target_layers)
         self._online = _Buffers(layers)
@@ -224,5 +230,5 @@ class TDStep:
             scale = scale.mul(weights)
         grad_q = errors.clamp(-1.0, 1.0).mul_(scale)
         grad = torch.zeros_like(q_all).scatter_(1, index, grad_q.unsqueeze(1))
-        backpropagate_(self.layers, inputs, grad, self._grads)
+        backpropagate_(self._net, inputs, grad, self._grads)
         return loss, errors
