@@ -67,7 +67,8 @@ def main():
                  "accuracy only": tuple(subnets["hidden_layer_sizes"][by_accuracy])}
         for label, sizes in picks.items():
             for n in [0, *args.fine_tune]:
-                est = ofa.extract(hidden_layer_sizes=sizes, fine_tune=n)
+                est = ofa.extract(hidden_layer_sizes=sizes, fine_tune=n,
+                                  X=X_train, y=y_train)
                 name = f"{label}, " + (f"fine_tune={n}" if n else "not retrained")
                 put(name, seed, est.score(X_test, y_test))
         print(f"split {seed}: {ofa.fit_time_:.1f} s, ranked {picks['ranked']}, "

@@ -426,7 +426,7 @@ def test_ofa_subnets_learned_and_extraction_is_usable(ofa):
 def test_ofa_fine_tune_continues_the_extracted_subnet_with_its_own_fit(ofa):
     X_train, y_train = X_DIGITS[:600], Y_DIGITS[:600]
     plain = ofa.extract(max_params=1000)
-    tuned = ofa.extract(max_params=1000, fine_tune=3)
+    tuned = ofa.extract(max_params=1000, fine_tune=3, X=X_train, y=y_train)
     # Same subnet, now trained 3 more epochs on all 600 rows (the 120
     # validation rows included) by the estimator's own warm-started fit.
     assert tuned.hidden_layer_sizes == plain.hidden_layer_sizes
@@ -444,6 +444,9 @@ def test_ofa_fine_tune_continues_the_extracted_subnet_with_its_own_fit(ofa):
         ofa.extract(fine_tune=-1)
     with pytest.raises(ValueError, match="fine_tune must be an int >= 0"):
         ofa.extract(fine_tune=2.5)
+    # The searcher keeps no copy of the training data: fine-tuning asks for it.
+    with pytest.raises(ValueError, match="pass the training data"):
+        ofa.extract(fine_tune=3)
     records = ofa.accuracy_vs_size(X_train, y_train, X_DIGITS[1200:], Y_DIGITS[1200:],
                                    hidden_layer_sizes=[(8,)], fine_tune=3)
     assert records["fine_tuned_score"][0] > 0.4
@@ -789,7 +792,8 @@ def test_ofa_fine_tuned_matches_the_default_mlp_on_digits(default_scores):
         extracted.append(ofa.score(X_test, y_test))
         # The same subnet, then the estimator's own fit, warm-started, on
         # all of the training part (it stops after 32-82 epochs).
-        tuned.append(ofa.extract(fine_tune=200).score(X_test, y_test))
+        tuned.append(ofa.extract(fine_tune=200, X=X_train, y=y_train).score(
+            X_test, y_test))
         print(seed, ofa.best_estimator_.hidden_layer_sizes, default[-1], extracted[-1],
               tuned[-1])
     default, extracted, tuned = map(np.array, (default, extracted, tuned))

@@ -236,9 +236,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         net = space.new_supernet(seed)
         largest = space.largest()
         self._task, self._template, self._space = task, template, space
-        # Fine-tuning continues extracted subnets on the data as given (the
-        # estimator validates it again).
-        self._fit_data, self._n_valid = (X, y), len(valid)
+        self._n_valid = len(valid)
         self.history_ = []
         teacher = None
         for stage, choices in enumerate(_stages(depths, widths, kernels)):
@@ -296,8 +294,10 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
             "valid_loss": np.array(losses),
         }
         best = self._ranking(np.arange(len(self._archs)))[0]
+        # Fine-tuning continues on the data as given (the estimator
+        # validates it again).
         self.best_estimator_ = self._fine_tuned(
-            space.extract(net, self._archs[best]), self.fine_tune, *self._fit_data)
+            space.extract(net, self._archs[best]), self.fine_tune, X, y)
         self.n_features_in_ = task.shell.n_features_in_
         self.fit_time_ = time.perf_counter() - start
         return self
@@ -305,7 +305,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
     # -- extraction ---------------------------------------------------------
 
     def extract(self, max_params=None, max_latency=None, *, hidden_layer_sizes=None,
-                layers=None, fine_tune=0):
+                layers=None, fine_tune=0, X=None, y=None):
         """A fitted estimator: the best subnet within the budget, not retrained.
 
         The subnets within ``max_params`` are ranked as for
@@ -331,8 +331,9 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         fine_tune : int, default=0
             0: the supernet's slice as it is (``n_iter_ == 0``). Otherwise
             at most this many epochs of the estimator's own ``fit``
-            (``warm_start=True``, ``max_iter=fine_tune``) on all the data
-            :meth:`fit` saw, the validation part included; the
+            (``warm_start=True``, ``max_iter=fine_tune``) on ``X, y``
+            (pass the data :meth:`fit` saw: the validation part is then
+            trained on too; the searcher keeps no copy of it); the
             estimator's stopping rule may end it sooner (``n_iter_`` says
             how many ran), and its ``warm_start`` and ``max_iter`` are
             set back afterwards. Digits (doc/nas.md): 10 epochs take the
@@ -351,6 +352,11 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                 f"fine_tune must be an int >= 0 (epochs; 0: not retrained), got "
                 f"{fine_tune!r}."
             )
+        if fine_tune and (X is None or y is None):
+            raise ValueError(
+                f"fine_tune={fine_tune} continues training the subnet: pass the "
+                "training data, extract(..., fine_tune=n, X=X_train, y=y_train)."
+            )
         space = self._space
         given = hidden_layer_sizes if space.key == "hidden_layer_sizes" else layers
         other = layers if space.key == "hidden_layer_sizes" else hidden_layer_sizes
@@ -364,7 +370,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
         if given is not None:
             arch = space.parse(given, type(self).__name__)
             return self._fine_tuned(space.extract(self.supernet_, arch), fine_tune,
-                                    *self._fit_data)
+                                    X, y)
         subnets = self.subnets_
         rows = np.arange(len(self._archs))
         if max_params is not None:
@@ -382,7 +388,7 @@ class OnceForAllNetwork(MetaEstimatorMixin, BaseEstimator):
                 latency = _latency_ms(est, self._task.X[:64].numpy())
                 fastest = min(fastest, latency)
             if max_latency is None or latency <= max_latency:
-                return self._fine_tuned(est, fine_tune, *self._fit_data)
+                return self._fine_tuned(est, fine_tune, X, y)
         raise ValueError(
             f"No subnet within the budget predicts 64 rows in max_latency={max_latency} ms "
             f"on this machine; the fastest took {fastest:.3f} ms. Raise max_latency."
