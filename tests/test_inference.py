@@ -227,6 +227,33 @@ def test_a_model_the_plan_cannot_translate_runs_large_batches_in_torch_chunks(mo
 
 
 
+def test_large_cpu_batches_run_in_chunks_whose_activations_fit_in_cache(monkeypatch):
+    """The widest layer's activations of a chunk stay within CACHE_CHUNK_BYTES
+    per thread; the outputs are the single pass's within float32 rounding."""
+    clf = _quiet_fit(MLPClassifier((256, 128), max_iter=2, random_state=0),
+                     X_digits, y_digits)
+    X = np.resize(X_digits, (10_000, 64)).astype(np.float32)
+    chunks, real_tensor = [], inference._tensor
+    monkeypatch.setattr(inference, "_tensor", lambda part, *args: (
+        chunks.append(part.shape[0]) or real_tensor(part, *args)))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        out = clf._raw_outputs(X)
+    finally:
+        torch.set_num_threads(threads)
+    # 1 MiB of float32 rows 256 wide: 1,024 rows per chunk on one thread.
+    assert chunks == [1024] * 9 + [784]
+    with torch.no_grad():
+        expected = clf.module_(torch.from_numpy(X)).double().numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # Never below 256 rows, and at most PREDICT_CHUNK.
+    monkeypatch.setattr(inference, "CACHE_CHUNK_BYTES", 1)
+    chunks.clear()
+    clf._raw_outputs(X[:600])
+    assert chunks == [256, 256, 88]
+
+
 def test_small_batches_are_float64_and_large_ones_the_module_dtype():
     reg = _quiet_fit(
         MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=5, random_state=0),

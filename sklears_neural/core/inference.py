@@ -14,7 +14,8 @@ plan
     instead of a pass through ``nn.Module`` dispatch.
 torch
     Everything else: the module itself, in its own dtype, under
-    ``torch.inference_mode``, in chunks of :data:`PREDICT_CHUNK` rows. On
+    ``torch.inference_mode``, in chunks (on the CPU, sized so that the
+    activations stay in cache: :data:`CACHE_CHUNK_BYTES`). On
     the CPU, a module without a plan (another family's, or an MLP holding a
     layer the plan does not know) runs batches of at most
     ``plan.PLAN_MIN_ROWS`` rows through ``torch.func.functional_call`` with
@@ -107,10 +108,14 @@ __all__ = [
 BACKENDS = ("torch", "onnxruntime")
 
 #: Rows per forward pass of the torch and onnxruntime paths: bounds memory.
-#: Not smaller: chunks that keep activations in cache gained 4% at 10,000
-#: rows with one thread, but each chunk is another parallel region, and with
-#: two threads on a loaded machine they made it 3x slower (doc/inference.md).
 PREDICT_CHUNK = 65536
+
+#: Bytes of the widest activation per chunk and thread on the CPU's torch
+#: path: chunks whose activations stay in a core's cache. At 10,000 rows of
+#: the benchmark's MLP (widest layer 256, float32, so 1,024 rows a thread)
+#: they took the forward pass from 1.0x to 0.73x the single pass with one
+#: thread and 0.82x with two (doc/inference.md).
+CACHE_CHUNK_BYTES = 1 << 20
 
 _FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -338,6 +343,13 @@ class _Entry:
             for m in modules
             if isinstance(m, torch.nn.Linear)
         )
+        # The widest layer a row passes through, where the layers say
+        # (nn.Linear; 0 for other modules): sizes the CPU's chunks.
+        self.widest = max(
+            (max(m.in_features, m.out_features) for m in modules
+             if isinstance(m, torch.nn.Linear)),
+            default=0,
+        )
         self.state64 = None
         self._module64 = None
         self.session = None
@@ -500,11 +512,11 @@ def _evaluating(entry):
 def _forward_in_chunks(module, entry, X, dtype, forward):
     """``forward`` over ``X`` in chunks, in evaluation mode, as float64 NumPy.
 
-    Dense chunks of :data:`PREDICT_CHUNK` rows; sparse ``X`` as
+    Dense chunks as :func:`_dense_chunk_rows` says; sparse ``X`` as
     :func:`_sparse_chunking` says. ``forward`` takes a chunk as a tensor of
     ``dtype`` on the module's device.
     """
-    step, keep_sparse = PREDICT_CHUNK, False
+    step, keep_sparse = _dense_chunk_rows(entry, dtype), False
     chunks = []
     with _evaluating(entry), torch.inference_mode():
         if type(X) is not np.ndarray and sp.issparse(X):
@@ -515,6 +527,21 @@ def _forward_in_chunks(module, entry, X, dtype, forward):
                 out = out.double()
             chunks.append((out if entry.on_cpu else out.cpu()).numpy())
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def _dense_chunk_rows(entry, dtype):
+    """Rows per chunk of a dense forward pass.
+
+    On the CPU, for modules whose widest layer is known, as many rows as keep
+    that layer's activations within :data:`CACHE_CHUNK_BYTES` per thread
+    (torch splits a product's rows among its threads); else
+    :data:`PREDICT_CHUNK`.
+    """
+    if not entry.on_cpu or not entry.widest:
+        return PREDICT_CHUNK
+    per_row = entry.widest * dtype.itemsize
+    rows = CACHE_CHUNK_BYTES * torch.get_num_threads() // per_row
+    return int(min(PREDICT_CHUNK, max(256, rows)))
 
 
 def _torch_outputs(module, entry, X):
