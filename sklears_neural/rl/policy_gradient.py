@@ -51,6 +51,17 @@ class ActorCriticNetwork(nn.Module):
         deviation (``log_std``, one per action component).
     log_std_init : float, default=0.0
 
+    Notes
+    -----
+    :meth:`reset_parameters` draws the weights as the reference A2C and
+    PPO code does (OpenAI Baselines, Stable-Baselines3): orthogonal
+    matrices (Saxe et al., 2013) with gain :math:`\\sqrt 2` in the hidden
+    layers, 0.01 in the policy's output layer and 1 in the value's, and
+    zero biases. The small policy head starts the policy near uniform (or
+    a Gaussian's mean near 0), whatever the observation, so early updates
+    are not spent undoing an arbitrary preference (Andrychowicz et al.,
+    2021, "What matters in on-policy reinforcement learning?").
+
     Shapes
     ------
     - input: ``(batch, n_inputs)``
@@ -68,10 +79,21 @@ class ActorCriticNetwork(nn.Module):
         if self.continuous:
             self.log_std = nn.Parameter(torch.full((int(n_actions),), float(log_std_init)))
 
+    #: Gains of the orthogonal output layers (see Notes).
+    POLICY_HEAD_GAIN = 0.01
+    VALUE_HEAD_GAIN = 1.0
+
+    @torch.no_grad()
     def reset_parameters(self, generator=None):
-        """Draw both MLPs' weights from ``generator``; ``log_std`` keeps its start."""
-        self.policy.reset_parameters(generator=generator)
-        self.value.reset_parameters(generator=generator)
+        """Draw both MLPs' weights from ``generator`` (see Notes), layer by
+        layer, the policy's first; ``log_std`` keeps its start."""
+        for mlp, head_gain in ((self.policy, self.POLICY_HEAD_GAIN),
+                               (self.value, self.VALUE_HEAD_GAIN)):
+            linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+            for i, linear in enumerate(linears):
+                gain = head_gain if i == len(linears) - 1 else math.sqrt(2)
+                nn.init.orthogonal_(linear.weight, gain=gain, generator=generator)
+                linear.bias.zero_()
 
     def forward(self, x):
         return self.policy(x), self.value(x).squeeze(-1)
@@ -310,8 +332,12 @@ class ActorCriticAgent(_PolicyGradientAgent):
         Environments stepped together (gymnasium's ``SyncVectorEnv``).
     n_steps : int, default=8
         Steps of each environment per update.
-    gae_lambda : float, default=0.95
-        GAE's lambda: 1 gives Monte-Carlo advantages, 0 one-step TD errors.
+    gae_lambda : float, default=1.0
+        GAE's lambda: 1 gives the ``n_steps``-step returns of the original
+        A2C (Mnih et al., 2016), bootstrapped from the value after the
+        rollout, 0 one-step TD errors. The rollout is short, so the bootstrap
+        already bounds the variance; lambda < 1 cuts it further at the price
+        of the critic's bias (0.95 suits PPO's rollouts of thousands of steps).
     ent_coef : float, default=0.0
         Weight of the policy's entropy bonus (exploration).
     vf_coef : float, default=0.5
@@ -341,6 +367,8 @@ class ActorCriticAgent(_PolicyGradientAgent):
     Attributes
     ----------
     module_ : ActorCriticNetwork
+        Orthogonally initialized, the policy starting near uniform (see
+        its Notes).
     history_ : History
         One record per finished episode (of any environment):
         ``episode_return``, ``episode_length``, ``timesteps`` and the mean
@@ -377,7 +405,7 @@ class ActorCriticAgent(_PolicyGradientAgent):
         total_timesteps=100_000,
         n_envs=8,
         n_steps=8,
-        gae_lambda=0.95,
+        gae_lambda=1.0,
         ent_coef=0.0,
         vf_coef=0.5,
         normalize_advantage=False,
