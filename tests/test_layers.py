@@ -703,8 +703,8 @@ def test_gathered_epochs_train_exactly_as_indexed_batches(family, monkeypatch):
     calls = []
     original = data_module.RowGather.gathered
 
-    def counted(self, order):
-        calls.append(original(self, order))
+    def counted(self, order, batch_size=None):
+        calls.append(original(self, order, batch_size))
         return calls[-1]
 
     monkeypatch.setattr(data_module.RowGather, "gathered", counted)

@@ -170,6 +170,10 @@ class FusedMLPStep:
         The penalty, divided by the batch weight as in the objective.
     """
 
+    #: Every parameter's gradient is written whole, into the same tensors
+    #: each step: the trainer need not reset them before the step.
+    overwrites_gradients = True
+
     def __init__(self, layers, loss_kind, penalized, alpha, l1_ratio):
         if loss_kind not in LOSS_KINDS:
             raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {loss_kind!r}.")

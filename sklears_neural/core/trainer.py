@@ -122,8 +122,10 @@ class Trainer:
         Loss scaling for float16 autocast: steps whose gradients overflow
         are skipped and counted in ``history[-1]["skipped_steps"]``.
     train_step : callable or None, default=None
-        ``train_step(X, y, sample_weight) -> loss`` that writes every
-        parameter's ``.grad`` itself (see :mod:`~sklears_neural.core.fused`),
+        ``train_step(X, y, sample_weight) -> loss`` that fills the
+        parameters' ``.grad`` itself (see :mod:`~sklears_neural.core.fused`;
+        they are reset before it, unless its ``overwrites_gradients`` is
+        true),
         used instead of ``objective`` + ``backward`` where given. Not with
         autocast or a grad scaler.
     augment : callable or None, default=None
@@ -191,6 +193,7 @@ class Trainer:
         if train_step is not None and (autocast_dtype is not None or grad_scaler is not None):
             raise ValueError("train_step computes its own gradients: not with autocast.")
         self.train_step = train_step
+        self._reset_gradients = not getattr(train_step, "overwrites_gradients", False)
         self.augment = augment
         self.stop_on_divergence = stop_on_divergence
         self.distributed = distributed
@@ -479,15 +482,15 @@ class Trainer:
         """Augment, gradients, step on one batch: ``(loss, skipped)``."""
         if self.augment is not None:
             X = self.augment(X, self.generator)
+        # optimizer.zero_grad(set_to_none=True) without its profiler record
+        # and hooks, which cost a small batch's step 3%; not for a step that
+        # overwrites every gradient itself (FusedMLPStep).
+        if self._reset_gradients:
+            for p in self._params:
+                p.grad = None
         if self.train_step is not None:
-            # It writes every parameter's gradient, into the same tensors
-            # each step: nothing to reset.
             loss = self.train_step(X, y, w)
             return loss, self._clip_and_step()
-        # optimizer.zero_grad(set_to_none=True) without its profiler record
-        # and hooks, which cost a small batch's step 3%.
-        for p in self._params:
-            p.grad = None
         loss = self._forward_loss(X, y, w)
         return loss, self._backward_and_step(loss)
 
