@@ -290,8 +290,10 @@ def render_markdown(results, epochs, seconds, machine):
         "`dataloader` is PyG's `DataLoader(shuffle=True)` with `torch.optim.Adam()`, "
         "`pre-collated` collates its batches once before training and uses the fused "
         "Adam kernel the estimator uses (`benchmarks/bench_gnn.py` says more). The "
-        "estimator also pre-collates, once per fit, and gathers each batch of graphs "
-        "with vectorized index arithmetic (a new shuffle of graphs every epoch).",
+        "estimator also pre-collates, once per fit; each epoch it gathers its graphs "
+        "in a new shuffled order once, with vectorized index arithmetic (node and "
+        "graph ids counted from each batch's start), and each batch is then views "
+        "of that gather.",
         "",
         "| model | level | graphs or nodes | ours (ms/epoch) | dataloader (ms/epoch) "
         "| pre-collated (ms/epoch) | ours / dataloader | ours / pre-collated |",
