@@ -23,7 +23,13 @@ from sklears_neural.core.regularization import (
     current_penalty_share,
 )
 
-__all__ = ["FusedMLPStep", "LOSS_KINDS", "PlainLayers", "backpropagate_"]
+__all__ = [
+    "ActivationBuffers",
+    "FusedMLPStep",
+    "LOSS_KINDS",
+    "PlainLayers",
+    "backpropagate_",
+]
 
 #: Output losses with a closed-form gradient ``dloss/doutput``.
 LOSS_KINDS = ("softmax_cross_entropy", "logistic_cross_entropy", "squared_error")
@@ -48,15 +54,6 @@ def _plain_layers(module):
     if not pairs or pairs[-1][1] is not None:
         return None  # the output layer is a bare Linear
     return [tuple(pair) for pair in pairs]
-
-
-def _activate_(z, activation):
-    if isinstance(activation, nn.ReLU):
-        z.relu_()
-    elif isinstance(activation, nn.Tanh):
-        z.tanh_()
-    elif isinstance(activation, nn.Sigmoid):
-        z.sigmoid_()
 
 
 def _relu_backward(grad, a):
@@ -86,8 +83,12 @@ class PlainLayers:
     What a written-out pass needs per layer, resolved at construction: a
     32-row step spent a fifth of its time beyond the kernels in type checks
     and module attribute lookups. The parameters are the module's own
-    ``Parameter`` objects, which stay the same through training (optimizers
-    and :mod:`~sklears_neural.core.flat` change their data, not the objects).
+    ``Parameter`` objects, which stay the same through training, and the
+    forward pass reads views of the weights transposed once (a DQN fit, a
+    forward per environment step, was 6% slower transposing at each call).
+    Those views follow in-place updates (optimizer steps, restores) but not
+    a swap of a parameter's data, which :mod:`~sklears_neural.core.flat`
+    makes when it lays the parameters out: build it after that.
 
     Parameters
     ----------
@@ -98,11 +99,62 @@ class PlainLayers:
     def __init__(self, layers):
         self.layers = layers
         self.weights = [linear.weight for linear, _ in layers]
+        with torch.no_grad():
+            self.transposed = [weight.t() for weight in self.weights]
         self.biases = [linear.bias for linear, _ in layers]
         kernels = [_activation_kernels(activation) for _, activation in layers]
         self.activations = [activate for activate, _ in kernels]
         self.derivatives = [derivative for _, derivative in kernels]
         self.widths = [linear.out_features for linear, _ in layers]
+
+    def forward_into(self, x, outputs):
+        """The layers on ``x``, each output into its buffer of ``outputs``.
+
+        Returns the last output. ``nn.Linear``'s kernel (``addmm``), then
+        the activation in place: the same numbers as the module's forward.
+        """
+        for weight_t, bias, activate_, z in zip(self.transposed, self.biases,
+                                                self.activations, outputs):
+            torch.addmm(bias, x, weight_t, out=z)
+            if activate_ is not None:
+                activate_(z)
+            x = z
+        return x
+
+    def forward(self, x):
+        """The layers on ``x``, into new tensors (callers that keep them)."""
+        for weight_t, bias, activate_ in zip(self.transposed, self.biases,
+                                             self.activations):
+            x = torch.addmm(bias, x, weight_t)
+            if activate_ is not None:
+                activate_(x)
+        return x
+
+
+class ActivationBuffers:
+    """Each layer's output buffer, grown to the largest batch seen.
+
+    A shorter batch gets views of the leading rows.
+
+    Parameters
+    ----------
+    widths : list of int
+        The layers' output widths (:attr:`PlainLayers.widths`).
+    """
+
+    def __init__(self, widths):
+        self.widths = widths
+        self.rows = 0
+        self.buffers = []
+
+    def get(self, rows, like):
+        """Buffers of ``rows`` rows, of ``like``'s dtype and device."""
+        if rows > self.rows:
+            self.buffers = [like.new_empty((rows, width)) for width in self.widths]
+            self.rows = rows
+        if rows == self.rows:
+            return self.buffers
+        return [buffer[:rows] for buffer in self.buffers]
 
 
 def backpropagate_(net, inputs, grad, grads, *, l2_scale=None):
@@ -183,8 +235,7 @@ class FusedMLPStep:
         self.penalized = penalized
         self.alpha = float(alpha)
         self.l1_ratio = float(l1_ratio)
-        self._rows = 0
-        self._buffers = []
+        self._outputs = ActivationBuffers(self._net.widths)
         self._minus_one = torch.empty(0, 1)
         # A pure L2 penalty on exactly the layers' weights: its gradient,
         # alpha * W / n, is folded into each weight-gradient product (one
@@ -203,8 +254,10 @@ class FusedMLPStep:
         """Write the gradients into ``views`` (``{parameter: tensor}``) from now on.
 
         The trainer passes the views of its flat gradient buffer (see
-        :mod:`~sklears_neural.core.flat`).
+        :mod:`~sklears_neural.core.flat`), once it has laid the parameters
+        out there: the layers' transposed weights are taken again.
         """
+        self._net = PlainLayers(self.layers)
         self._grads = [(views[linear.weight], views[linear.bias])
                        for linear, _ in self.layers]
 
@@ -216,30 +269,12 @@ class FusedMLPStep:
             return None
         return cls(layers, loss_kind, list(penalized), alpha, l1_ratio)
 
-    def _activation_buffers(self, rows, like):
-        # Sized for the largest batch seen; shorter batches use leading rows.
-        if rows > self._rows:
-            widths = self._net.widths
-            self._buffers = [like.new_empty((rows, width)) for width in widths]
-            self._rows = rows
-        if rows == self._rows:
-            return self._buffers
-        return [buffer[:rows] for buffer in self._buffers]
-
     @torch.no_grad()
     def __call__(self, X, y, w=None):
         """Fill the gradients for batch ``(X, y, w)``; return its loss (0-d)."""
-        net = self._net
-        outputs = self._activation_buffers(X.shape[0], X)
-        a = X
-        for weight, bias, activate_, z in zip(net.weights, net.biases, net.activations,
-                                              outputs):
-            torch.addmm(bias, a, weight.t(), out=z)
-            if activate_ is not None:
-                activate_(z)
-            a = z
-
-        loss, grad = self._loss_and_gradient(a, y, w)
+        outputs = self._outputs.get(X.shape[0], X)
+        logits = self._net.forward_into(X, outputs)
+        loss, grad = self._loss_and_gradient(logits, y, w)
         penalized = self.alpha and self.penalized
         # The folded scale must be a number: a weighted batch's w.sum() is
         # read back only on the CPU, where that costs nothing. Weighted and
@@ -253,7 +288,7 @@ class FusedMLPStep:
             # A data-parallel rank's share of the penalty (see regularization).
             alpha = self.alpha * current_penalty_share()
 
-        backpropagate_(net, [X, *outputs[:-1]], grad, self._grads,
+        backpropagate_(self._net, [X, *outputs[:-1]], grad, self._grads,
                        l2_scale=alpha / denominator if fold else None)
 
         if penalized:

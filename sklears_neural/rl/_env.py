@@ -22,6 +22,7 @@ __all__ = [
     "EnvSpaces",
     "describe_spaces",
     "import_gymnasium",
+    "import_pettingzoo",
     "make_env",
     "make_vector_env",
     "unwrap_env_argument",
@@ -40,6 +41,20 @@ def import_gymnasium():
             f"installed: {_INSTALL_HINT}."
         ) from exc
     return gymnasium
+
+
+def import_pettingzoo(user="the multi-agent trainer"):
+    """The ``pettingzoo`` module, or an ImportError that says which extra to install.
+
+    ``user`` names what needs it, in the message.
+    """
+    try:
+        import pettingzoo
+    except ImportError as exc:
+        raise ImportError(
+            f"PettingZoo is required by {user} and is not installed: {_INSTALL_HINT}."
+        ) from exc
+    return pettingzoo
 
 
 def unwrap_env_argument(env):

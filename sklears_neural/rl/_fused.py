@@ -16,6 +16,11 @@ the same kernels directly into buffers kept from call to call:
   in the parameters' ``.grad``, through the core's written-out backward
   pass (:func:`~sklears_neural.core.fused.backpropagate_`).
 
+The forward passes and buffers are the core's
+(:class:`~sklears_neural.core.fused.PlainLayers`,
+:class:`~sklears_neural.core.fused.ActivationBuffers`), as the MLP's fused
+training step uses them.
+
 Both run the kernels ``nn.Linear`` and autograd run (``addmm``, ``mm``,
 ``threshold_backward``, ...) in the same order, so a fit gives the same
 weights and returns as one through the modules and autograd (the tests
@@ -27,8 +32,8 @@ import torch
 from torch.nn import functional as F
 
 from sklears_neural.core.fused import (
+    ActivationBuffers,
     PlainLayers,
-    _activate_,
     _plain_layers,
     backpropagate_,
 )
@@ -36,101 +41,61 @@ from sklears_neural.core.fused import (
 __all__ = ["GreedyActor", "PlainForward", "TDStep"]
 
 
-def _cpu_layers(module):
+def _cpu_net(module):
+    """``module``'s :class:`~sklears_neural.core.fused.PlainLayers` for a plain
+    MLP on the CPU, else None."""
     layers = _plain_layers(module)
     if layers is None or any(lin.weight.device.type != "cpu" for lin, _ in layers):
         return None
-    return layers
+    return PlainLayers(layers)
 
 
-def _transposed(layers):
-    """``[(weight.t(), bias, activation), ...]``: views, which follow the
-    in-place updates of the optimizer and of weight restores."""
-    with torch.no_grad():
-        return [(linear.weight.t(), linear.bias, activation)
-                for linear, activation in layers]
+class _OnPlainMLP:
+    """Built from a plain MLP on the CPU (:meth:`for_module`), or not at all."""
+
+    def __init__(self, net):
+        self._net = net
+
+    @classmethod
+    def for_module(cls, module):
+        """One for ``module``, or None where it must be called as a module."""
+        net = _cpu_net(module)
+        return None if net is None else cls(net)
 
 
-def _forward_into(plan, x, outputs):
-    """Run a :func:`_transposed` plan on ``x`` into ``outputs`` (a buffer a
-    layer); returns the last."""
-    for (weight_t, bias, activation), z in zip(plan, outputs):
-        torch.addmm(bias, x, weight_t, out=z)
-        _activate_(z, activation)
-        x = z
-    return x
-
-
-class _Buffers:
-    """Per-layer output buffers, grown to the largest batch seen."""
-
-    def __init__(self, layers):
-        self.layers = layers
-        self.rows = 0
-        self.buffers = []
-
-    def get(self, rows, like):
-        if rows > self.rows:
-            self.buffers = [like.new_empty((rows, linear.out_features))
-                            for linear, _ in self.layers]
-            self.rows = rows
-        if rows == self.rows:
-            return self.buffers
-        return [b[:rows] for b in self.buffers]
-
-
-class GreedyActor:
+class GreedyActor(_OnPlainMLP):
     """Greedy actions of a plain MLP Q-network, without ``nn.Module`` calls.
 
     Parameters
     ----------
-    layers : list of (nn.Linear, activation module or None)
+    net : PlainLayers
     """
 
-    def __init__(self, layers):
-        self.layers = layers
-        self._plan = _transposed(layers)
-        self._buffers = _Buffers(layers)
-
-    @classmethod
-    def for_module(cls, module):
-        """An actor for ``module``, or None where it must be called as a module."""
-        layers = _cpu_layers(module)
-        return None if layers is None else cls(layers)
+    def __init__(self, net):
+        super().__init__(net)
+        self._outputs = ActivationBuffers(net.widths)
 
     @torch.no_grad()
     def __call__(self, features):
         """``argmax_a Q(s, a)`` of float32 ``features`` (n, n_inputs), an ndarray."""
         x = torch.from_numpy(features)
-        q = _forward_into(self._plan, x, self._buffers.get(len(features), x))
+        q = self._net.forward_into(x, self._outputs.get(len(features), x))
         return q.argmax(dim=1).numpy()
 
 
-class PlainForward:
+class PlainForward(_OnPlainMLP):
     """``module(x)`` of a plain MLP as direct kernel calls, without autograd.
 
     Each call returns new tensors (a rollout keeps them).
 
     Parameters
     ----------
-    layers : list of (nn.Linear, activation module or None)
+    net : PlainLayers
     """
-
-    def __init__(self, layers):
-        self._plan = _transposed(layers)
-
-    @classmethod
-    def for_module(cls, module):
-        """A forward for ``module``, or None where it must be called as a module."""
-        layers = _cpu_layers(module)
-        return None if layers is None else cls(layers)
 
     @torch.no_grad()
     def __call__(self, x):
-        for weight_t, bias, activation in self._plan:
-            x = torch.addmm(bias, x, weight_t)
-            _activate_(x, activation)
-        return x
+        return self._net.forward(x)
 
 
 class TDStep:
@@ -145,23 +110,20 @@ class TDStep:
 
     Parameters
     ----------
-    layers, target_layers : list of (nn.Linear, activation module or None)
+    net, target_net : PlainLayers
         The online network's and the target network's.
     double_q : bool
     """
 
-    def __init__(self, layers, target_layers, double_q):
-        self.layers = layers
-        self.target_layers = target_layers
+    def __init__(self, net, target_net, double_q):
+        self._net = net
+        self._target_net = target_net
         self.double_q = bool(double_q)
-        self._net = PlainLayers(layers)
-        self._plan = _transposed(layers)
-        self._target_plan = _transposed(target_layers)
-        self._online = _Buffers(layers)
+        self._online = ActivationBuffers(net.widths)
+        self._target = ActivationBuffers(target_net.widths)
         self._scales = {}
-        self._target = _Buffers(target_layers)
-        self._grads = [(torch.empty_like(linear.weight), torch.empty_like(linear.bias))
-                       for linear, _ in layers]
+        self._grads = [(torch.empty_like(weight), torch.empty_like(bias))
+                       for weight, bias in zip(net.weights, net.biases)]
 
     def _scale(self, n, dtype):
         """``1 / n`` as a 0-d tensor, computed as autograd's mean backward does."""
@@ -173,10 +135,10 @@ class TDStep:
     @classmethod
     def for_modules(cls, module, target, double_q):
         """A step for ``module`` and its ``target``, or None where autograd must run."""
-        layers, target_layers = _cpu_layers(module), _cpu_layers(target)
-        if layers is None or target_layers is None:
+        net, target_net = _cpu_net(module), _cpu_net(target)
+        if net is None or target_net is None:
             return None
-        return cls(layers, target_layers, double_q)
+        return cls(net, target_net, double_q)
 
     @torch.no_grad()
     def __call__(self, batch):
@@ -199,18 +161,18 @@ class TDStep:
             # row's products are those of a pass on its own: rows do not mix).
             both = torch.cat([observations, next_observations])
             outputs = self._online.get(2 * n, both)
-            _forward_into(self._plan, both, outputs)
+            self._net.forward_into(both, outputs)
             next_online = outputs[-1][n:]
             outputs = [z[:n] for z in outputs]
         else:
             outputs = self._online.get(n, observations)
-            _forward_into(self._plan, observations, outputs)
+            self._net.forward_into(observations, outputs)
         inputs = [observations, *outputs[:-1]]
         q_all = outputs[-1]
         index = actions.unsqueeze(1)
         q = q_all.gather(1, index).squeeze(1)
-        next_q_target = _forward_into(self._target_plan, next_observations,
-                                      self._target.get(n, next_observations))
+        next_q_target = self._target_net.forward_into(
+            next_observations, self._target.get(n, next_observations))
         if self.double_q:
             next_actions = next_online.argmax(dim=1)
             next_q = next_q_target.gather(1, next_actions.unsqueeze(1)).squeeze(1)

@@ -8,6 +8,8 @@ observation dicts as padded arrays.
 
 import numpy as np
 
+from sklears_neural.rl._env import import_pettingzoo
+
 __all__ = ["describe_agents", "make_parallel_env"]
 
 
@@ -30,13 +32,7 @@ def make_parallel_env(env):
         For an AEC environment (with the conversion to use), a single-agent
         gymnasium environment (with the agents to use), or anything else.
     """
-    try:
-        from pettingzoo import ParallelEnv
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "MultiAgentTrainer needs PettingZoo. Install the rl extra: "
-            "pip install 'sklears-neural[rl]'."
-        ) from error
+    ParallelEnv = import_pettingzoo("MultiAgentTrainer").ParallelEnv
     # A class is a factory too, though it has an env's methods.
     factory = isinstance(env, type) or (callable(env) and not _looks_like_env(env))
     made = env() if factory else env

@@ -23,14 +23,10 @@ import numpy as np
 __all__ = ["CooperativeGrid", "RepeatedMatrixGame"]
 
 
-try:
-    from gymnasium import spaces
-    from pettingzoo import ParallelEnv
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "The multi-agent environments need PettingZoo and gymnasium. Install "
-        "the rl extra: pip install 'sklears-neural[rl]'."
-    ) from error
+from sklears_neural.rl._env import import_gymnasium, import_pettingzoo
+
+spaces = import_gymnasium().spaces
+ParallelEnv = import_pettingzoo("the multi-agent environments").ParallelEnv
 
 
 def _check_positive_int(value, name, owner):
