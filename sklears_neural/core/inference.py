@@ -337,13 +337,11 @@ class _Entry:
         self.steps = _OPTIMIZER_STEPS[0]
         modules, tensors = _walk(module)
         self.modules, self.tensors = _refs(modules), _refs(tensors)
-        self.state = [(t._version, t.data_ptr()) for t in tensors]
-        self.tables = _refs(m for m in modules if m._modules)
-        self.sizes = [len(m._modules) for m in modules if m._modules]
         # What is_current compares, as flat tuples (it runs at every predict).
-        self._tensor_checks = [(ref, version, pointer) for ref, (version, pointer)
-                               in zip(self.tensors, self.state)]
-        self._table_checks = list(zip(self.tables, self.sizes))
+        self._tensor_checks = [(ref, t._version, t.data_ptr())
+                               for ref, t in zip(self.tensors, tensors)]
+        self._table_checks = [(weakref.ref(m), len(m._modules))
+                              for m in modules if m._modules]
         param = next(module.parameters(), None)
         self.device = torch.device("cpu") if param is None else param.device
         self.dtype = torch.float32 if param is None else param.dtype
